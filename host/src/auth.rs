@@ -1,0 +1,228 @@
+//! Principals, scopes and capabilities: who may do what to which app.
+//!
+//! Rule: every action on an app's data is checked against the acting
+//! principal *at the moment of the action* through an [`Authorizer`]; nothing
+//! caches a grant, so removing a member takes effect on their next call.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AppId, InvalidValue};
+use crate::store::Store;
+
+/// The seven scopes of the permission model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Operates the whole instance; satisfies every scope of every app.
+    InstanceAdmin,
+    /// Manages an app: members, triggers, dead letters.
+    AppAdmin,
+    /// Deploys scripts.
+    AppDeploy,
+    /// Writes app data (KV).
+    AppWrite,
+    /// Reads app data (KV, dead letters).
+    AppRead,
+    /// Invokes scripts synchronously.
+    AppInvoke,
+    /// Reads logs.
+    AppLogs,
+}
+
+/// A principal's role in one app (the `app_members.role` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Every app scope.
+    Admin,
+    /// Deploy, write, read, invoke, logs.
+    Developer,
+    /// Read and logs.
+    Viewer,
+}
+
+impl Role {
+    /// The database form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "developer" => Ok(Role::Developer),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(InvalidValue::new("role", other, "admin, developer, viewer")),
+        }
+    }
+}
+
+/// Whether a per-app role satisfies a scope. No app role satisfies
+/// [`Scope::InstanceAdmin`].
+pub fn role_satisfies(role: Role, scope: Scope) -> bool {
+    use Scope::*;
+    match role {
+        Role::Admin => scope != InstanceAdmin,
+        Role::Developer => matches!(scope, AppDeploy | AppWrite | AppRead | AppInvoke | AppLogs),
+        Role::Viewer => matches!(scope, AppRead | AppLogs),
+    }
+}
+
+/// Something a principal wants to do to an app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Capability {
+    /// Register, enable, disable or remove triggers.
+    AppManageTriggers(AppId),
+    /// Resolve, replay or ignore dead letters.
+    AppDeadLetterManage(AppId),
+    /// Read KV entries and dead letters.
+    KvRead(AppId),
+    /// Write or delete KV entries.
+    KvWrite(AppId),
+    /// Deploy or remove scripts.
+    ScriptDeploy(AppId),
+    /// Invoke a script synchronously.
+    ScriptInvoke(AppId),
+}
+
+impl Capability {
+    /// The scope this capability needs.
+    pub fn scope(self) -> Scope {
+        match self {
+            Capability::AppManageTriggers(_) | Capability::AppDeadLetterManage(_) => {
+                Scope::AppAdmin
+            }
+            Capability::KvRead(_) => Scope::AppRead,
+            Capability::KvWrite(_) => Scope::AppWrite,
+            Capability::ScriptDeploy(_) => Scope::AppDeploy,
+            Capability::ScriptInvoke(_) => Scope::AppInvoke,
+        }
+    }
+
+    /// The app it concerns.
+    pub fn app(self) -> AppId {
+        match self {
+            Capability::AppManageTriggers(a)
+            | Capability::AppDeadLetterManage(a)
+            | Capability::KvRead(a)
+            | Capability::KvWrite(a)
+            | Capability::ScriptDeploy(a)
+            | Capability::ScriptInvoke(a) => a,
+        }
+    }
+}
+
+/// The answer could not be had (the store behind the authorizer failed).
+#[derive(Debug, thiserror::Error)]
+#[error("authorization check failed: {0}")]
+pub struct AuthError(#[from] pub crate::store::Error);
+
+/// Answers "may `principal` use `capability` now?". The manager plugs in its
+/// own; [`MemberAuthorizer`] is the built-in one.
+#[async_trait]
+pub trait Authorizer: Send + Sync {
+    /// Whether the principal holds the capability at this moment.
+    async fn allowed(&self, principal: &str, capability: Capability) -> Result<bool, AuthError>;
+}
+
+/// The built-in authorizer: reads `app_members`, plus an optional set of
+/// instance administrators who may do anything.
+pub struct MemberAuthorizer {
+    store: Arc<dyn Store>,
+    instance_admins: HashSet<String>,
+}
+
+impl MemberAuthorizer {
+    /// An authorizer over the store's `app_members` table.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        MemberAuthorizer {
+            store,
+            instance_admins: HashSet::new(),
+        }
+    }
+
+    /// Also treat these principals as instance administrators.
+    pub fn with_instance_admins(mut self, admins: impl IntoIterator<Item = String>) -> Self {
+        self.instance_admins.extend(admins);
+        self
+    }
+}
+
+#[async_trait]
+impl Authorizer for MemberAuthorizer {
+    async fn allowed(&self, principal: &str, capability: Capability) -> Result<bool, AuthError> {
+        if self.instance_admins.contains(principal) {
+            return Ok(true);
+        }
+        let role = self.store.member_role(capability.app(), principal).await?;
+        Ok(role.is_some_and(|role| role_satisfies(role, capability.scope())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_scopes() {
+        use Scope::*;
+        let all = [
+            InstanceAdmin,
+            AppAdmin,
+            AppDeploy,
+            AppWrite,
+            AppRead,
+            AppInvoke,
+            AppLogs,
+        ];
+        for s in all {
+            assert_eq!(role_satisfies(Role::Admin, s), s != InstanceAdmin, "{s:?}");
+        }
+        let dev: Vec<_> = all
+            .into_iter()
+            .filter(|s| role_satisfies(Role::Developer, *s))
+            .collect();
+        assert_eq!(dev, [AppDeploy, AppWrite, AppRead, AppInvoke, AppLogs]);
+        let viewer: Vec<_> = all
+            .into_iter()
+            .filter(|s| role_satisfies(Role::Viewer, *s))
+            .collect();
+        assert_eq!(viewer, [AppRead, AppLogs]);
+    }
+
+    #[test]
+    fn capabilities_map_onto_scopes() {
+        let a = AppId::new();
+        assert_eq!(Capability::AppManageTriggers(a).scope(), Scope::AppAdmin);
+        assert_eq!(Capability::AppDeadLetterManage(a).scope(), Scope::AppAdmin);
+        assert_eq!(Capability::KvRead(a).scope(), Scope::AppRead);
+        assert_eq!(Capability::KvWrite(a).scope(), Scope::AppWrite);
+        assert_eq!(Capability::ScriptDeploy(a).scope(), Scope::AppDeploy);
+        assert_eq!(Capability::ScriptInvoke(a).scope(), Scope::AppInvoke);
+        assert_eq!(Capability::KvWrite(a).app(), a);
+    }
+
+    #[test]
+    fn role_parsing() {
+        assert_eq!("viewer".parse::<Role>().unwrap(), Role::Viewer);
+        assert!("owner".parse::<Role>().is_err());
+    }
+}

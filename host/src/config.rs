@@ -1,0 +1,309 @@
+//! Configuration from the environment: retry policy and sandbox ceilings.
+//!
+//! Rule: every variable has a documented default; a value that is present but
+//! malformed (not a number, zero where zero makes no sense, out of range)
+//! stops start-up with an error naming the variable and the value. Nothing
+//! silently falls back to a default.
+
+use std::time::Duration;
+
+/// A malformed configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}='{value}': {expected}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// The value it had.
+    pub value: String,
+    /// What was expected.
+    pub expected: String,
+}
+
+/// Where configuration is read from: the process environment, or a map in
+/// tests.
+pub trait Source {
+    /// The value of `var`, if set.
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, var: &str) -> Option<String> {
+        self(var)
+    }
+}
+
+/// Read an integer in `[min, max]`, or the default when the variable is unset.
+fn int(
+    src: &dyn Source,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = src.get(var) else {
+        return Ok(default);
+    };
+    let err = || ConfigError {
+        var,
+        value: raw.clone(),
+        expected: format!("expected a whole number from {min} to {max}"),
+    };
+    let n: u64 = raw.trim().parse().map_err(|_| err())?;
+    if n < min || n > max {
+        return Err(err());
+    }
+    Ok(n)
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The dispatcher's policy: depth limit, retries, retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerConfig {
+    /// `PICLOUD_MAX_TRIGGER_DEPTH` [8]: deeper events are never executed.
+    pub max_trigger_depth: i32,
+    /// `PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS` [5]: attempts before dead-lettering.
+    pub retry_max_attempts: i32,
+    /// `PICLOUD_TRIGGER_RETRY_BASE_MS` [1000]: the first retry delay.
+    pub retry_base: Duration,
+    /// `PICLOUD_TRIGGER_RETRY_MAX_MS` [300000]: the largest retry delay.
+    pub retry_max: Duration,
+    /// `PICLOUD_DEAD_LETTER_RETENTION_DAYS` [30].
+    pub dead_letter_retention: Duration,
+    /// `PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS` [7].
+    pub abandoned_retention: Duration,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig {
+            max_trigger_depth: 8,
+            retry_max_attempts: 5,
+            retry_base: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(300_000),
+            dead_letter_retention: Duration::from_millis(30 * DAY_MS),
+            abandoned_retention: Duration::from_millis(7 * DAY_MS),
+        }
+    }
+}
+
+impl TriggerConfig {
+    /// Read from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env)
+    }
+
+    /// Read from any [`Source`].
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let base = int(src, "PICLOUD_TRIGGER_RETRY_BASE_MS", 1000, 1, DAY_MS)?;
+        let max_var = "PICLOUD_TRIGGER_RETRY_MAX_MS";
+        let max = int(src, max_var, 300_000, 1, 7 * DAY_MS)?;
+        if max < base {
+            return Err(ConfigError {
+                var: max_var,
+                value: max.to_string(),
+                expected: format!("must be at least PICLOUD_TRIGGER_RETRY_BASE_MS ({base})"),
+            });
+        }
+        Ok(TriggerConfig {
+            max_trigger_depth: int(src, "PICLOUD_MAX_TRIGGER_DEPTH", 8, 1, 1000)? as i32,
+            retry_max_attempts: int(src, "PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", 5, 1, 1000)? as i32,
+            retry_base: Duration::from_millis(base),
+            retry_max: Duration::from_millis(max),
+            dead_letter_retention: Duration::from_millis(
+                int(src, "PICLOUD_DEAD_LETTER_RETENTION_DAYS", 30, 1, 36_500)? * DAY_MS,
+            ),
+            abandoned_retention: Duration::from_millis(
+                int(
+                    src,
+                    "PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS",
+                    7,
+                    1,
+                    36_500,
+                )? * DAY_MS,
+            ),
+        })
+    }
+
+    /// The delay before attempt `n + 1` after `n` failed attempts:
+    /// `min(max, base * 2^(n-1))`, then jittered by up to ±10%.
+    pub fn backoff(&self, failed_attempts: i32) -> Duration {
+        let exact = self.backoff_exact(failed_attempts);
+        let jitter = 0.9 + 0.2 * fastrand_unit();
+        exact.mul_f64(jitter)
+    }
+
+    /// The delay without jitter.
+    pub fn backoff_exact(&self, failed_attempts: i32) -> Duration {
+        let exp = failed_attempts.saturating_sub(1).clamp(0, 40) as u32;
+        let base_ms = self.retry_base.as_millis() as u64;
+        let ms = base_ms.saturating_mul(1u64 << exp);
+        Duration::from_millis(ms).min(self.retry_max)
+    }
+}
+
+/// A uniform number in [0, 1), good enough for jitter.
+fn fastrand_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// The limits every script runs under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxCeiling {
+    /// `PICLOUD_SANDBOX_TIMEOUT_MS` [5000]: wall-clock deadline per invocation.
+    pub timeout: Duration,
+    /// `PICLOUD_SANDBOX_MEMORY_MB` [64]: linear memory per instance.
+    pub memory_bytes: u64,
+    /// `PICLOUD_SANDBOX_LOG_BYTES` [65536]: log and stdout/stderr per invocation.
+    pub log_bytes: u64,
+    /// `PICLOUD_SANDBOX_MAX_INSTANCES` [64]: concurrent instances (the pool size,
+    /// and so the dispatcher's concurrency bound).
+    pub max_instances: u32,
+    /// `PICLOUD_SCRIPT_MAX_BYTES` [32 MiB]: largest deployable component.
+    pub script_max_bytes: u64,
+    /// `PICLOUD_SANDBOX_REPLY_BYTES` [1 MiB]: largest reply body.
+    pub reply_max_bytes: u64,
+}
+
+impl Default for SandboxCeiling {
+    fn default() -> Self {
+        SandboxCeiling {
+            timeout: Duration::from_millis(5000),
+            memory_bytes: 64 << 20,
+            log_bytes: 65536,
+            max_instances: 64,
+            script_max_bytes: 32 << 20,
+            reply_max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl SandboxCeiling {
+    /// Read from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env)
+    }
+
+    /// Read from any [`Source`].
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(SandboxCeiling {
+            timeout: Duration::from_millis(int(
+                src,
+                "PICLOUD_SANDBOX_TIMEOUT_MS",
+                5000,
+                1,
+                3_600_000,
+            )?),
+            memory_bytes: int(src, "PICLOUD_SANDBOX_MEMORY_MB", 64, 1, 4095)? << 20,
+            log_bytes: int(src, "PICLOUD_SANDBOX_LOG_BYTES", 65536, 1, 1 << 30)?,
+            max_instances: int(src, "PICLOUD_SANDBOX_MAX_INSTANCES", 64, 1, 10_000)? as u32,
+            script_max_bytes: int(src, "PICLOUD_SCRIPT_MAX_BYTES", 32 << 20, 1, 1 << 30)?,
+            reply_max_bytes: int(src, "PICLOUD_SANDBOX_REPLY_BYTES", 1 << 20, 1, 1 << 30)?,
+        })
+    }
+
+    /// The memory limit in MiB, as named in errors.
+    pub fn memory_mib(&self) -> u64 {
+        self.memory_bytes >> 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            TriggerConfig::from_source(&src(&[])).unwrap(),
+            TriggerConfig::default()
+        );
+        assert_eq!(
+            SandboxCeiling::from_source(&src(&[])).unwrap(),
+            SandboxCeiling::default()
+        );
+        let d = SandboxCeiling::default();
+        assert_eq!(d.timeout, Duration::from_millis(5000));
+        assert_eq!(d.memory_mib(), 64);
+        assert_eq!(d.script_max_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = TriggerConfig::from_source(&src(&[
+            ("PICLOUD_MAX_TRIGGER_DEPTH", "3"),
+            ("PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", "2"),
+            ("PICLOUD_TRIGGER_RETRY_BASE_MS", "10"),
+            ("PICLOUD_TRIGGER_RETRY_MAX_MS", "40"),
+        ]))
+        .unwrap();
+        assert_eq!(c.max_trigger_depth, 3);
+        assert_eq!(c.retry_max_attempts, 2);
+        assert_eq!(c.backoff_exact(1), Duration::from_millis(10));
+        assert_eq!(c.backoff_exact(2), Duration::from_millis(20));
+        assert_eq!(c.backoff_exact(3), Duration::from_millis(40));
+        assert_eq!(c.backoff_exact(30), Duration::from_millis(40));
+        let s = SandboxCeiling::from_source(&src(&[("PICLOUD_SANDBOX_MEMORY_MB", "16")])).unwrap();
+        assert_eq!(s.memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn malformed_values_name_variable_and_value() {
+        let e = TriggerConfig::from_source(&src(&[("PICLOUD_MAX_TRIGGER_DEPTH", "eight")]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid PICLOUD_MAX_TRIGGER_DEPTH='eight': expected a whole number from 1 to 1000"
+        );
+        let e =
+            SandboxCeiling::from_source(&src(&[("PICLOUD_SANDBOX_TIMEOUT_MS", "0")])).unwrap_err();
+        assert_eq!(e.var, "PICLOUD_SANDBOX_TIMEOUT_MS");
+        assert_eq!(e.value, "0");
+        let e =
+            SandboxCeiling::from_source(&src(&[("PICLOUD_SANDBOX_MEMORY_MB", "-1")])).unwrap_err();
+        assert_eq!(e.var, "PICLOUD_SANDBOX_MEMORY_MB");
+        let e = TriggerConfig::from_source(&src(&[
+            ("PICLOUD_TRIGGER_RETRY_BASE_MS", "500"),
+            ("PICLOUD_TRIGGER_RETRY_MAX_MS", "100"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "PICLOUD_TRIGGER_RETRY_MAX_MS");
+        assert!(
+            TriggerConfig::from_source(&src(&[("PICLOUD_DEAD_LETTER_RETENTION_DAYS", "")]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_ten_percent() {
+        let c = TriggerConfig::default();
+        for n in 1..8 {
+            let exact = c.backoff_exact(n).as_secs_f64();
+            for _ in 0..50 {
+                let d = c.backoff(n).as_secs_f64();
+                assert!(
+                    d >= exact * 0.9 - 1e-9 && d <= exact * 1.1 + 1e-9,
+                    "{n}: {d} vs {exact}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! PiCloud trigger host: dispatches outbox events to sandboxed WebAssembly
+//! trigger scripts.
+//!
+//! The pieces, one module per concept:
+//! - [`model`]: ids, timestamps and the rows everything else passes around;
+//! - [`pattern`]: collection/source patterns for triggers;
+//! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
+//! - [`auth`]: scopes, roles, capabilities and the [`auth::Authorizer`];
+//! - [`store`]: the repository traits and their SQLite and PostgreSQL backends.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod model;
+pub mod pattern;
+pub mod store;

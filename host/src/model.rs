@@ -1,0 +1,774 @@
+//! The domain vocabulary shared by the store, the runtime and the dispatcher.
+//!
+//! Rule: these types are plain data. Ids are typed so an app id can never be
+//! passed where a script id is expected, and every type here encodes the same
+//! way on both backends (UUIDs as `uuid` on PostgreSQL and hyphenated text on
+//! SQLite; timestamps as `timestamptz` and as fixed-width, sortable UTC text),
+//! so one row struct decodes from either database.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl Type<Postgres> for $name {
+            fn type_info() -> PgTypeInfo {
+                <Uuid as Type<Postgres>>::type_info()
+            }
+        }
+        impl Encode<'_, Postgres> for $name {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <Uuid as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+            }
+        }
+        impl Decode<'_, Postgres> for $name {
+            fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+                <Uuid as Decode<Postgres>>::decode(value).map(Self)
+            }
+        }
+        impl Type<Sqlite> for $name {
+            fn type_info() -> SqliteTypeInfo {
+                <String as Type<Sqlite>>::type_info()
+            }
+        }
+        impl<'q> Encode<'q, Sqlite> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut Vec<SqliteArgumentValue<'q>>,
+            ) -> Result<IsNull, BoxDynError> {
+                <String as Encode<Sqlite>>::encode(self.to_string(), buf)
+            }
+        }
+        impl Decode<'_, Sqlite> for $name {
+            fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+                let text = <&str as Decode<Sqlite>>::decode(value)?;
+                Ok(Self(Uuid::parse_str(text)?))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies an app: the unit of ownership and isolation.
+    AppId
+);
+id_type!(
+    /// Identifies a deployed script (its name within an app, not its code).
+    ScriptId
+);
+id_type!(
+    /// Identifies a trigger.
+    TriggerId
+);
+id_type!(
+    /// Identifies an outbox event; stable across retries, so scripts can use
+    /// it to stay idempotent.
+    EventId
+);
+id_type!(
+    /// Identifies a dead letter.
+    DeadLetterId
+);
+id_type!(
+    /// Identifies an abandoned-execution record.
+    AbandonedId
+);
+
+/// A point in time, UTC, with microsecond precision.
+///
+/// On SQLite it is stored as fixed-width text (`2026-01-02T03:04:05.000006Z`),
+/// so that comparing the text compares the times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    /// The current time, truncated to microseconds (what both backends keep).
+    pub fn now() -> Self {
+        Self::from_datetime(Utc::now())
+    }
+
+    /// Truncate to microseconds, the precision both backends store.
+    pub fn from_datetime(t: DateTime<Utc>) -> Self {
+        let micros = t.timestamp_micros();
+        Self(DateTime::from_timestamp_micros(micros).unwrap_or(t))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    /// This time plus a duration.
+    pub fn plus(&self, d: std::time::Duration) -> Self {
+        let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Self(
+            self.0
+                .checked_add_signed(d)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
+    /// This time minus a duration.
+    pub fn minus(&self, d: std::time::Duration) -> Self {
+        let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Self(
+            self.0
+                .checked_sub_signed(d)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )
+    }
+
+    fn to_sqlite_text(self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Type<Postgres> for Timestamp {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+impl Encode<'_, Postgres> for Timestamp {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+impl Decode<'_, Postgres> for Timestamp {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        <DateTime<Utc> as Decode<Postgres>>::decode(value).map(Self)
+    }
+}
+impl Type<Sqlite> for Timestamp {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+impl<'q> Encode<'q, Sqlite> for Timestamp {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(self.to_sqlite_text(), buf)
+    }
+}
+impl Decode<'_, Sqlite> for Timestamp {
+    fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+        let text = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(Self(
+            DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc),
+        ))
+    }
+}
+
+/// An app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct App {
+    /// Its id.
+    pub id: AppId,
+    /// Its unique name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A deployed script's metadata (the code itself is fetched separately).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Script {
+    /// Its id; stable across redeploys of the same name.
+    pub id: ScriptId,
+    /// The app it belongs to.
+    pub app_id: AppId,
+    /// Its name, unique within the app.
+    pub name: String,
+    /// Hex SHA-256 of the component bytes: the compile-cache key.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: i64,
+    /// First deploy.
+    pub created_at: Timestamp,
+    /// Last deploy.
+    pub updated_at: Timestamp,
+}
+
+/// A stored KV entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvEntry {
+    /// The collection.
+    pub collection: String,
+    /// The key within the collection.
+    pub key: String,
+    /// The JSON value.
+    pub value: Value,
+    /// Starts at 1, increases by one on every write.
+    pub version: i64,
+    /// Time of the last write.
+    pub updated_at: Timestamp,
+}
+
+/// A KV operation a trigger can listen to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvOp {
+    /// A key was written.
+    Set,
+    /// A key was deleted.
+    Delete,
+}
+
+impl KvOp {
+    /// The op's name in events and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvOp::Set => "set",
+            KvOp::Delete => "delete",
+        }
+    }
+}
+
+impl FromStr for KvOp {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "set" => Ok(KvOp::Set),
+            "delete" => Ok(KvOp::Delete),
+            other => Err(InvalidValue::new("kv op", other, "set, delete")),
+        }
+    }
+}
+
+/// The set of KV ops a trigger listens to. Empty input means both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvOps {
+    /// Fires on `set`.
+    pub set: bool,
+    /// Fires on `delete`.
+    pub delete: bool,
+}
+
+impl KvOps {
+    /// Both ops.
+    pub const ALL: KvOps = KvOps {
+        set: true,
+        delete: true,
+    };
+
+    /// Whether `op` is in the set.
+    pub fn contains(&self, op: KvOp) -> bool {
+        match op {
+            KvOp::Set => self.set,
+            KvOp::Delete => self.delete,
+        }
+    }
+
+    /// Parse `set,delete`, `set`, `delete`; an empty string means both.
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let mut ops = KvOps {
+            set: false,
+            delete: false,
+        };
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            match part.parse::<KvOp>()? {
+                KvOp::Set => ops.set = true,
+                KvOp::Delete => ops.delete = true,
+            }
+        }
+        if !ops.set && !ops.delete {
+            return Ok(KvOps::ALL);
+        }
+        Ok(ops)
+    }
+
+    /// The canonical text form stored in the database (`set,delete`).
+    pub fn as_db_str(&self) -> &'static str {
+        match (self.set, self.delete) {
+            (true, false) => "set",
+            (false, true) => "delete",
+            _ => "set,delete",
+        }
+    }
+}
+
+/// What kind of trigger, and its kind-specific details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerSpec {
+    /// Fires on KV writes in collections matching `collection`.
+    Kv {
+        /// A validated collection pattern (see [`crate::pattern`]).
+        collection: String,
+        /// Which ops fire it.
+        ops: KvOps,
+    },
+    /// Fires on new dead letters whose original source matches `source`.
+    DeadLetter {
+        /// A validated source pattern (see [`crate::pattern`]).
+        source: String,
+    },
+}
+
+impl TriggerSpec {
+    /// The `kind` column value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerSpec::Kv { .. } => "kv",
+            TriggerSpec::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// A registered trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Its id.
+    pub id: TriggerId,
+    /// Its app.
+    pub app_id: AppId,
+    /// The script it runs.
+    pub script_id: ScriptId,
+    /// A human name, for listings.
+    pub name: String,
+    /// Disabled triggers never match.
+    pub enabled: bool,
+    /// The principal scripts run as; checked on every host call.
+    pub registered_by_principal: String,
+    /// Kind and details.
+    pub spec: TriggerSpec,
+    /// Registration time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A trigger to register. The pattern must already be valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTrigger {
+    /// Its app.
+    pub app_id: AppId,
+    /// The script to run (of the same app).
+    pub script_id: ScriptId,
+    /// A human name.
+    pub name: String,
+    /// The principal scripts will run as.
+    pub registered_by_principal: String,
+    /// Kind and details.
+    pub spec: TriggerSpec,
+}
+
+/// Event sources.
+pub mod source {
+    /// KV writes (ops `set`, `delete`).
+    pub const KV: &str = "kv";
+    /// Cron ticks.
+    pub const CRON: &str = "cron";
+    /// Pub/sub messages.
+    pub const PUBSUB: &str = "pubsub";
+    /// Queue items.
+    pub const QUEUE: &str = "queue";
+    /// Inbound email.
+    pub const EMAIL: &str = "email";
+    /// HTTP calls (op `invoke`): synchronous invocations.
+    pub const HTTP: &str = "http";
+    /// New dead letters (op `created`).
+    pub const DEAD_LETTER: &str = "dead_letter";
+}
+
+/// An event to write to the outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The app the event belongs to.
+    pub app_id: AppId,
+    /// One of [`source`].
+    pub source: String,
+    /// The operation, e.g. `set`.
+    pub op: String,
+    /// Set for an invocation row: run only this trigger.
+    pub trigger_id: Option<TriggerId>,
+    /// Set for an invocation row or a direct invocation: run this script.
+    pub script_id: Option<ScriptId>,
+    /// The principal to run as, for direct invocations.
+    pub principal: Option<String>,
+    /// The JSON payload.
+    pub payload: Value,
+    /// 0 for events from outside; a script's writes carry depth + 1.
+    pub depth: i32,
+    /// Attempts already made (0 for a fresh event).
+    pub attempt_count: i32,
+    /// When the first attempt was made, carried over by fan-out.
+    pub first_attempt_at: Option<Timestamp>,
+    /// When the last attempt was made, carried over by fan-out.
+    pub last_attempt_at: Option<Timestamp>,
+    /// The last failure, carried over by fan-out.
+    pub last_error: Option<String>,
+    /// Earliest time to run; `None` means now.
+    pub due_at: Option<Timestamp>,
+    /// Inbox to deliver the reply to (synchronous invocation).
+    pub reply_to: Option<String>,
+}
+
+impl NewEvent {
+    /// A raw event from outside (depth 0), to be matched against triggers.
+    pub fn raw(app_id: AppId, source: &str, op: &str, payload: Value) -> Self {
+        NewEvent {
+            app_id,
+            source: source.to_owned(),
+            op: op.to_owned(),
+            trigger_id: None,
+            script_id: None,
+            principal: None,
+            payload,
+            depth: 0,
+            attempt_count: 0,
+            first_attempt_at: None,
+            last_attempt_at: None,
+            last_error: None,
+            due_at: None,
+            reply_to: None,
+        }
+    }
+
+    /// The same event at another depth.
+    pub fn at_depth(mut self, depth: i32) -> Self {
+        self.depth = depth;
+        self
+    }
+}
+
+/// A row of the outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct OutboxEvent {
+    /// Stable event id.
+    pub id: EventId,
+    /// Its app.
+    pub app_id: AppId,
+    /// Its source.
+    pub source: String,
+    /// Its op.
+    pub op: String,
+    /// Set for invocation rows.
+    pub trigger_id: Option<TriggerId>,
+    /// Set for invocation rows and direct invocations.
+    pub script_id: Option<ScriptId>,
+    /// Run-as principal for direct invocations.
+    pub principal: Option<String>,
+    /// The payload.
+    #[sqlx(json)]
+    pub payload: Value,
+    /// Trigger depth.
+    pub depth: i32,
+    /// Attempts made so far.
+    pub attempt_count: i32,
+    /// First attempt, if any.
+    pub first_attempt_at: Option<Timestamp>,
+    /// Last attempt, if any.
+    pub last_attempt_at: Option<Timestamp>,
+    /// Last failure, if any.
+    pub last_error: Option<String>,
+    /// Earliest time to run.
+    pub due_at: Timestamp,
+    /// Lease expiry while claimed.
+    pub locked_until: Option<Timestamp>,
+    /// The claimer holding the lease.
+    pub locked_by: Option<String>,
+    /// Inbox for a synchronous invocation's reply.
+    pub reply_to: Option<String>,
+    /// When it was written.
+    pub created_at: Timestamp,
+}
+
+/// The closed vocabulary of dead-letter resolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The original event was enqueued again.
+    Replayed,
+    /// Nothing more will be done.
+    Ignored,
+    /// A script dealt with it.
+    HandledByScript,
+    /// The dead-letter handler gave up (the recursion stop).
+    HandlerFailed,
+}
+
+impl Resolution {
+    /// All four values.
+    pub const ALL: [Resolution; 4] = [
+        Resolution::Replayed,
+        Resolution::Ignored,
+        Resolution::HandledByScript,
+        Resolution::HandlerFailed,
+    ];
+
+    /// The database and wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Replayed => "replayed",
+            Resolution::Ignored => "ignored",
+            Resolution::HandledByScript => "handled_by_script",
+            Resolution::HandlerFailed => "handler_failed",
+        }
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Resolution {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Resolution::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                InvalidValue::new(
+                    "resolution",
+                    s,
+                    "replayed, ignored, handled_by_script, handler_failed",
+                )
+            })
+    }
+}
+
+/// A dead letter: an event that exhausted its retries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id.
+    pub id: DeadLetterId,
+    /// Its app.
+    pub app_id: AppId,
+    /// The outbox id of the event that failed.
+    pub original_event_id: EventId,
+    /// The original source.
+    pub source: String,
+    /// The original op.
+    pub op: String,
+    /// The trigger that failed, if any.
+    pub trigger_id: Option<TriggerId>,
+    /// The script that failed, if any.
+    pub script_id: Option<ScriptId>,
+    /// The original payload.
+    pub payload: Value,
+    /// Attempts made.
+    pub attempt_count: i32,
+    /// First attempt.
+    pub first_attempt_at: Timestamp,
+    /// Last attempt.
+    pub last_attempt_at: Timestamp,
+    /// The last failure.
+    pub last_error: String,
+    /// When it was dead-lettered.
+    pub created_at: Timestamp,
+    /// When it was resolved, if it was.
+    pub resolved_at: Option<Timestamp>,
+    /// How it was resolved, if it was.
+    pub resolution: Option<Resolution>,
+}
+
+/// A dead letter to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewDeadLetter {
+    /// The failed outbox row's id.
+    pub original_event_id: EventId,
+    /// Its app.
+    pub app_id: AppId,
+    /// Its source.
+    pub source: String,
+    /// Its op.
+    pub op: String,
+    /// Its trigger.
+    pub trigger_id: Option<TriggerId>,
+    /// Its script.
+    pub script_id: Option<ScriptId>,
+    /// Its payload.
+    pub payload: Value,
+    /// Its depth (the dead_letter event is one deeper).
+    pub depth: i32,
+    /// Attempts made.
+    pub attempt_count: i32,
+    /// First attempt.
+    pub first_attempt_at: Timestamp,
+    /// Last attempt.
+    pub last_attempt_at: Timestamp,
+    /// The last failure.
+    pub last_error: String,
+}
+
+/// Filters for listing dead letters. All set fields must match.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeadLetterFilter {
+    /// Only this app's.
+    pub app_id: Option<AppId>,
+    /// Only unresolved ones.
+    pub unresolved_only: bool,
+    /// Only with this original source.
+    pub source: Option<String>,
+    /// Only of this trigger.
+    pub trigger_id: Option<TriggerId>,
+    /// Created at or after.
+    pub created_after: Option<Timestamp>,
+    /// Created before.
+    pub created_before: Option<Timestamp>,
+    /// At most this many (oldest first); `None` means no limit.
+    pub limit: Option<u32>,
+}
+
+/// Outcome of an invocation whose caller had gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The script succeeded.
+    Ok,
+    /// The script failed.
+    Error,
+}
+
+impl Outcome {
+    /// The database form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ok" => Ok(Outcome::Ok),
+            "error" => Ok(Outcome::Error),
+            other => Err(InvalidValue::new("outcome", other, "ok, error")),
+        }
+    }
+}
+
+/// A synchronous invocation that finished after its caller had gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AbandonedExecution {
+    /// Its id.
+    pub id: AbandonedId,
+    /// The app.
+    pub app_id: AppId,
+    /// The outbox row that ran.
+    pub outbox_event_id: EventId,
+    /// The script that ran.
+    pub script_id: ScriptId,
+    /// The trigger, if any.
+    pub trigger_id: Option<TriggerId>,
+    /// The inbox nobody was listening on.
+    pub reply_to: String,
+    /// Whether the script succeeded.
+    pub outcome: Outcome,
+    /// Reply size or error text.
+    pub detail: String,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}
+
+/// A value outside a closed vocabulary.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} '{value}': expected one of {expected}")]
+pub struct InvalidValue {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl InvalidValue {
+    pub(crate) fn new(what: &'static str, value: &str, expected: &'static str) -> Self {
+        InvalidValue {
+            what,
+            value: value.to_owned(),
+            expected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_timestamps_sort_as_text() {
+        let a = Timestamp::from_datetime(DateTime::from_timestamp(1_700_000_000, 0).unwrap());
+        let b = a.plus(std::time::Duration::from_micros(1));
+        let c = a.plus(std::time::Duration::from_millis(1500));
+        let (ta, tb, tc) = (a.to_sqlite_text(), b.to_sqlite_text(), c.to_sqlite_text());
+        assert_eq!(ta.len(), tb.len());
+        assert!(ta < tb && tb < tc, "{ta} {tb} {tc}");
+    }
+
+    #[test]
+    fn resolution_vocabulary_round_trips() {
+        for r in Resolution::ALL {
+            assert_eq!(r.as_str().parse::<Resolution>().unwrap(), r);
+        }
+        let err = "retried".parse::<Resolution>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown resolution 'retried': expected one of replayed, ignored, handled_by_script, handler_failed"
+        );
+    }
+
+    #[test]
+    fn kv_ops_parse() {
+        assert_eq!(KvOps::parse("").unwrap(), KvOps::ALL);
+        assert_eq!(
+            KvOps::parse("set").unwrap(),
+            KvOps {
+                set: true,
+                delete: false
+            }
+        );
+        assert_eq!(KvOps::parse("delete, set").unwrap(), KvOps::ALL);
+        assert!(KvOps::parse("update").is_err());
+    }
+}

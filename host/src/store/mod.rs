@@ -1,0 +1,418 @@
+//! Storage: the repository traits and the backend chosen by URL.
+//!
+//! Rule: the two backends (`sqlite`, `postgres`) implement the same traits
+//! with the same behaviour, proven by one contract test suite run against
+//! both. Everything that is not SQL (validation, event payloads, the shape
+//! of a dead letter's event) lives here or in [`crate::model`], once; a
+//! backend only says how to store it. A change and the outbox event that
+//! describes it always commit in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::auth::Role;
+use crate::model::{
+    AbandonedExecution, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId, KvEntry,
+    KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, Script, ScriptId,
+    Timestamp, Trigger, TriggerId, TriggerSpec, source,
+};
+pub use crate::pattern::collection_matches;
+use crate::pattern::{self, PatternError};
+
+mod error;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+mod url;
+
+pub use error::{Error, Result};
+pub use url::{DatabaseUrl, redact};
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded, single dispatcher process.
+    Sqlite,
+    /// Shared by several dispatcher processes.
+    Postgres,
+}
+
+/// A member of an app.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The app.
+    pub app_id: AppId,
+    /// Who.
+    pub principal: String,
+    /// With which role.
+    pub role: Role,
+}
+
+/// Apps and their members.
+#[async_trait]
+pub trait AppRepo: Send + Sync {
+    /// Create an app; its name must be unused.
+    async fn create_app(&self, name: &str) -> Result<App>;
+    /// An app by id.
+    async fn get_app(&self, id: AppId) -> Result<App>;
+    /// An app by name, or by id written as text.
+    async fn find_app(&self, name_or_id: &str) -> Result<App>;
+    /// All apps, by name.
+    async fn list_apps(&self) -> Result<Vec<App>>;
+    /// Add a member or change their role.
+    async fn set_member(&self, app: AppId, principal: &str, role: Role) -> Result<()>;
+    /// Remove a member; whether they were one.
+    async fn remove_member(&self, app: AppId, principal: &str) -> Result<bool>;
+    /// A principal's role in an app, if any. The built-in authorizer's query.
+    async fn member_role(&self, app: AppId, principal: &str) -> Result<Option<Role>>;
+    /// An app's members, by principal.
+    async fn list_members(&self, app: AppId) -> Result<Vec<Member>>;
+}
+
+/// Deployed scripts.
+#[async_trait]
+pub trait ScriptRepo: Send + Sync {
+    /// Store a script's code under `name`, replacing the code of an existing
+    /// script of that name (its id stays). `sha256` is the hex digest of `wasm`.
+    async fn put_script(&self, app: AppId, name: &str, wasm: &[u8], sha256: &str)
+    -> Result<Script>;
+    /// A script's metadata by id.
+    async fn get_script(&self, id: ScriptId) -> Result<Script>;
+    /// A script of `app` by name, or by id written as text.
+    async fn find_script(&self, app: AppId, name_or_id: &str) -> Result<Script>;
+    /// A script's metadata and code.
+    async fn script_code(&self, id: ScriptId) -> Result<(Script, Vec<u8>)>;
+    /// An app's scripts, by name.
+    async fn list_scripts(&self, app: AppId) -> Result<Vec<Script>>;
+    /// Remove a script and (by cascade) its triggers; whether it existed.
+    async fn remove_script(&self, app: AppId, id: ScriptId) -> Result<bool>;
+}
+
+/// The per-app key-value store. Writes enqueue their `kv` event in the same
+/// transaction.
+#[async_trait]
+pub trait KvRepo: Send + Sync {
+    /// Read one entry.
+    async fn kv_get(&self, app: AppId, collection: &str, key: &str) -> Result<Option<KvEntry>>;
+    /// Keys of a collection in ascending order after `after`, at most `limit`.
+    async fn kv_list_keys(
+        &self,
+        app: AppId,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+    /// Write an entry and enqueue its `kv`/`set` event at `depth`, atomically.
+    async fn kv_set(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        depth: i32,
+    ) -> Result<KvEntry>;
+    /// Delete an entry and, if it existed, enqueue its `kv`/`delete` event at
+    /// `depth`, atomically. Whether it existed.
+    async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool>;
+}
+
+/// Triggers, and the dispatch-time matching queries.
+#[async_trait]
+pub trait TriggerRepo: Send + Sync {
+    /// Register a trigger. The pattern is validated ([`validate_trigger`]) and
+    /// the script must belong to the trigger's app.
+    async fn create_trigger(&self, trigger: &NewTrigger) -> Result<Trigger>;
+    /// A trigger by id.
+    async fn get_trigger(&self, id: TriggerId) -> Result<Trigger>;
+    /// An app's triggers, oldest first.
+    async fn list_triggers(&self, app: AppId) -> Result<Vec<Trigger>>;
+    /// Enable or disable a trigger.
+    async fn set_trigger_enabled(&self, id: TriggerId, enabled: bool) -> Result<Trigger>;
+    /// Remove a trigger (its details go by cascade); whether it existed.
+    async fn delete_trigger(&self, id: TriggerId) -> Result<bool>;
+    /// Enabled kv triggers of `app` whose pattern matches `collection` and whose
+    /// ops include `op`.
+    async fn list_matching_kv(
+        &self,
+        app: AppId,
+        collection: &str,
+        op: KvOp,
+    ) -> Result<Vec<Trigger>>;
+    /// Enabled dead_letter triggers of `app` whose pattern matches the dead
+    /// letter's original `source`.
+    async fn list_matching_dead_letter(&self, app: AppId, source: &str) -> Result<Vec<Trigger>>;
+}
+
+/// An attempt that failed and will be tried again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    /// The outbox row.
+    pub id: EventId,
+    /// Attempts made, including the one that just failed.
+    pub attempt_count: i32,
+    /// The first attempt's time.
+    pub first_attempt_at: Timestamp,
+    /// The failed attempt's time.
+    pub last_attempt_at: Timestamp,
+    /// Why it failed.
+    pub last_error: String,
+    /// When to try again.
+    pub due_at: Timestamp,
+}
+
+/// The outbox: events waiting to be dispatched.
+#[async_trait]
+pub trait OutboxRepo: Send + Sync {
+    /// Write one event.
+    async fn enqueue(&self, event: &NewEvent) -> Result<EventId>;
+    /// Write many events in one transaction.
+    async fn enqueue_many(&self, events: &[NewEvent]) -> Result<Vec<EventId>>;
+    /// Lease up to `limit` due rows (due, and unlocked or with an expired
+    /// lease) to `worker` for `lease`, in one statement, and return them.
+    /// Concurrent claimers never receive the same row while its lease holds.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>>;
+    /// Delete finished rows (batched completion). Returns how many went.
+    async fn complete(&self, ids: &[EventId]) -> Result<u64>;
+    /// Record failed attempts and release their leases until `due_at`.
+    async fn reschedule(&self, retries: &[Retry]) -> Result<()>;
+    /// Replace a raw event by per-trigger invocation rows, atomically.
+    async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>>;
+    /// Give leases back without recording an attempt (graceful shutdown).
+    async fn release(&self, ids: &[EventId]) -> Result<()>;
+    /// One row, if it is still there.
+    async fn get_event(&self, id: EventId) -> Result<Option<OutboxEvent>>;
+    /// How many rows are waiting (all apps when `app` is `None`).
+    async fn count_events(&self, app: Option<AppId>) -> Result<i64>;
+    /// The earliest `due_at` among unleased rows (or leased rows' expiry).
+    async fn next_due_at(&self) -> Result<Option<Timestamp>>;
+}
+
+/// Dead letters.
+#[async_trait]
+pub trait DeadLetterRepo: Send + Sync {
+    /// In one transaction: record the dead letter, delete its outbox row
+    /// (`original_event_id`), and, when `emit_event`, enqueue the
+    /// `dead_letter`/`created` event one level deeper ([`dead_letter_event`]).
+    async fn dead_letter(&self, dead: &NewDeadLetter, emit_event: bool) -> Result<DeadLetter>;
+    /// A dead letter by id.
+    async fn get_dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter>;
+    /// Dead letters matching the filter, oldest first.
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    /// Unresolved dead letters of an app (the dashboard badge).
+    async fn unresolved_count(&self, app: AppId) -> Result<i64>;
+    /// Settle a dead letter. `Replayed` enqueues the original event for the
+    /// same trigger and script (attempt 0, same payload, same depth) in the
+    /// same transaction. An already-resolved one is
+    /// [`Error::AlreadyResolved`] and nothing changes.
+    async fn resolve(&self, id: DeadLetterId, resolution: Resolution) -> Result<DeadLetter>;
+    /// The recursion stop, in one transaction: delete the outbox row of a
+    /// failed dead-letter handler and resolve its dead letter
+    /// `handler_failed` if it is still unresolved.
+    async fn stop_recursion(&self, event: EventId, dead_letter: DeadLetterId) -> Result<()>;
+    /// Delete dead letters created before `before`. Returns how many.
+    async fn gc_dead_letters(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// A synchronous invocation that finished after its caller had gone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAbandoned {
+    /// The app.
+    pub app_id: AppId,
+    /// The outbox row that ran.
+    pub outbox_event_id: EventId,
+    /// The script that ran.
+    pub script_id: ScriptId,
+    /// The trigger, if any.
+    pub trigger_id: Option<TriggerId>,
+    /// The inbox nobody was listening on.
+    pub reply_to: String,
+    /// Whether the script succeeded.
+    pub outcome: Outcome,
+    /// Reply size or error text.
+    pub detail: String,
+}
+
+/// Abandoned synchronous executions.
+#[async_trait]
+pub trait AbandonedRepo: Send + Sync {
+    /// Record one.
+    async fn record_abandoned(&self, abandoned: &NewAbandoned) -> Result<AbandonedExecution>;
+    /// Those of an app (all apps when `None`), oldest first.
+    async fn list_abandoned(&self, app: Option<AppId>) -> Result<Vec<AbandonedExecution>>;
+    /// Delete those created before `before`. Returns how many.
+    async fn gc_abandoned(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// A whole store: every repository, on one backend.
+#[async_trait]
+pub trait Store:
+    AppRepo
+    + ScriptRepo
+    + KvRepo
+    + TriggerRepo
+    + OutboxRepo
+    + DeadLetterRepo
+    + AbandonedRepo
+    + ReplyRepo
+{
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Listen for [`Signal`]s: on PostgreSQL `LISTEN picloud_outbox` (sent by
+    /// a statement trigger on outbox inserts, so an embedder's own inserts
+    /// wake dispatchers too) and `LISTEN picloud_reply` (payload: the inbox);
+    /// on SQLite an in-process broadcast fired after every commit that
+    /// enqueues. Several subscriptions may be live at once.
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
+    /// Apply the embedded migrations; applying them twice is harmless.
+    async fn migrate(&self) -> Result<()>;
+    /// Close the pool.
+    async fn close(&self);
+}
+
+/// Open the store named by `url` (`sqlite://...` or `postgres://...`).
+/// Does not migrate; call [`Store::migrate`].
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    let parsed = DatabaseUrl::parse(url)?;
+    match parsed.backend {
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(&parsed).await?)),
+        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(&parsed).await?)),
+    }
+}
+
+/// Check a trigger before it is stored: its pattern must be valid.
+pub fn validate_trigger(trigger: &NewTrigger) -> std::result::Result<(), PatternError> {
+    match &trigger.spec {
+        TriggerSpec::Kv { collection, .. } => pattern::validate(collection),
+        TriggerSpec::DeadLetter { source } => pattern::validate(source),
+    }
+}
+
+/// Largest accepted collection or key, in bytes.
+pub const MAX_KV_NAME_BYTES: usize = 512;
+/// Largest accepted KV value, in bytes of JSON text.
+pub const MAX_KV_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Check a KV collection and key before they reach the database.
+pub fn validate_kv_names(collection: &str, key: &str) -> Result<()> {
+    for (what, v) in [("collection", collection), ("key", key)] {
+        if v.is_empty() {
+            return Err(Error::Invalid(format!(
+                "empty {what}: give a non-empty name"
+            )));
+        }
+        if v.len() > MAX_KV_NAME_BYTES {
+            return Err(Error::Invalid(format!(
+                "{what} of {} bytes is over the limit of {MAX_KV_NAME_BYTES} bytes",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `kv` event a write causes. Its payload carries the collection, the
+/// key, the new value (`null` on delete) and the new version.
+pub fn kv_event(
+    app: AppId,
+    op: KvOp,
+    collection: &str,
+    key: &str,
+    value: Option<&Value>,
+    version: i64,
+    depth: i32,
+) -> NewEvent {
+    let payload = json!({
+        "collection": collection,
+        "key": key,
+        "value": value.cloned().unwrap_or(Value::Null),
+        "version": version,
+    });
+    NewEvent::raw(app, source::KV, op.as_str(), payload).at_depth(depth)
+}
+
+/// The `dead_letter`/`created` event for a new dead letter, one level deeper
+/// than the event that failed. Its payload carries the dead letter's id, the
+/// original source, op, trigger, script, attempt count, last error and payload.
+pub fn dead_letter_event(id: DeadLetterId, dead: &NewDeadLetter) -> NewEvent {
+    let payload = json!({
+        "dead_letter_id": id,
+        "source": dead.source,
+        "op": dead.op,
+        "trigger_id": dead.trigger_id,
+        "script_id": dead.script_id,
+        "attempt_count": dead.attempt_count,
+        "last_error": dead.last_error,
+        "payload": dead.payload,
+    });
+    NewEvent::raw(dead.app_id, source::DEAD_LETTER, "created", payload).at_depth(dead.depth + 1)
+}
+
+/// The invocation row that replays a dead letter: same trigger, script,
+/// payload and depth, no attempts yet.
+pub fn replay_event(dead: &DeadLetter, depth: i32) -> NewEvent {
+    NewEvent {
+        trigger_id: dead.trigger_id,
+        script_id: dead.script_id,
+        ..NewEvent::raw(dead.app_id, &dead.source, &dead.op, dead.payload.clone())
+    }
+    .at_depth(depth)
+}
+
+/// Something a dispatcher may want to wake up for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// New rows were written to the outbox.
+    Outbox,
+    /// A reply was stored for this inbox (another process ran the invocation).
+    Reply(String),
+}
+
+/// A live subscription to [`Signal`]s.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next signal. An error means the subscription broke; the caller
+    /// falls back to polling and subscribes again.
+    async fn recv(&mut self) -> Result<Signal>;
+}
+
+/// The reply of a synchronous invocation, parked for the process that owns
+/// the inbox (PostgreSQL: it may be another process).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredReply {
+    /// The inbox (`_INBOX.<uuid>`).
+    pub inbox: String,
+    /// The app.
+    pub app_id: AppId,
+    /// The outbox row that ran.
+    pub outbox_event_id: EventId,
+    /// The script that ran.
+    pub script_id: ScriptId,
+    /// Whether it succeeded.
+    pub outcome: Outcome,
+    /// The reply body (success) or the error text (failure).
+    pub body: Vec<u8>,
+    /// When it was stored.
+    pub created_at: Timestamp,
+}
+
+/// Parked replies of synchronous invocations, in the `invocation_replies`
+/// table (inbox text primary key, app_id, outbox_event_id, script_id,
+/// outcome `ok|error`, body bytes, created_at indexed for the stale sweep).
+#[async_trait]
+pub trait ReplyRepo: Send + Sync {
+    /// Park a reply, delete the outbox row it answers, and signal the inbox,
+    /// in one transaction.
+    async fn put_reply(&self, reply: &StoredReply) -> Result<()>;
+    /// Take (and delete) the reply for an inbox, if it is there.
+    async fn take_reply(&self, inbox: &str) -> Result<Option<StoredReply>>;
+    /// Take (and delete) replies stored before `before`: nobody came for them.
+    async fn take_stale_replies(&self, before: Timestamp) -> Result<Vec<StoredReply>>;
+}

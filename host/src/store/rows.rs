@@ -1,0 +1,489 @@
+//! What the two backends share besides the traits: row structs that decode
+//! from either database, their conversion to the model, the column lists,
+//! the dead-letter filter, trigger matching and error classification.
+//!
+//! Rule: a backend differs from the other only in SQL text and binding; any
+//! decision about what a row means, which trigger matches or which error a
+//! constraint violation becomes is made here, once.
+
+use serde_json::Value;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::{Error, Member, Result, StoredReply};
+use crate::auth::Role;
+use crate::model::{
+    AbandonedExecution, AbandonedId, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId,
+    KvEntry, KvOp, KvOps, NewTrigger, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
+};
+use crate::pattern::collection_matches;
+
+/// Rows per statement when a slice of ids or rows is written in chunks
+/// (SQLite allows 32766 bound values; PostgreSQL 65535).
+pub(crate) const CHUNK: usize = 500;
+
+/// The columns of [`crate::model::OutboxEvent`], in `select` order.
+macro_rules! outbox_columns {
+    () => {
+        "id, app_id, source, op, trigger_id, script_id, principal, payload, depth, \
+         attempt_count, first_attempt_at, last_attempt_at, last_error, due_at, locked_until, \
+         locked_by, reply_to, created_at"
+    };
+}
+pub(crate) use outbox_columns;
+
+/// The columns of [`crate::model::Script`].
+macro_rules! script_columns {
+    () => {
+        "id, app_id, name, sha256, size, created_at, updated_at"
+    };
+}
+pub(crate) use script_columns;
+
+/// The columns of [`DeadLetterRow`].
+macro_rules! dead_letter_columns {
+    () => {
+        "id, app_id, original_event_id, source, op, trigger_id, script_id, payload, \
+         attempt_count, first_attempt_at, last_attempt_at, last_error, created_at, resolved_at, \
+         resolution"
+    };
+}
+pub(crate) use dead_letter_columns;
+
+/// The columns of [`AbandonedRow`].
+macro_rules! abandoned_columns {
+    () => {
+        "id, app_id, outbox_event_id, script_id, trigger_id, reply_to, outcome, detail, created_at"
+    };
+}
+pub(crate) use abandoned_columns;
+
+/// The columns of [`ReplyRow`].
+macro_rules! reply_columns {
+    () => {
+        "inbox, app_id, outbox_event_id, script_id, outcome, body, created_at"
+    };
+}
+pub(crate) use reply_columns;
+
+/// A trigger joined with its detail rows; append `where ...`.
+macro_rules! trigger_select {
+    () => {
+        "select t.id, t.app_id, t.script_id, t.kind, t.name, t.enabled, \
+         t.registered_by_principal, t.created_at, t.updated_at, k.collection_pattern, k.ops, \
+         d.source_pattern \
+         from triggers t \
+         left join kv_trigger_details k on k.trigger_id = t.id \
+         left join dead_letter_trigger_details d on d.trigger_id = t.id "
+    };
+}
+pub(crate) use trigger_select;
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Database(sqlx::Error::Decode(
+        format!("stored {what} is malformed: {detail}").into(),
+    ))
+}
+
+/// A trigger with the columns of both detail tables.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TriggerRow {
+    id: TriggerId,
+    app_id: AppId,
+    script_id: ScriptId,
+    kind: String,
+    name: String,
+    enabled: bool,
+    registered_by_principal: String,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    collection_pattern: Option<String>,
+    ops: Option<String>,
+    source_pattern: Option<String>,
+}
+
+impl TryFrom<TriggerRow> for Trigger {
+    type Error = Error;
+    fn try_from(r: TriggerRow) -> Result<Trigger> {
+        let spec = match (
+            r.kind.as_str(),
+            r.collection_pattern,
+            r.ops,
+            r.source_pattern,
+        ) {
+            ("kv", Some(collection), Some(ops), _) => TriggerSpec::Kv {
+                collection,
+                ops: KvOps::parse(&ops).map_err(|e| corrupt("trigger ops", e))?,
+            },
+            ("dead_letter", _, _, Some(source)) => TriggerSpec::DeadLetter { source },
+            (kind, ..) => {
+                return Err(corrupt(
+                    "trigger",
+                    format!("{} of kind '{kind}' has no details", r.id),
+                ));
+            }
+        };
+        Ok(Trigger {
+            id: r.id,
+            app_id: r.app_id,
+            script_id: r.script_id,
+            name: r.name,
+            enabled: r.enabled,
+            registered_by_principal: r.registered_by_principal,
+            spec,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Convert fetched trigger rows.
+pub(crate) fn triggers(rows: Vec<TriggerRow>) -> Result<Vec<Trigger>> {
+    rows.into_iter().map(Trigger::try_from).collect()
+}
+
+/// Of an app's enabled kv triggers, those matching `collection` and `op`.
+pub(crate) fn matching_kv(candidates: Vec<Trigger>, collection: &str, op: KvOp) -> Vec<Trigger> {
+    candidates
+        .into_iter()
+        .filter(|t| match &t.spec {
+            TriggerSpec::Kv {
+                collection: pattern,
+                ops,
+            } => t.enabled && ops.contains(op) && collection_matches(pattern, collection),
+            TriggerSpec::DeadLetter { .. } => false,
+        })
+        .collect()
+}
+
+/// Of an app's enabled dead_letter triggers, those matching `source`.
+pub(crate) fn matching_dead_letter(candidates: Vec<Trigger>, source: &str) -> Vec<Trigger> {
+    candidates
+        .into_iter()
+        .filter(|t| match &t.spec {
+            TriggerSpec::DeadLetter { source: pattern } => {
+                t.enabled && collection_matches(pattern, source)
+            }
+            TriggerSpec::Kv { .. } => false,
+        })
+        .collect()
+}
+
+/// The pattern column values of a trigger spec: `(collection_pattern, ops)`
+/// for kv, `source_pattern` for dead_letter.
+pub(crate) enum Details<'a> {
+    /// `kv_trigger_details`.
+    Kv { pattern: &'a str, ops: &'static str },
+    /// `dead_letter_trigger_details`.
+    DeadLetter { pattern: &'a str },
+}
+
+impl<'a> Details<'a> {
+    pub(crate) fn of(spec: &'a TriggerSpec) -> Self {
+        match spec {
+            TriggerSpec::Kv { collection, ops } => Details::Kv {
+                pattern: collection,
+                ops: ops.as_db_str(),
+            },
+            TriggerSpec::DeadLetter { source } => Details::DeadLetter { pattern: source },
+        }
+    }
+}
+
+/// The error for a trigger whose script belongs to another app.
+pub(crate) fn cross_app_script(t: &NewTrigger) -> Error {
+    Error::Conflict(format!(
+        "script {} belongs to another app than {}: a trigger runs a script of its own app",
+        t.script_id, t.app_id
+    ))
+}
+
+/// A script's metadata and code.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ScriptCodeRow {
+    /// The metadata.
+    #[sqlx(flatten)]
+    pub(crate) script: Script,
+    /// The component bytes.
+    pub(crate) wasm: Vec<u8>,
+}
+
+/// A member row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemberRow {
+    app_id: AppId,
+    principal: String,
+    role: String,
+}
+
+impl TryFrom<MemberRow> for Member {
+    type Error = Error;
+    fn try_from(r: MemberRow) -> Result<Member> {
+        Ok(Member {
+            app_id: r.app_id,
+            principal: r.principal,
+            role: parse_role(&r.role)?,
+        })
+    }
+}
+
+/// A stored role.
+pub(crate) fn parse_role(role: &str) -> Result<Role> {
+    role.parse().map_err(|e| corrupt("role", e))
+}
+
+/// A KV row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KvRow {
+    collection: String,
+    key: String,
+    #[sqlx(json)]
+    value: Value,
+    version: i64,
+    updated_at: Timestamp,
+}
+
+impl From<KvRow> for KvEntry {
+    fn from(r: KvRow) -> KvEntry {
+        KvEntry {
+            collection: r.collection,
+            key: r.key,
+            value: r.value,
+            version: r.version,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A dead-letter row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeadLetterRow {
+    id: DeadLetterId,
+    app_id: AppId,
+    original_event_id: EventId,
+    source: String,
+    op: String,
+    trigger_id: Option<TriggerId>,
+    script_id: Option<ScriptId>,
+    #[sqlx(json)]
+    payload: Value,
+    attempt_count: i32,
+    first_attempt_at: Timestamp,
+    last_attempt_at: Timestamp,
+    last_error: String,
+    created_at: Timestamp,
+    resolved_at: Option<Timestamp>,
+    resolution: Option<String>,
+}
+
+impl TryFrom<DeadLetterRow> for DeadLetter {
+    type Error = Error;
+    fn try_from(r: DeadLetterRow) -> Result<DeadLetter> {
+        let resolution = match r.resolution {
+            Some(text) => Some(text.parse().map_err(|e| corrupt("resolution", e))?),
+            None => None,
+        };
+        Ok(DeadLetter {
+            id: r.id,
+            app_id: r.app_id,
+            original_event_id: r.original_event_id,
+            source: r.source,
+            op: r.op,
+            trigger_id: r.trigger_id,
+            script_id: r.script_id,
+            payload: r.payload,
+            attempt_count: r.attempt_count,
+            first_attempt_at: r.first_attempt_at,
+            last_attempt_at: r.last_attempt_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            resolved_at: r.resolved_at,
+            resolution,
+        })
+    }
+}
+
+/// Convert fetched dead-letter rows.
+pub(crate) fn dead_letters(rows: Vec<DeadLetterRow>) -> Result<Vec<DeadLetter>> {
+    rows.into_iter().map(DeadLetter::try_from).collect()
+}
+
+/// The error for resolving `dl`, which is already resolved.
+pub(crate) fn already_resolved(dl: &DeadLetter) -> Error {
+    Error::AlreadyResolved {
+        id: dl.id.to_string(),
+        // A resolved_at without a resolution can only come from hand edits.
+        resolution: dl.resolution.unwrap_or(crate::model::Resolution::Ignored),
+    }
+}
+
+/// An abandoned-execution row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AbandonedRow {
+    id: AbandonedId,
+    app_id: AppId,
+    outbox_event_id: EventId,
+    script_id: ScriptId,
+    trigger_id: Option<TriggerId>,
+    reply_to: String,
+    outcome: String,
+    detail: String,
+    created_at: Timestamp,
+}
+
+impl TryFrom<AbandonedRow> for AbandonedExecution {
+    type Error = Error;
+    fn try_from(r: AbandonedRow) -> Result<AbandonedExecution> {
+        Ok(AbandonedExecution {
+            id: r.id,
+            app_id: r.app_id,
+            outbox_event_id: r.outbox_event_id,
+            script_id: r.script_id,
+            trigger_id: r.trigger_id,
+            reply_to: r.reply_to,
+            outcome: r.outcome.parse().map_err(|e| corrupt("outcome", e))?,
+            detail: r.detail,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// A parked reply row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReplyRow {
+    inbox: String,
+    app_id: AppId,
+    outbox_event_id: EventId,
+    script_id: ScriptId,
+    outcome: String,
+    body: Vec<u8>,
+    created_at: Timestamp,
+}
+
+impl TryFrom<ReplyRow> for StoredReply {
+    type Error = Error;
+    fn try_from(r: ReplyRow) -> Result<StoredReply> {
+        Ok(StoredReply {
+            inbox: r.inbox,
+            app_id: r.app_id,
+            outbox_event_id: r.outbox_event_id,
+            script_id: r.script_id,
+            outcome: r.outcome.parse().map_err(|e| corrupt("outcome", e))?,
+            body: r.body,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// Append the `where` clause, order and limit of a dead-letter listing to a
+/// query that selects from `dead_letters`.
+pub(crate) fn push_dead_letter_filter<'a, DB>(b: &mut QueryBuilder<'a, DB>, f: &'a DeadLetterFilter)
+where
+    DB: Database,
+    AppId: Encode<'a, DB> + Type<DB>,
+    TriggerId: Encode<'a, DB> + Type<DB>,
+    Timestamp: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    b.push(" where true");
+    if let Some(app) = f.app_id {
+        b.push(" and app_id = ").push_bind(app);
+    }
+    if f.unresolved_only {
+        b.push(" and resolved_at is null");
+    }
+    if let Some(source) = &f.source {
+        b.push(" and source = ").push_bind(source.as_str());
+    }
+    if let Some(trigger) = f.trigger_id {
+        b.push(" and trigger_id = ").push_bind(trigger);
+    }
+    if let Some(after) = f.created_after {
+        b.push(" and created_at >= ").push_bind(after);
+    }
+    if let Some(before) = f.created_before {
+        b.push(" and created_at < ").push_bind(before);
+    }
+    b.push(" order by created_at, id");
+    if let Some(limit) = f.limit {
+        b.push(" limit ").push_bind(i64::from(limit));
+    }
+}
+
+/// Whether `e` is a violation of a unique or primary-key constraint.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Whether `e` is a violation of a foreign-key constraint.
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
+/// Map a foreign-key violation on `app_id` to "unknown app".
+pub(crate) fn unknown_app_on_fk(app: AppId) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| {
+        if is_foreign_key_violation(&e) {
+            Error::not_found("app", app)
+        } else {
+            Error::Database(e)
+        }
+    }
+}
+
+/// The error for a URL that would not connect: redacted, on one line, and
+/// with any password scrubbed from the driver's text as well.
+pub(crate) fn unreachable(url: &super::DatabaseUrl, e: impl std::fmt::Display) -> Error {
+    let mut reason = e.to_string().replace(['\n', '\r'], " ");
+    for secret in passwords(&url.url) {
+        reason = reason.replace(secret, "***");
+    }
+    Error::Unreachable {
+        url: url.redacted(),
+        reason,
+    }
+}
+
+/// The password substrings of a URL (userinfo and `password=` parameters).
+fn passwords(url: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        if let Some((_, pw)) = authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        {
+            found.push(pw);
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        found.extend(
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| k.eq_ignore_ascii_case("password"))
+                .map(|(_, v)| v),
+        );
+    }
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_passwords_from_reasons() {
+        let url =
+            super::super::DatabaseUrl::parse("postgres://u:hunter2@h:1/x?password=zz").unwrap();
+        let e = unreachable(&url, "auth failed for hunter2\nand zz");
+        let text = e.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("zz") && !text.contains('\n'),
+            "{text}"
+        );
+    }
+}

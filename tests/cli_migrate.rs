@@ -1,0 +1,205 @@
+//! `picloud-host migrate`, run as the real binary: it applies the schema on
+//! both backends (twice is harmless), and its errors are one line, name the
+//! URL without its password and exit non-zero.
+
+use std::process::{Command, Output};
+
+use picloud_tests::db::{FreshPostgres, TempDir, host_bin};
+
+const TABLES: [&str; 12] = [
+    "apps",
+    "app_members",
+    "scripts",
+    "kv_entries",
+    "triggers",
+    "kv_trigger_details",
+    "dead_letter_trigger_details",
+    "outbox",
+    "dead_letters",
+    "dead_letter_depths",
+    "abandoned_executions",
+    "invocation_replies",
+];
+
+const INDEXES: [&str; 7] = [
+    "idx_outbox_due",
+    "idx_triggers_matching",
+    "idx_dead_letters_app_unresolved",
+    "idx_dead_letters_gc",
+    "idx_abandoned_executions_gc",
+    "idx_invocation_replies_stale",
+    "idx_outbox_app",
+];
+
+fn host(args: &[&str]) -> Output {
+    Command::new(host_bin())
+        .args(args)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running picloud-host")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_migrates(url: &str, backend: &str) {
+    for round in 1..=2 {
+        let out = host(&["--database-url", url, "migrate"]);
+        assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("migrated {url} (backend {backend})\n"),
+            "round {round}"
+        );
+    }
+}
+
+fn lines(out: Output, what: &str) -> Vec<String> {
+    assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+fn assert_all_present(found: &[String], wanted: &[&str], what: &str) {
+    for name in wanted {
+        assert!(
+            found.iter().any(|f| f == name),
+            "{what} {name} missing from {found:?}"
+        );
+    }
+}
+
+#[test]
+fn migrate_sqlite_twice() {
+    let dir = TempDir::new();
+    let file = dir.0.join("cli.db");
+    let url = format!("sqlite://{}", file.display());
+    assert_migrates(&url, "sqlite");
+    let sqlite3 = |sql: &str| {
+        lines(
+            Command::new("sqlite3")
+                .arg(&file)
+                .arg(sql)
+                .output()
+                .expect("running sqlite3"),
+            sql,
+        )
+    };
+    assert_all_present(
+        &sqlite3("select name from sqlite_master where type = 'table'"),
+        &TABLES,
+        "table",
+    );
+    assert_all_present(
+        &sqlite3("select name from sqlite_master where type = 'index'"),
+        &INDEXES,
+        "index",
+    );
+    assert_eq!(
+        sqlite3("select count(*) from _sqlx_migrations"),
+        ["1"],
+        "applied once"
+    );
+    assert_eq!(sqlite3("pragma journal_mode"), ["wal"]);
+}
+
+#[test]
+fn migrate_sqlite_through_the_environment() {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}", dir.0.join("env.db").display());
+    let out = Command::new(host_bin())
+        .arg("migrate")
+        .env("PICLOUD_DATABASE_URL", &url)
+        .output()
+        .expect("running picloud-host");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("migrated {url} (backend sqlite)\n")
+    );
+}
+
+#[tokio::test]
+async fn migrate_postgres_twice() {
+    let db = FreshPostgres::create().await;
+    let url = db.url.clone();
+    let checks = tokio::task::spawn_blocking(move || {
+        assert_migrates(&url, "postgres");
+        let psql = |sql: &str| {
+            lines(
+                Command::new("psql")
+                    .args([url.as_str(), "-Atc", sql])
+                    .output()
+                    .expect("running psql"),
+                sql,
+            )
+        };
+        assert_all_present(
+            &psql("select tablename from pg_tables where schemaname = 'public'"),
+            &TABLES,
+            "table",
+        );
+        assert_all_present(
+            &psql("select indexname from pg_indexes where schemaname = 'public'"),
+            &INDEXES,
+            "index",
+        );
+        assert_eq!(
+            psql("select count(*) from _sqlx_migrations"),
+            ["1"],
+            "applied once"
+        );
+        assert_eq!(
+            psql(
+                "select tgname from pg_trigger where tgrelid = 'outbox'::regclass and not tgisinternal"
+            ),
+            ["outbox_notify"]
+        );
+    });
+    checks.await.unwrap();
+}
+
+#[test]
+fn unreachable_postgres_is_one_line_without_the_password() {
+    let out = host(&[
+        "--database-url",
+        "postgres://u:hunter2@127.0.0.1:1/x",
+        "migrate",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot reach database postgres://u:***@127.0.0.1:1/x: "),
+        "{err}"
+    );
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn unsupported_scheme_is_refused() {
+    let out = host(&["--database-url", "mysql://u:pw@h/d", "migrate"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "error: unsupported database URL 'mysql://u:***@h/d': use sqlite://FILE or postgres://USER@HOST/DB\n"
+    );
+}
+
+#[test]
+fn unopenable_sqlite_file_names_the_url() {
+    let out = host(&[
+        "--database-url",
+        "sqlite:///nonexistent-dir/picloud/x.db",
+        "migrate",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot reach database sqlite:///nonexistent-dir/picloud/x.db: "),
+        "{err}"
+    );
+}

@@ -1,0 +1,7 @@
+//! Shared support for the integration tests: fresh databases on both
+//! backends.
+//!
+//! Rule: every test gets its own database; nothing is shared between tests
+//! but the running PostgreSQL server, and a missing server fails loudly.
+
+pub mod db;
