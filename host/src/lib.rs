@@ -6,11 +6,14 @@
 //! - [`pattern`]: collection/source patterns for triggers;
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
 //! - [`auth`]: scopes, roles, capabilities and the [`auth::Authorizer`];
-//! - [`store`]: the repository traits and their SQLite and PostgreSQL backends.
+//! - [`store`]: the repository traits and their SQLite and PostgreSQL backends;
+//! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;
 pub mod model;
 pub mod pattern;
+pub mod runtime;
 pub mod store;
+

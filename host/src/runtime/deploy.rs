@@ -1,0 +1,156 @@
+//! Deploy-time validation: only real trigger components are stored.
+//!
+//! Rule: a script is stored only after it has been compiled and linked
+//! against the host's imports and found to export `handle`; every refusal is
+//! one line that names the problem and the fix, and stores nothing.
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::Runtime;
+use super::cache::LoadError;
+use crate::model::{AppId, Script};
+use crate::store;
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Over `PICLOUD_SCRIPT_MAX_BYTES`.
+    #[error("script is {size} bytes, over the limit of {limit} bytes (PICLOUD_SCRIPT_MAX_BYTES)")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: u64,
+    },
+    /// No wasm header.
+    #[error("not a WebAssembly file: build the script with `cargo build --target wasm32-wasip2`")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (`cargo build --target wasm32-wasip2`)"
+    )]
+    CoreModule,
+    /// It does not compile.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// It imports something the host does not provide.
+    #[error(
+        "component imports {0}, which the host does not provide: a trigger script may import only picloud:trigger/kv, dead-letters, log and WASI 0.2"
+    )]
+    UnknownImport(String),
+    /// It lacks the handler.
+    #[error(
+        "component does not export `handle`: it does not implement the picloud:trigger/trigger world (put #[picloud_sdk::handler] on your handler)"
+    )]
+    MissingExport,
+    /// A bad script name.
+    #[error("invalid script name '{0}': use 1 to 128 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    /// The store refused it.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+const COMPONENT_HEADER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+const CORE_HEADER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+/// Check a script name.
+pub fn validate_name(name: &str) -> Result<(), DeployError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DeployError::BadName(name.to_owned()))
+    }
+}
+
+/// The hex SHA-256 of a component: its identity in the compile cache.
+pub fn sha256_hex(wasm: &[u8]) -> String {
+    hex::encode(Sha256::digest(wasm))
+}
+
+impl Runtime {
+    /// Compile and link `wasm` as a trigger script without storing it.
+    pub async fn validate(&self, wasm: &[u8]) -> Result<Component, DeployError> {
+        let limit = self.ceiling().script_max_bytes;
+        if wasm.len() as u64 > limit {
+            return Err(DeployError::TooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err(DeployError::NotWasm);
+        }
+        if wasm[4..8] == CORE_HEADER {
+            return Err(DeployError::CoreModule);
+        }
+        if wasm[4..8] != COMPONENT_HEADER {
+            return Err(DeployError::Invalid(
+                "unknown WebAssembly version or layer".into(),
+            ));
+        }
+        let engine = self.engine().clone();
+        let bytes = wasm.to_vec();
+        let component =
+            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+                .await
+                .map_err(|e| DeployError::Invalid(e.to_string()))?
+                .map_err(|e| DeployError::Invalid(first_line(&e)))?;
+        self.check_links(&component)?;
+        Ok(component)
+    }
+
+    fn check_links(&self, component: &Component) -> Result<(), DeployError> {
+        let pre = self.linker().instantiate_pre(component).map_err(|e| {
+            let msg = e.to_string();
+            // wasmtime: "component imports instance `x`, but a matching ..."
+            let what = msg
+                .strip_prefix("component imports ")
+                .and_then(|rest| rest.split(", but").next())
+                .unwrap_or(&msg);
+            DeployError::UnknownImport(what.to_owned())
+        })?;
+        super::host::TriggerPre::new(pre).map_err(|_| DeployError::MissingExport)?;
+        Ok(())
+    }
+
+    /// Validate `wasm` and store it as script `name` of `app` (replacing the
+    /// code of an existing script of that name). The compiled form goes into
+    /// the cache, so the first invocation does not compile again.
+    pub async fn deploy(&self, app: AppId, name: &str, wasm: &[u8]) -> Result<Script, DeployError> {
+        validate_name(name)?;
+        let component = self.validate(wasm).await?;
+        let sha = sha256_hex(wasm);
+        let script = self
+            .services()
+            .store
+            .put_script(app, name, wasm, &sha)
+            .await?;
+        if let Err(e) = self.cache().insert(self.linker(), &sha, &component).await {
+            // Validation linked it a moment ago; this would be a host bug.
+            tracing::warn!(error = %e, "deployed script could not be cached");
+        }
+        Ok(script)
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+impl From<LoadError> for DeployError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Link(m) => DeployError::UnknownImport(m),
+            LoadError::Export(_) => DeployError::MissingExport,
+            other => DeployError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The host side of the trigger world: the store data of one invocation and
+//! the imports a script can call.
+//!
+//! Rule: every host call is checked against the run-as principal through the
+//! [`Authorizer`] at the moment of the call, and only ever touches the
+//! invocation's own app. Two levels of failure stay apart: the inner WIT
+//! `result` is an error the guest can handle (`permission denied`, `not
+//! found`, storage unavailable); the outer `wasmtime::Result` traps the guest
+//! and is reserved for limits (the log budget) and host bugs.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{Limiter, LogBuffer, LogLevel};
+use crate::auth::{Authorizer, Capability};
+use crate::model::{AppId, DeadLetter, DeadLetterFilter, DeadLetterId, Resolution};
+use crate::store::{self, Store};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "trigger",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+use picloud::trigger::dead_letters as wit_dl;
+use picloud::trigger::kv as wit_kv;
+use picloud::trigger::log as wit_log;
+use picloud::trigger::types::HostError;
+
+/// What host calls need from the outside world.
+pub struct Services {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Who may do what.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+/// Who a script runs as, and for which event.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The app whose data the script may touch.
+    pub app_id: AppId,
+    /// The principal every host call is checked against.
+    pub principal: String,
+    /// The running event's depth; writes enqueue events at depth + 1.
+    pub depth: i32,
+}
+
+/// The data of one invocation's `Store`: created fresh for every event.
+pub struct State {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limiter: Limiter,
+    pub(super) log: LogBuffer,
+    pub(super) call: CallContext,
+    pub(super) services: Arc<Services>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Largest page a guest may ask for in one list call.
+const MAX_LIST: u32 = 1000;
+
+/// What a host call needs, detached from the store so the call's future
+/// holds only `Send + Sync` data across its awaits.
+#[derive(Clone)]
+struct Call {
+    services: Arc<Services>,
+    call: CallContext,
+}
+
+impl State {
+    fn call(&self) -> Call {
+        Call {
+            services: self.services.clone(),
+            call: self.call.clone(),
+        }
+    }
+}
+
+impl Call {
+    /// `Ok(())` when the principal holds `cap` now, else the guest-visible error.
+    async fn check(&self, cap: Capability) -> Result<(), HostError> {
+        match self
+            .services
+            .authorizer
+            .allowed(&self.call.principal, cap)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(HostError::PermissionDenied),
+            Err(e) => {
+                tracing::warn!(error = %e, "authorizer failed during a host call");
+                Err(HostError::Unavailable("authorization check failed".into()))
+            }
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.services.store
+    }
+
+    /// A dead letter of this app, or `None` (another app's is invisible).
+    async fn own_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, HostError> {
+        let Ok(id) = id.parse::<DeadLetterId>() else {
+            return Err(HostError::InvalidArgument(format!(
+                "'{id}' is not a dead letter id"
+            )));
+        };
+        match self.store().get_dead_letter(id).await {
+            Ok(dl) if dl.app_id == self.call.app_id => Ok(Some(dl)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(guest_error(e)),
+        }
+    }
+}
+
+/// Translate a store error into what a guest may see: no raw database text.
+fn guest_error(e: store::Error) -> HostError {
+    match e {
+        store::Error::NotFound { what, id } => HostError::NotFound(format!("{what} '{id}'")),
+        store::Error::Invalid(m) => HostError::InvalidArgument(m),
+        store::Error::Pattern(p) => HostError::InvalidArgument(p.to_string()),
+        e @ store::Error::AlreadyResolved { .. } => HostError::Conflict(e.to_string()),
+        store::Error::Conflict(m) => HostError::Conflict(m),
+        other => {
+            tracing::warn!(error = %other, "store failed during a host call");
+            HostError::Unavailable("storage is unavailable, try again".into())
+        }
+    }
+}
+
+impl picloud::trigger::types::Host for State {}
+
+impl wit_kv::Host for State {
+    async fn get(
+        &mut self,
+        collection: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<wit_kv::Entry>, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvRead(this.call.app_id)).await?;
+            store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+            let entry = this
+                .store()
+                .kv_get(this.call.app_id, &collection, &key)
+                .await
+                .map_err(guest_error)?;
+            Ok(entry.map(|e| wit_kv::Entry {
+                key: e.key,
+                value: e.value.to_string(),
+                version: e.version as u64,
+            }))
+        }
+        .await)
+    }
+
+    async fn set(
+        &mut self,
+        collection: String,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvWrite(this.call.app_id)).await?;
+            store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+            if value.len() > store::MAX_KV_VALUE_BYTES {
+                return Err(HostError::InvalidArgument(format!(
+                    "value of {} bytes is over the limit of {} bytes",
+                    value.len(),
+                    store::MAX_KV_VALUE_BYTES
+                )));
+            }
+            let value: Value = serde_json::from_str(&value)
+                .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
+            let entry = this
+                .store()
+                .kv_set(
+                    this.call.app_id,
+                    &collection,
+                    &key,
+                    &value,
+                    this.call.depth + 1,
+                )
+                .await
+                .map_err(guest_error)?;
+            Ok(entry.version as u64)
+        }
+        .await)
+    }
+
+    async fn delete(
+        &mut self,
+        collection: String,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvWrite(this.call.app_id)).await?;
+            store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+            this.store()
+                .kv_delete(this.call.app_id, &collection, &key, this.call.depth + 1)
+                .await
+                .map_err(guest_error)
+        }
+        .await)
+    }
+
+    async fn list_keys(
+        &mut self,
+        collection: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvRead(this.call.app_id)).await?;
+            store::validate_kv_names(&collection, "-").map_err(guest_error)?;
+            this.store()
+                .kv_list_keys(
+                    this.call.app_id,
+                    &collection,
+                    after.as_deref(),
+                    limit.min(MAX_LIST),
+                )
+                .await
+                .map_err(guest_error)
+        }
+        .await)
+    }
+}
+
+fn to_wit_resolution(r: Resolution) -> wit_dl::Resolution {
+    match r {
+        Resolution::Replayed => wit_dl::Resolution::Replayed,
+        Resolution::Ignored => wit_dl::Resolution::Ignored,
+        Resolution::HandledByScript => wit_dl::Resolution::HandledByScript,
+        Resolution::HandlerFailed => wit_dl::Resolution::HandlerFailed,
+    }
+}
+
+fn from_wit_resolution(r: wit_dl::Resolution) -> Resolution {
+    match r {
+        wit_dl::Resolution::Replayed => Resolution::Replayed,
+        wit_dl::Resolution::Ignored => Resolution::Ignored,
+        wit_dl::Resolution::HandledByScript => Resolution::HandledByScript,
+        wit_dl::Resolution::HandlerFailed => Resolution::HandlerFailed,
+    }
+}
+
+fn to_wit_dead_letter(d: DeadLetter) -> wit_dl::DeadLetter {
+    wit_dl::DeadLetter {
+        id: d.id.to_string(),
+        original_event_id: d.original_event_id.to_string(),
+        source: d.source,
+        op: d.op,
+        trigger_id: d.trigger_id.map(|t| t.to_string()),
+        script_id: d.script_id.map(|s| s.to_string()),
+        payload: d.payload.to_string(),
+        attempt_count: d.attempt_count.max(0) as u32,
+        first_attempt_at: d.first_attempt_at.millis(),
+        last_attempt_at: d.last_attempt_at.millis(),
+        last_error: d.last_error,
+        created_at: d.created_at.millis(),
+        resolved_at: d.resolved_at.map(|t| t.millis()),
+        resolution: d.resolution.map(to_wit_resolution),
+    }
+}
+
+impl wit_dl::Host for State {
+    async fn get(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<wit_dl::DeadLetter>, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvRead(this.call.app_id)).await?;
+            Ok(this.own_dead_letter(&id).await?.map(to_wit_dead_letter))
+        }
+        .await)
+    }
+
+    async fn list_unresolved(
+        &mut self,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<wit_dl::DeadLetter>, HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::KvRead(this.call.app_id)).await?;
+            let filter = DeadLetterFilter {
+                app_id: Some(this.call.app_id),
+                unresolved_only: true,
+                limit: Some(limit.min(MAX_LIST)),
+                ..DeadLetterFilter::default()
+            };
+            let list = this
+                .store()
+                .list_dead_letters(&filter)
+                .await
+                .map_err(guest_error)?;
+            Ok(list.into_iter().map(to_wit_dead_letter).collect())
+        }
+        .await)
+    }
+
+    async fn resolve(
+        &mut self,
+        id: String,
+        resolution: wit_dl::Resolution,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let this = self.call();
+        Ok(async move {
+            this.check(Capability::AppDeadLetterManage(this.call.app_id))
+                .await?;
+            let Some(dl) = this.own_dead_letter(&id).await? else {
+                return Err(HostError::NotFound(format!("dead letter '{id}'")));
+            };
+            this.store()
+                .resolve(dl.id, from_wit_resolution(resolution))
+                .await
+                .map_err(guest_error)?;
+            Ok(())
+        }
+        .await)
+    }
+}
+
+impl wit_log::Host for State {
+    async fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            wit_log::Level::Trace => LogLevel::Trace,
+            wit_log::Level::Debug => LogLevel::Debug,
+            wit_log::Level::Info => LogLevel::Info,
+            wit_log::Level::Warn => LogLevel::Warn,
+            wit_log::Level::Error => LogLevel::Error,
+        };
+        // Past the budget the guest traps: a log flood ends its invocation.
+        self.log.push(level, &message)?;
+        Ok(())
+    }
+}

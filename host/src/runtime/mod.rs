@@ -1,0 +1,358 @@
+//! The sandboxed WebAssembly runtime: runs one event through one script.
+//!
+//! Rule: one [`Engine`] and one [`Linker`] per process, built once; a fresh
+//! `Store` and instance for every invocation, so no state leaks from one
+//! event to the next; every invocation runs under the [`SandboxCeiling`]
+//! (deadline, memory, log, reply size) and inside a semaphore sized to the
+//! instance pool, so excess work waits instead of failing. Whatever a guest
+//! does, the result is an [`InvokeError`] for that invocation, never a crash
+//! of the host.
+//!
+//! WASI is linked so ordinary Rust components instantiate, but the context
+//! grants nothing beyond clocks and random: no preopened directories, no
+//! sockets, no environment, no arguments, and stdout/stderr go to the
+//! invocation's bounded log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store as WasmStore, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::auth::Authorizer;
+use crate::config::SandboxCeiling;
+use crate::model::{AppId, EventId, Script, ScriptId, TriggerId};
+use crate::store::Store;
+
+mod cache;
+mod deploy;
+pub mod engine;
+mod host;
+pub mod limits;
+mod stdio;
+
+pub use cache::{CacheStats, LoadError};
+pub use deploy::{DeployError, sha256_hex, validate_name};
+pub use host::{CallContext, Services};
+pub use limits::{LimitExceeded, LogLevel, LogLine};
+
+use cache::ScriptCache;
+use host::State;
+use limits::{Limiter, LogBuffer};
+use stdio::LogPipe;
+
+/// One event to run through one script.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The outbox event id (stable across retries).
+    pub event_id: EventId,
+    /// The app the script belongs to.
+    pub app_id: AppId,
+    /// Event source.
+    pub source: String,
+    /// Event op.
+    pub op: String,
+    /// JSON payload text.
+    pub payload: String,
+    /// Trigger depth of the event.
+    pub depth: i32,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+    /// The trigger that matched, if any.
+    pub trigger_id: Option<TriggerId>,
+    /// The script to run.
+    pub script_id: ScriptId,
+    /// The principal to run as.
+    pub principal: String,
+}
+
+/// A finished invocation.
+#[derive(Clone, Debug)]
+pub struct Success {
+    /// The reply body, if the handler returned one.
+    pub reply: Option<Vec<u8>>,
+    /// What the script logged.
+    pub logs: Vec<LogLine>,
+    /// Wall time from instantiation to return.
+    pub elapsed: Duration,
+}
+
+/// A failed invocation: the error and what was logged before it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failure {
+    /// Why it failed.
+    pub error: InvokeError,
+    /// What the script logged.
+    pub logs: Vec<LogLine>,
+}
+
+/// Why an invocation failed. The text is what ends up in `last_error`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The handler returned an error.
+    #[error("{0}")]
+    Handler(String),
+    /// The deadline passed.
+    #[error("timeout after {ms} ms")]
+    Timeout {
+        /// The deadline.
+        ms: u128,
+    },
+    /// A sandbox limit tripped.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// The guest recursed too deep.
+    #[error("stack overflow")]
+    StackOverflow,
+    /// The reply was bigger than allowed.
+    #[error("reply of {size} bytes exceeds the reply limit of {limit} bytes")]
+    ReplyTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: u64,
+    },
+    /// The guest trapped.
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The script could not be loaded (removed, or no longer valid).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl InvokeError {
+    /// Whether another attempt could succeed. A script that cannot even be
+    /// loaded will not load next time either.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            InvokeError::Load(LoadError::Link(_) | LoadError::Export(_))
+        )
+    }
+}
+
+/// Longest handler error kept, in bytes.
+const MAX_ERROR_BYTES: usize = 4096;
+
+/// The runtime: engine, linker, compile cache and the instance semaphore.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache: ScriptCache,
+    services: Arc<Services>,
+    ceiling: SandboxCeiling,
+    permits: Arc<Semaphore>,
+}
+
+impl Runtime {
+    /// Build the runtime. `cache_dir` keeps compiled scripts across restarts
+    /// (`None`: memory only).
+    pub fn new(
+        ceiling: SandboxCeiling,
+        store: Arc<dyn Store>,
+        authorizer: Arc<dyn Authorizer>,
+        cache_dir: Option<PathBuf>,
+    ) -> wasmtime::Result<Self> {
+        let engine = engine::build(&ceiling)?;
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        host::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Runtime {
+            cache: ScriptCache::new(engine.clone(), cache_dir),
+            permits: Arc::new(Semaphore::new(ceiling.max_instances as usize)),
+            engine,
+            linker,
+            services: Arc::new(Services { store, authorizer }),
+            ceiling,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The limits every invocation runs under.
+    pub fn ceiling(&self) -> &SandboxCeiling {
+        &self.ceiling
+    }
+
+    /// Compile-cache counters.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.cache.stats
+    }
+
+    /// Instances that could start right now without waiting.
+    pub fn available_instances(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<State> {
+        &self.linker
+    }
+
+    pub(crate) fn cache(&self) -> &ScriptCache {
+        &self.cache
+    }
+
+    pub(crate) fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Make `script` ready to run (compile or load it once), without running it.
+    pub async fn prepare(&self, script: &Script) -> Result<(), LoadError> {
+        self.load(script).await.map(|_| ())
+    }
+
+    async fn load(&self, script: &Script) -> Result<host::TriggerPre<State>, LoadError> {
+        let store = self.services.store.clone();
+        let id = script.id;
+        self.cache
+            .get_or_load(&self.linker, &script.sha256, || async move {
+                store.script_code(id).await.map(|(_, code)| code)
+            })
+            .await
+    }
+
+    /// Run one invocation of `script` and wait for its result.
+    pub async fn invoke(&self, script: &Script, input: Invocation) -> Result<Success, Failure> {
+        let pre = self.load(script).await.map_err(|e| Failure {
+            error: e.into(),
+            logs: Vec::new(),
+        })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the instance semaphore is never closed");
+        let log = LogBuffer::new(self.ceiling.log_bytes);
+        let started = Instant::now();
+        let result = self.run(&pre, &input, log.clone()).await;
+        let logs = log.take();
+        match result {
+            Ok(reply) => Ok(Success {
+                reply,
+                logs,
+                elapsed: started.elapsed(),
+            }),
+            Err(error) => Err(Failure { error, logs }),
+        }
+    }
+
+    async fn run(
+        &self,
+        pre: &host::TriggerPre<State>,
+        input: &Invocation,
+        log: LogBuffer,
+    ) -> Result<Option<Vec<u8>>, InvokeError> {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(LogPipe::new(log.clone(), LogLevel::Stdout))
+            .stderr(LogPipe::new(log.clone(), LogLevel::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(self.ceiling.memory_bytes),
+            log: log.clone(),
+            call: CallContext {
+                app_id: input.app_id,
+                principal: input.principal.clone(),
+                depth: input.depth,
+            },
+            services: self.services.clone(),
+        };
+        let mut store = WasmStore::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(engine::deadline_ticks(self.ceiling.timeout));
+        store.epoch_deadline_trap();
+
+        let event = host::picloud::trigger::types::Event {
+            id: input.event_id.to_string(),
+            app_id: input.app_id.to_string(),
+            source: input.source.clone(),
+            op: input.op.clone(),
+            payload: input.payload.clone(),
+            depth: input.depth.max(0) as u32,
+            attempt: input.attempt,
+            trigger_id: input.trigger_id.map(|t| t.to_string()),
+            script_id: input.script_id.to_string(),
+            principal: input.principal.clone(),
+        };
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, &event).await
+        };
+        // The epoch deadline stops guest code; this outer bound also covers
+        // time spent inside host calls (a stalled database).
+        let timeout = self.ceiling.timeout;
+        let outcome = match tokio::time::timeout(timeout + engine::EPOCH_TICK * 4, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(InvokeError::Timeout {
+                    ms: timeout.as_millis(),
+                });
+            }
+        };
+        match outcome {
+            Ok(Ok(reply)) => {
+                if let Some(body) = &reply
+                    && body.len() as u64 > self.ceiling.reply_max_bytes
+                {
+                    return Err(InvokeError::ReplyTooLarge {
+                        size: body.len(),
+                        limit: self.ceiling.reply_max_bytes,
+                    });
+                }
+                Ok(reply)
+            }
+            Ok(Err(message)) => Err(InvokeError::Handler(truncate(message))),
+            Err(trap) => Err(self.classify(trap, &log)),
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error, log: &LogBuffer) -> InvokeError {
+        if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+            return InvokeError::Limit(limit.clone());
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => InvokeError::Timeout {
+                ms: self.ceiling.timeout.as_millis(),
+            },
+            Some(Trap::StackOverflow) => InvokeError::StackOverflow,
+            Some(trap) => {
+                // A Rust guest's panic message went to stderr just before the
+                // trap; name it so the error says what happened.
+                let logs = log.snapshot();
+                let panic = logs
+                    .iter()
+                    .rev()
+                    .find(|l| l.level == LogLevel::Stderr && l.message.contains("panicked"))
+                    .map(|l| format!(" ({})", l.message.trim()));
+                InvokeError::Trap(truncate(format!("{trap}{}", panic.unwrap_or_default())))
+            }
+            None => InvokeError::Trap(truncate(format!("{error:#}"))),
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,140 @@
+//! Dead letters: events that exhausted their retries, and how to settle them.
+//!
+//! A `dead_letter` trigger runs your script for each new dead letter of its
+//! app whose original source matches; [`crate::Event::dead_letter`] gives
+//! you its details. Look at it, do what you can, and [`resolve`] it.
+//!
+//! # The recursion stop
+//!
+//! A dead-letter handler that returns an error is retried like any handler.
+//! When its last attempt fails, the host resolves the dead letter it was
+//! handling as [`Resolution::HandlerFailed`] and **does not** create a new
+//! dead letter for the failed handler: failures cannot cascade. To give up
+//! at once without using up the retries, resolve it `HandlerFailed` yourself.
+//!
+//! Reading needs read access; resolving needs the app-admin capability of the
+//! principal the script runs as.
+
+use crate::__private::bindings::picloud::trigger::dead_letters as raw;
+use crate::HostError;
+
+/// How a dead letter was settled: a closed vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Enqueue the original event again for its trigger (a fresh set of
+    /// attempts, same payload and depth).
+    Replayed,
+    /// Nothing more will be done about it.
+    Ignored,
+    /// Your script dealt with it.
+    HandledByScript,
+    /// The handler gives up: this is what the host records when a
+    /// dead-letter handler fails its last attempt (the recursion stop), and
+    /// what a handler may set itself to stop at once. It never produces
+    /// another dead letter.
+    HandlerFailed,
+}
+
+impl Resolution {
+    /// The host's name for it (`replayed`, `ignored`, `handled_by_script`,
+    /// `handler_failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Replayed => "replayed",
+            Resolution::Ignored => "ignored",
+            Resolution::HandledByScript => "handled_by_script",
+            Resolution::HandlerFailed => "handler_failed",
+        }
+    }
+
+    fn to_raw(self) -> raw::Resolution {
+        match self {
+            Resolution::Replayed => raw::Resolution::Replayed,
+            Resolution::Ignored => raw::Resolution::Ignored,
+            Resolution::HandledByScript => raw::Resolution::HandledByScript,
+            Resolution::HandlerFailed => raw::Resolution::HandlerFailed,
+        }
+    }
+
+    fn from_raw(r: raw::Resolution) -> Self {
+        match r {
+            raw::Resolution::Replayed => Resolution::Replayed,
+            raw::Resolution::Ignored => Resolution::Ignored,
+            raw::Resolution::HandledByScript => Resolution::HandledByScript,
+            raw::Resolution::HandlerFailed => Resolution::HandlerFailed,
+        }
+    }
+}
+
+/// One dead letter of the app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Its id.
+    pub id: String,
+    /// The outbox id of the event that failed.
+    pub original_event_id: String,
+    /// The original source.
+    pub source: String,
+    /// The original op.
+    pub op: String,
+    /// The trigger that failed, if any.
+    pub trigger_id: Option<String>,
+    /// The script that failed, if any.
+    pub script_id: Option<String>,
+    /// The original payload.
+    pub payload: serde_json::Value,
+    /// Attempts made.
+    pub attempt_count: u32,
+    /// First attempt, milliseconds since the Unix epoch.
+    pub first_attempt_at_ms: i64,
+    /// Last attempt, milliseconds since the Unix epoch.
+    pub last_attempt_at_ms: i64,
+    /// The last error.
+    pub last_error: String,
+    /// When it became a dead letter, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it was resolved, if it was.
+    pub resolved_at_ms: Option<i64>,
+    /// How it was resolved, if it was.
+    pub resolution: Option<Resolution>,
+}
+
+fn convert(d: raw::DeadLetter) -> DeadLetter {
+    DeadLetter {
+        id: d.id,
+        original_event_id: d.original_event_id,
+        source: d.source,
+        op: d.op,
+        trigger_id: d.trigger_id,
+        script_id: d.script_id,
+        payload: serde_json::from_str(&d.payload).unwrap_or(serde_json::Value::Null),
+        attempt_count: d.attempt_count,
+        first_attempt_at_ms: d.first_attempt_at,
+        last_attempt_at_ms: d.last_attempt_at,
+        last_error: d.last_error,
+        created_at_ms: d.created_at,
+        resolved_at_ms: d.resolved_at,
+        resolution: d.resolution.map(Resolution::from_raw),
+    }
+}
+
+/// A dead letter of this app by id (`None` if there is none, including
+/// another app's).
+pub fn get(id: &str) -> Result<Option<DeadLetter>, HostError> {
+    Ok(raw::get(id)?.map(convert))
+}
+
+/// The oldest unresolved dead letters of this app, at most `limit`.
+pub fn list_unresolved(limit: u32) -> Result<Vec<DeadLetter>, HostError> {
+    Ok(raw::list_unresolved(limit)?
+        .into_iter()
+        .map(convert)
+        .collect())
+}
+
+/// Settle a dead letter. `Replayed` enqueues the original event again in the
+/// same transaction. A dead letter that is already resolved is a
+/// [`HostError::Conflict`] and nothing changes.
+pub fn resolve(id: &str, resolution: Resolution) -> Result<(), HostError> {
+    Ok(raw::resolve(id, resolution.to_raw())?)
+}

@@ -1,0 +1,185 @@
+//! The event a handler receives, and typed views of its payload.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::__private::bindings::picloud::trigger::types::Event as RawEvent;
+use crate::{Error, Result, from_json};
+
+/// One event, as delivered to your handler.
+#[derive(Debug, Clone)]
+pub struct Event {
+    raw: RawEvent,
+}
+
+impl Event {
+    pub(crate) fn from_raw(raw: RawEvent) -> Self {
+        Event { raw }
+    }
+
+    /// The stable id of this event: the same on every retry and re-delivery.
+    /// Delivery is at-least-once, so key side effects by it to stay idempotent.
+    pub fn id(&self) -> &str {
+        &self.raw.id
+    }
+
+    /// The app the event belongs to (your script's app).
+    pub fn app_id(&self) -> &str {
+        &self.raw.app_id
+    }
+
+    /// Where it came from: `kv`, `cron`, `pubsub`, `queue`, `email`, `http`
+    /// or `dead_letter`.
+    pub fn source(&self) -> &str {
+        &self.raw.source
+    }
+
+    /// What happened: `set`/`delete` for kv, `invoke` for http, `created` for
+    /// dead letters.
+    pub fn op(&self) -> &str {
+        &self.raw.op
+    }
+
+    /// The payload as JSON text.
+    pub fn payload(&self) -> &str {
+        &self.raw.payload
+    }
+
+    /// The payload parsed into your own type.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        from_json(&self.raw.payload)
+    }
+
+    /// How deep this event is: 0 for events from outside, one more for each
+    /// script write that led to it. Events past the host's limit never run.
+    pub fn depth(&self) -> u32 {
+        self.raw.depth
+    }
+
+    /// 1 on the first attempt, 2 on the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.raw.attempt
+    }
+
+    /// The trigger that matched, if the event came through one (synchronous
+    /// invocations do not).
+    pub fn trigger_id(&self) -> Option<&str> {
+        self.raw.trigger_id.as_deref()
+    }
+
+    /// This script's id.
+    pub fn script_id(&self) -> &str {
+        &self.raw.script_id
+    }
+
+    /// The principal the script runs as: every host call is checked against it.
+    pub fn principal(&self) -> &str {
+        &self.raw.principal
+    }
+
+    /// The KV change, if this is a `kv` event.
+    pub fn kv(&self) -> Option<KvEvent> {
+        if self.raw.source != "kv" {
+            return None;
+        }
+        let op = match self.raw.op.as_str() {
+            "set" => KvOp::Set,
+            "delete" => KvOp::Delete,
+            _ => return None,
+        };
+        let payload: Value = serde_json::from_str(&self.raw.payload).ok()?;
+        Some(KvEvent {
+            op,
+            collection: payload.get("collection")?.as_str()?.to_owned(),
+            key: payload.get("key")?.as_str()?.to_owned(),
+            value: payload.get("value").filter(|v| !v.is_null()).cloned(),
+            version: payload.get("version").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
+    /// The dead letter, if this is a `dead_letter` event (a dead-letter
+    /// trigger's handler). See [`DeadLetterEvent`] for the recursion stop.
+    pub fn dead_letter(&self) -> Option<DeadLetterEvent> {
+        if self.raw.source != "dead_letter" {
+            return None;
+        }
+        let p: Value = serde_json::from_str(&self.raw.payload).ok()?;
+        let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(DeadLetterEvent {
+            dead_letter_id: text("dead_letter_id")?,
+            source: text("source").unwrap_or_default(),
+            op: text("op").unwrap_or_default(),
+            trigger_id: text("trigger_id"),
+            script_id: text("script_id"),
+            attempt_count: p.get("attempt_count").and_then(Value::as_u64).unwrap_or(0) as u32,
+            last_error: text("last_error").unwrap_or_default(),
+            payload: p.get("payload").cloned().unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// A KV write or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOp {
+    /// A key was written.
+    Set,
+    /// A key was deleted.
+    Delete,
+}
+
+/// The change behind a `kv` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEvent {
+    /// Set or delete.
+    pub op: KvOp,
+    /// The collection written.
+    pub collection: String,
+    /// The key written.
+    pub key: String,
+    /// The new value; `None` on delete.
+    pub value: Option<Value>,
+    /// The key's version after the change.
+    pub version: u64,
+}
+
+impl KvEvent {
+    /// The new value parsed into your type; `None` on delete.
+    pub fn value_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match &self.value {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| Error::msg(format!("invalid {}/{}: {e}", self.collection, self.key))),
+        }
+    }
+}
+
+/// The dead letter behind a `dead_letter` event.
+///
+/// **The recursion stop:** if your dead-letter handler returns an error on
+/// every attempt, the host resolves this dead letter `handler_failed` and
+/// does *not* create a dead letter for the failed handler. To give up at
+/// once, resolve it yourself with
+/// [`Resolution::HandlerFailed`](crate::dead_letters::Resolution::HandlerFailed).
+/// To settle it, resolve it `HandledByScript` or `Ignored`; a dead letter
+/// your handler leaves unresolved stays on the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterEvent {
+    /// The dead letter's id, for [`crate::dead_letters::resolve`].
+    pub dead_letter_id: String,
+    /// The original event's source.
+    pub source: String,
+    /// The original event's op.
+    pub op: String,
+    /// The trigger that failed, if any.
+    pub trigger_id: Option<String>,
+    /// The script that failed, if any.
+    pub script_id: Option<String>,
+    /// How many attempts were made.
+    pub attempt_count: u32,
+    /// The last attempt's error, e.g. `payment declined: ...` or
+    /// `timeout after 5000 ms`.
+    pub last_error: String,
+    /// The original event's payload.
+    pub payload: Value,
+}
