@@ -7,13 +7,22 @@
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
 //! - [`auth`]: scopes, roles, capabilities and the [`auth::Authorizer`];
 //! - [`store`]: the repository traits and their SQLite and PostgreSQL backends;
-//! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports.
+//! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports;
+//! - [`dispatch`]: the claim loop, fan-out, retries, dead letters and the recursion stop;
+//! - [`inbox`]: where synchronous replies find their callers;
+//! - [`metrics`]: counters an operator can read;
+//! - [`service`]: [`TriggerHost`], the entry point an embedding application uses.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod dispatch;
+pub mod inbox;
+pub mod metrics;
 pub mod model;
 pub mod pattern;
 pub mod runtime;
+pub mod service;
 pub mod store;
 
+pub use service::{HostOptions, InvokeCallError, TriggerHost};

@@ -7,3 +7,4 @@
 
 pub mod db;
 pub mod guests;
+pub mod host;

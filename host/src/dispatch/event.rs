@@ -1,0 +1,508 @@
+//! What happens to one claimed outbox row: the rules of SPEC section 5.
+//!
+//! Rule: processing a row decides its fate and returns it as [`Action`]s;
+//! it writes nothing itself except a synchronous reply. The loop commits the
+//! actions in batches, so the success path costs one share of a batched
+//! delete. Every row ends in exactly one of: deleted after success, retried
+//! with backoff, fanned out per failing trigger, dead-lettered, stopped by the
+//! recursion stop, or left leased for another attempt when the database
+//! itself failed (at-least-once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::inbox::{Delivery, ReplyMsg};
+use crate::model::{
+    AppId, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, OutboxEvent, Outcome, Script,
+    ScriptId, Timestamp, Trigger, TriggerId, source,
+};
+use crate::runtime::{Failure, Invocation, InvokeError, LoadError, Success};
+use crate::store::{self, NewAbandoned, Retry, StoredReply};
+
+/// The fate of a row, committed by the loop.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Succeeded (or nothing to do): delete the row.
+    Complete(EventId),
+    /// Failed with attempts left: record and reschedule.
+    Retry(Retry),
+    /// A raw event some of whose triggers failed: replace it by invocation
+    /// rows; those at `exhausted` indexes have no attempts left and go
+    /// straight on to their end (dead letter or recursion stop).
+    FanOut {
+        raw: EventId,
+        invocations: Vec<NewEvent>,
+        exhausted: Vec<usize>,
+    },
+    /// Out of attempts (or too deep): move to dead letters.
+    DeadLetter {
+        dead: NewDeadLetter,
+        emit_event: bool,
+    },
+    /// A dead-letter handler gave up: resolve its dead letter `handler_failed`.
+    StopRecursion {
+        event: EventId,
+        dead_letter: Option<DeadLetterId>,
+    },
+    /// A trigger or script was removed: drop the row.
+    Skip(EventId),
+    /// Already settled (a reply was parked with its row deleted).
+    Settled,
+    /// The database failed mid-way: leave the row leased; it runs again
+    /// when the lease expires.
+    Leave(EventId),
+}
+
+/// Per-claim-batch memo of the matching and script lookups, so a batch of
+/// events for the same collection costs one query, not one per event.
+/// Matching still happens at dispatch time: the memo lives for one batch.
+#[derive(Default)]
+pub(crate) struct BatchCache {
+    kv: Mutex<HashMap<(AppId, String, KvOp), Arc<OnceCell<Vec<Trigger>>>>>,
+    dead: Mutex<HashMap<(AppId, String), Arc<OnceCell<Vec<Trigger>>>>>,
+    triggers: Mutex<HashMap<TriggerId, Arc<OnceCell<Option<Trigger>>>>>,
+    scripts: Mutex<HashMap<ScriptId, Arc<OnceCell<Option<Script>>>>>,
+}
+
+fn cell<K: std::hash::Hash + Eq, V>(
+    map: &Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+    key: K,
+) -> Arc<OnceCell<V>> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+/// Missing rows are `None`; other errors propagate.
+fn optional<T>(r: store::Result<T>) -> store::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl BatchCache {
+    async fn kv(
+        &self,
+        s: &Shared,
+        app: AppId,
+        collection: &str,
+        op: KvOp,
+    ) -> store::Result<Vec<Trigger>> {
+        let c = cell(&self.kv, (app, collection.to_owned(), op));
+        c.get_or_try_init(|| s.store.list_matching_kv(app, collection, op))
+            .await
+            .cloned()
+    }
+
+    async fn dead_letter(&self, s: &Shared, app: AppId, src: &str) -> store::Result<Vec<Trigger>> {
+        let c = cell(&self.dead, (app, src.to_owned()));
+        c.get_or_try_init(|| s.store.list_matching_dead_letter(app, src))
+            .await
+            .cloned()
+    }
+
+    async fn trigger(&self, s: &Shared, id: TriggerId) -> store::Result<Option<Trigger>> {
+        let c = cell(&self.triggers, id);
+        c.get_or_try_init(|| async { optional(s.store.get_trigger(id).await) })
+            .await
+            .cloned()
+    }
+
+    async fn script(&self, s: &Shared, id: ScriptId) -> store::Result<Option<Script>> {
+        let c = cell(&self.scripts, id);
+        c.get_or_try_init(|| async { optional(s.store.get_script(id).await) })
+            .await
+            .cloned()
+    }
+}
+
+/// Decide the fate of one claimed row.
+pub(crate) async fn process(
+    s: Arc<Shared>,
+    batch: Arc<BatchCache>,
+    ev: OutboxEvent,
+) -> Vec<Action> {
+    let span = tracing::info_span!(
+        "picloud.dispatch.event",
+        event.id = %ev.id,
+        app.id = %ev.app_id,
+        source = %ev.source,
+        op = %ev.op,
+        trigger.id = tracing::field::Empty,
+        script.id = tracing::field::Empty,
+    );
+    if let Some(t) = ev.trigger_id {
+        span.record("trigger.id", tracing::field::display(t));
+    }
+    if let Some(sc) = ev.script_id {
+        span.record("script.id", tracing::field::display(sc));
+    }
+    async move {
+        match decide(&s, &batch, &ev).await {
+            Ok(actions) => actions,
+            Err(e) => {
+                tracing::warn!(error = %e, "database error while dispatching; the row runs again after its lease");
+                vec![Action::Leave(ev.id)]
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<Vec<Action>> {
+    let max_depth = s.config.max_trigger_depth;
+    if ev.depth > max_depth {
+        return Ok(vec![too_deep(ev, max_depth)]);
+    }
+    if let Some(inbox) = &ev.reply_to {
+        return direct(s, batch, ev, inbox).await;
+    }
+    if let Some(trigger_id) = ev.trigger_id {
+        return invocation(s, batch, ev, trigger_id).await;
+    }
+    raw(s, batch, ev).await
+}
+
+/// SPEC 5.8: an event deeper than the limit is never executed.
+fn too_deep(ev: &OutboxEvent, max_depth: i32) -> Action {
+    if ev.source == source::DEAD_LETTER {
+        return Action::StopRecursion {
+            event: ev.id,
+            dead_letter: dead_letter_id(&ev.payload),
+        };
+    }
+    let now = Timestamp::now();
+    Action::DeadLetter {
+        dead: NewDeadLetter {
+            original_event_id: ev.id,
+            app_id: ev.app_id,
+            source: ev.source.clone(),
+            op: ev.op.clone(),
+            trigger_id: ev.trigger_id,
+            script_id: ev.script_id,
+            payload: ev.payload.clone(),
+            depth: ev.depth,
+            attempt_count: ev.attempt_count,
+            first_attempt_at: ev.first_attempt_at.unwrap_or(now),
+            last_attempt_at: ev.last_attempt_at.unwrap_or(now),
+            last_error: format!("max trigger depth {max_depth} exceeded"),
+        },
+        emit_event: false,
+    }
+}
+
+fn dead_letter_id(payload: &Value) -> Option<DeadLetterId> {
+    payload.get("dead_letter_id")?.as_str()?.parse().ok()
+}
+
+/// Run `script_id` for `ev` as `principal`.
+async fn run(
+    s: &Shared,
+    batch: &BatchCache,
+    ev: &OutboxEvent,
+    trigger_id: Option<TriggerId>,
+    script_id: ScriptId,
+    principal: &str,
+) -> store::Result<Result<Success, Failure>> {
+    let Some(script) = batch.script(s, script_id).await? else {
+        return Ok(Err(Failure {
+            error: InvokeError::Load(LoadError::Code(format!("script {script_id} was removed"))),
+            logs: Vec::new(),
+        }));
+    };
+    let input = Invocation {
+        event_id: ev.id,
+        app_id: ev.app_id,
+        source: ev.source.clone(),
+        op: ev.op.clone(),
+        payload: ev.payload.to_string(),
+        depth: ev.depth,
+        attempt: (ev.attempt_count.max(0) + 1) as u32,
+        trigger_id,
+        script_id,
+        principal: principal.to_owned(),
+    };
+    let span = tracing::debug_span!("picloud.runtime.invoke", script.id = %script_id, trigger.id = ?trigger_id);
+    Ok(s.runtime.invoke(&script, input).instrument(span).await)
+}
+
+/// SPEC 5.4 and 7: run, reply, never retry.
+async fn direct(
+    s: &Shared,
+    batch: &BatchCache,
+    ev: &OutboxEvent,
+    inbox: &str,
+) -> store::Result<Vec<Action>> {
+    let principal = ev.principal.clone().unwrap_or_default();
+    let result = match ev.script_id {
+        Some(script_id) => run(s, batch, ev, ev.trigger_id, script_id, &principal).await?,
+        None => Err(Failure {
+            error: InvokeError::Load(LoadError::Code("direct invocation without a script".into())),
+            logs: Vec::new(),
+        }),
+    };
+    let (msg, outcome, body) = match result {
+        Ok(ok) => {
+            let body = ok.reply.clone().unwrap_or_default();
+            (ReplyMsg::Ok(ok.reply), Outcome::Ok, body)
+        }
+        Err(f) => {
+            let text = f.error.to_string();
+            (
+                ReplyMsg::Err(text.clone()),
+                Outcome::Error,
+                text.into_bytes(),
+            )
+        }
+    };
+    match s.inbox.deliver(inbox, msg) {
+        Delivery::Delivered => {
+            s.count_reply();
+            Ok(vec![Action::Complete(ev.id)])
+        }
+        Delivery::Gone => {
+            record_abandoned(s, ev, inbox, outcome, &body).await?;
+            Ok(vec![Action::Complete(ev.id)])
+        }
+        Delivery::NotOurs if s.store.backend() == store::Backend::Sqlite => {
+            // One process on SQLite: an inbox that is not ours has no owner left.
+            record_abandoned(s, ev, inbox, outcome, &body).await?;
+            Ok(vec![Action::Complete(ev.id)])
+        }
+        Delivery::NotOurs => {
+            let reply = StoredReply {
+                inbox: inbox.to_owned(),
+                app_id: ev.app_id,
+                outbox_event_id: ev.id,
+                script_id: ev.script_id.unwrap_or(ScriptId(uuid::Uuid::nil())),
+                outcome,
+                body,
+                created_at: Timestamp::now(),
+            };
+            s.store.put_reply(&reply).await?;
+            Ok(vec![Action::Settled])
+        }
+    }
+}
+
+async fn record_abandoned(
+    s: &Shared,
+    ev: &OutboxEvent,
+    inbox: &str,
+    outcome: Outcome,
+    body: &[u8],
+) -> store::Result<()> {
+    let detail = match outcome {
+        Outcome::Ok => format!("reply of {} bytes, caller gone", body.len()),
+        Outcome::Error => String::from_utf8_lossy(body).into_owned(),
+    };
+    s.store
+        .record_abandoned(&NewAbandoned {
+            app_id: ev.app_id,
+            outbox_event_id: ev.id,
+            script_id: ev.script_id.unwrap_or(ScriptId(uuid::Uuid::nil())),
+            trigger_id: ev.trigger_id,
+            reply_to: inbox.to_owned(),
+            outcome,
+            detail,
+        })
+        .await?;
+    s.count_abandoned();
+    Ok(())
+}
+
+/// SPEC 5.3: an invocation row runs its own trigger's script.
+async fn invocation(
+    s: &Shared,
+    batch: &BatchCache,
+    ev: &OutboxEvent,
+    trigger_id: TriggerId,
+) -> store::Result<Vec<Action>> {
+    let Some(trigger) = batch.trigger(s, trigger_id).await? else {
+        tracing::info!("trigger was removed; dropping its pending invocation");
+        return Ok(vec![Action::Skip(ev.id)]);
+    };
+    let script_id = ev.script_id.unwrap_or(trigger.script_id);
+    let started = Timestamp::now();
+    match run(
+        s,
+        batch,
+        ev,
+        Some(trigger_id),
+        script_id,
+        &trigger.registered_by_principal,
+    )
+    .await?
+    {
+        Ok(_) => Ok(vec![Action::Complete(ev.id)]),
+        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error)]),
+    }
+}
+
+/// A failed attempt of an invocation row: retry, dead-letter, or stop.
+fn after_failure(s: &Shared, ev: &OutboxEvent, started: Timestamp, error: &InvokeError) -> Action {
+    let attempts = ev.attempt_count.max(0) + 1;
+    let first = ev.first_attempt_at.unwrap_or(started);
+    if attempts < s.config.retry_max_attempts && error.is_retryable() {
+        return Action::Retry(Retry {
+            id: ev.id,
+            attempt_count: attempts,
+            first_attempt_at: first,
+            last_attempt_at: started,
+            last_error: error.to_string(),
+            due_at: Timestamp::now().plus(s.config.backoff(attempts)),
+        });
+    }
+    exhausted(ev.id, ev, attempts, first, started, error.to_string())
+}
+
+/// The end of a row with no attempts left (SPEC 5.6 and 5.7).
+fn exhausted(
+    id: EventId,
+    ev: &OutboxEvent,
+    attempts: i32,
+    first: Timestamp,
+    last: Timestamp,
+    error: String,
+) -> Action {
+    if ev.source == source::DEAD_LETTER {
+        return Action::StopRecursion {
+            event: id,
+            dead_letter: dead_letter_id(&ev.payload),
+        };
+    }
+    Action::DeadLetter {
+        dead: NewDeadLetter {
+            original_event_id: id,
+            app_id: ev.app_id,
+            source: ev.source.clone(),
+            op: ev.op.clone(),
+            trigger_id: ev.trigger_id,
+            script_id: ev.script_id,
+            payload: ev.payload.clone(),
+            depth: ev.depth,
+            attempt_count: attempts,
+            first_attempt_at: first,
+            last_attempt_at: last,
+            last_error: error,
+        },
+        emit_event: true,
+    }
+}
+
+/// SPEC 5.2: a raw event runs every matching trigger; each failing trigger
+/// continues as its own invocation row.
+async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<Vec<Action>> {
+    let triggers = match ev.source.as_str() {
+        source::KV => {
+            let Ok(op) = ev.op.parse::<KvOp>() else {
+                return Ok(vec![Action::Complete(ev.id)]);
+            };
+            match ev.payload.get("collection").and_then(Value::as_str) {
+                Some(collection) => batch.kv(s, ev.app_id, collection, op).await?,
+                None => Vec::new(),
+            }
+        }
+        source::DEAD_LETTER => match ev.payload.get("source").and_then(Value::as_str) {
+            Some(src) => batch.dead_letter(s, ev.app_id, src).await?,
+            None => Vec::new(),
+        },
+        // No trigger kinds for the other sources yet: nothing matches.
+        _ => Vec::new(),
+    };
+    if triggers.is_empty() {
+        return Ok(vec![Action::Complete(ev.id)]);
+    }
+    let started = Timestamp::now();
+    let runs = triggers.iter().map(|t| async move {
+        let r = run(
+            s,
+            batch,
+            ev,
+            Some(t.id),
+            t.script_id,
+            &t.registered_by_principal,
+        )
+        .await;
+        (t, r)
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let mut invocations = Vec::new();
+    let mut exhausted_idx = Vec::new();
+    for (trigger, result) in results {
+        let Err(failure) = result? else { continue };
+        let error = failure.error.to_string();
+        let attempts = ev.attempt_count.max(0) + 1;
+        let retry = attempts < s.config.retry_max_attempts && failure.error.is_retryable();
+        if !retry {
+            exhausted_idx.push(invocations.len());
+        }
+        invocations.push(NewEvent {
+            app_id: ev.app_id,
+            source: ev.source.clone(),
+            op: ev.op.clone(),
+            trigger_id: Some(trigger.id),
+            script_id: Some(trigger.script_id),
+            principal: None,
+            payload: ev.payload.clone(),
+            depth: ev.depth,
+            attempt_count: attempts,
+            first_attempt_at: Some(ev.first_attempt_at.unwrap_or(started)),
+            last_attempt_at: Some(started),
+            last_error: Some(error),
+            due_at: Some(Timestamp::now().plus(s.config.backoff(attempts))),
+            reply_to: None,
+        });
+    }
+    if invocations.is_empty() {
+        return Ok(vec![Action::Complete(ev.id)]);
+    }
+    Ok(vec![Action::FanOut {
+        raw: ev.id,
+        invocations,
+        exhausted: exhausted_idx,
+    }])
+}
+
+/// The end of a fanned-out invocation row that had no attempts left.
+pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
+    let now = Timestamp::now();
+    let ev = OutboxEvent {
+        id,
+        app_id: row.app_id,
+        source: row.source.clone(),
+        op: row.op.clone(),
+        trigger_id: row.trigger_id,
+        script_id: row.script_id,
+        principal: row.principal.clone(),
+        payload: row.payload.clone(),
+        depth: row.depth,
+        attempt_count: row.attempt_count,
+        first_attempt_at: row.first_attempt_at,
+        last_attempt_at: row.last_attempt_at,
+        last_error: row.last_error.clone(),
+        due_at: now,
+        locked_until: None,
+        locked_by: None,
+        reply_to: None,
+        created_at: now,
+    };
+    exhausted(
+        id,
+        &ev,
+        row.attempt_count,
+        row.first_attempt_at.unwrap_or(now),
+        row.last_attempt_at.unwrap_or(now),
+        row.last_error.clone().unwrap_or_default(),
+    )
+}

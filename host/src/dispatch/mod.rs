@@ -1,0 +1,422 @@
+//! The dispatch loop: turns outbox rows into script runs.
+//!
+//! Rule: one loop per process selects over cancellation, store signals
+//! (LISTEN/NOTIFY on PostgreSQL, an in-process wake-up on SQLite), a polling
+//! tick, and finished tasks in a `JoinSet`. It claims only as many rows as it
+//! has free slots (a semaphore sized to the instance pool), so excess events
+//! wait in the outbox and never fail for lack of capacity. Claims and
+//! completions are batched; a database error or a failing script never ends
+//! the loop: an action that could not be committed is kept and tried again,
+//! and a row whose outcome was lost runs again when its lease expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::TriggerConfig;
+use crate::inbox::Inbox;
+use crate::metrics::Metrics;
+use crate::model::{EventId, Timestamp};
+use crate::runtime::Runtime;
+use crate::store::{self, Signal, Store, Subscription};
+
+mod event;
+
+use event::{Action, BatchCache};
+
+/// How the loop runs.
+#[derive(Clone, Debug)]
+pub struct DispatchOptions {
+    /// Identifies this process in `locked_by`.
+    pub worker_id: String,
+    /// Most rows claimed at once (also bounded by free slots).
+    pub batch_size: u32,
+    /// How often to look for due rows without a signal.
+    pub poll_interval: Duration,
+    /// How long a claim holds a row; longer than the sandbox timeout.
+    pub lease: Duration,
+    /// When set, each event's insert-to-start latency is recorded here
+    /// (the benchmark's probe; off in production).
+    pub start_latencies: Option<Arc<StartLatencies>>,
+}
+
+/// Insert-to-start latencies recorded by the dispatcher when asked to.
+#[derive(Debug, Default)]
+pub struct StartLatencies(std::sync::Mutex<Vec<Duration>>);
+
+impl StartLatencies {
+    fn record(&self, created_at: Timestamp) {
+        let d = (Timestamp::now().0 - created_at.0)
+            .to_std()
+            .unwrap_or_default();
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+    }
+
+    /// Take what was recorded so far.
+    pub fn take(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl DispatchOptions {
+    /// Sensible options for a sandbox `timeout`.
+    pub fn for_timeout(timeout: Duration) -> Self {
+        DispatchOptions {
+            worker_id: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            batch_size: 256,
+            poll_interval: Duration::from_millis(500),
+            lease: timeout * 3 + Duration::from_secs(10),
+            start_latencies: None,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// When the loop stops by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until cancelled.
+    Forever,
+    /// When nothing is due now and nothing is running.
+    UntilIdle,
+    /// When the outbox is empty and nothing is running (waits for retries).
+    UntilEmpty,
+}
+
+/// Everything a task needs.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) config: TriggerConfig,
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub(crate) fn count_reply(&self) {
+        Metrics::add(&self.metrics.replied, 1);
+    }
+    pub(crate) fn count_abandoned(&self) {
+        Metrics::add(&self.metrics.abandoned, 1);
+    }
+}
+
+/// The dispatcher of one process.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    options: DispatchOptions,
+}
+
+/// How long to wait before trying again after the database failed.
+const DB_BACKOFF: Duration = Duration::from_millis(500);
+
+impl Dispatcher {
+    pub(crate) fn with_shared(shared: Arc<Shared>, options: DispatchOptions) -> Self {
+        Dispatcher { shared, options }
+    }
+
+    /// Run the loop until `cancel` fires or `mode` says it is done. On
+    /// cancellation it stops claiming and lets running invocations finish
+    /// (they are bounded by the sandbox deadline).
+    pub async fn run(&self, cancel: CancellationToken, mode: RunMode) -> store::Result<()> {
+        let s = &self.shared;
+        let slots = Arc::new(Semaphore::new(s.runtime.ceiling().max_instances as usize));
+        let mut tasks: JoinSet<Vec<Action>> = JoinSet::new();
+        let mut pending: Vec<Action> = Vec::new();
+        let mut subscription = self.subscribe().await;
+        let mut db_failed = false;
+
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                pending.extend(done.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
+                    Vec::new()
+                }));
+            }
+            if !pending.is_empty() && self.apply(&mut pending).await.is_err() {
+                db_failed = true;
+            }
+
+            let mut claimed_full = false;
+            let mut claimed_any = false;
+            if !cancel.is_cancelled() && !db_failed {
+                let free = slots.available_permits() as u32;
+                if free > 0 {
+                    let limit = free.min(self.options.batch_size);
+                    match self.claim(limit).await {
+                        Ok(rows) => {
+                            claimed_any = !rows.is_empty();
+                            claimed_full = rows.len() as u32 == limit;
+                            let batch = Arc::new(BatchCache::default());
+                            for row in rows {
+                                if let Some(probe) = &self.options.start_latencies {
+                                    probe.record(row.created_at);
+                                }
+                                let permit = slots
+                                    .clone()
+                                    .try_acquire_owned()
+                                    .expect("claimed within free slots");
+                                let (s, batch) = (self.shared.clone(), batch.clone());
+                                tasks.spawn(async move {
+                                    let actions = event::process(s, batch, row).await;
+                                    drop(permit);
+                                    actions
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claim failed; retrying");
+                            db_failed = true;
+                        }
+                    }
+                }
+            }
+            if claimed_full && slots.available_permits() > 0 {
+                continue;
+            }
+
+            if tasks.is_empty() && pending.is_empty() {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if !claimed_any && !db_failed && mode != RunMode::Forever && self.idle(mode).await?
+                {
+                    break;
+                }
+            }
+
+            let pause = if db_failed {
+                DB_BACKOFF
+            } else {
+                self.options.poll_interval
+            };
+            db_failed = false;
+            tokio::select! {
+                _ = cancel.cancelled(), if !cancel.is_cancelled() => {}
+                Some(done) = tasks.join_next() => {
+                    pending.extend(done.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
+                        Vec::new()
+                    }));
+                }
+                signal = next_signal(&mut subscription) => {
+                    match signal {
+                        Ok(Signal::Outbox) => {}
+                        Ok(Signal::Reply(inbox)) => self.reply_arrived(&inbox).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "store subscription broke; polling until it is back");
+                            subscription = None;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(pause) => {
+                    if subscription.is_none() {
+                        subscription = self.subscribe().await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Option<Box<dyn Subscription>> {
+        match self.shared.store.subscribe().await {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to store signals; polling");
+                None
+            }
+        }
+    }
+
+    async fn claim(&self, limit: u32) -> store::Result<Vec<crate::model::OutboxEvent>> {
+        let span = tracing::debug_span!(
+            "picloud.dispatch.claim",
+            limit,
+            claimed = tracing::field::Empty
+        );
+        async {
+            let rows = self
+                .shared
+                .store
+                .claim_due(&self.options.worker_id, limit, self.options.lease)
+                .await?;
+            tracing::Span::current().record("claimed", rows.len());
+            Metrics::add(&self.shared.metrics.claimed, rows.len() as u64);
+            Ok(rows)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Whether the loop may stop in `mode`; sleeps until the next due row in
+    /// `UntilEmpty`.
+    async fn idle(&self, mode: RunMode) -> store::Result<bool> {
+        let next = self.shared.store.next_due_at().await?;
+        Ok(match (mode, next) {
+            (_, None) => true,
+            (RunMode::UntilIdle, Some(due)) => due > Timestamp::now(),
+            (RunMode::UntilEmpty, Some(due)) => {
+                let wait = (due.0 - Timestamp::now().0).to_std().unwrap_or_default();
+                tokio::time::sleep(wait.min(self.options.poll_interval)).await;
+                false
+            }
+            (RunMode::Forever, Some(_)) => false,
+        })
+    }
+
+    /// A reply was parked in the store for some inbox; take it if it is ours.
+    async fn reply_arrived(&self, inbox: &str) {
+        if !self.shared.inbox.owns(inbox) {
+            return;
+        }
+        crate::service::collect_reply(&self.shared, inbox).await;
+    }
+
+    /// Commit the actions: one batched delete, one batched reschedule, and the
+    /// rare per-row transactions. What fails stays in `pending`.
+    async fn apply(&self, pending: &mut Vec<Action>) -> Result<(), ()> {
+        let s = &self.shared;
+        let m = &s.metrics;
+        let mut done: Vec<EventId> = Vec::new();
+        let mut skipped = 0u64;
+        let mut retries = Vec::new();
+        let mut rest = Vec::new();
+        for action in pending.drain(..) {
+            match action {
+                Action::Complete(id) => done.push(id),
+                Action::Skip(id) => {
+                    done.push(id);
+                    skipped += 1;
+                }
+                Action::Retry(r) => retries.push(r),
+                Action::Settled => {}
+                Action::Leave(id) => {
+                    tracing::debug!(event.id = %id, "left leased for a later attempt")
+                }
+                other => rest.push(other),
+            }
+        }
+        let mut failed = false;
+        if !done.is_empty() {
+            match s.store.complete(&done).await {
+                Ok(_) => {
+                    Metrics::add(&m.succeeded, done.len() as u64 - skipped);
+                    Metrics::add(&m.skipped, skipped);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = done.len(), "batched delete failed; will retry");
+                    pending.extend(done.into_iter().map(Action::Complete));
+                    failed = true;
+                }
+            }
+        }
+        if !retries.is_empty() {
+            match s.store.reschedule(&retries).await {
+                Ok(()) => Metrics::add(&m.retried, retries.len() as u64),
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = retries.len(), "batched reschedule failed; will retry");
+                    pending.extend(retries.into_iter().map(Action::Retry));
+                    failed = true;
+                }
+            }
+        }
+        for action in rest {
+            if let Err((e, action)) = self.apply_one(action).await {
+                tracing::warn!(error = %e, "could not commit a dispatch outcome; will retry");
+                pending.push(action);
+                failed = true;
+            }
+        }
+        if failed { Err(()) } else { Ok(()) }
+    }
+
+    async fn apply_one(&self, action: Action) -> Result<(), (store::Error, Action)> {
+        let s = &self.shared;
+        let m = &s.metrics;
+        match action {
+            Action::DeadLetter { dead, emit_event } => {
+                match s.store.dead_letter(&dead, emit_event).await {
+                    Ok(dl) => {
+                        tracing::info!(dead_letter.id = %dl.id, event.id = %dead.original_event_id, error = %dead.last_error, "dead-lettered");
+                        Metrics::add(&m.dead_lettered, 1);
+                        if !emit_event {
+                            Metrics::add(&m.depth_exceeded, 1);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err((e, Action::DeadLetter { dead, emit_event })),
+                }
+            }
+            Action::StopRecursion { event, dead_letter } => {
+                let result = match dead_letter {
+                    Some(dl) => s.store.stop_recursion(event, dl).await,
+                    None => s.store.complete(&[event]).await.map(|_| ()),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(event.id = %event, dead_letter.id = ?dead_letter, "dead-letter handler gave up: resolved handler_failed");
+                        Metrics::add(&m.recursion_stopped, 1);
+                        Ok(())
+                    }
+                    Err(e) => Err((e, Action::StopRecursion { event, dead_letter })),
+                }
+            }
+            Action::FanOut {
+                raw,
+                invocations,
+                exhausted,
+            } => match s.store.fan_out(raw, &invocations).await {
+                Ok(ids) => {
+                    Metrics::add(&m.fanned_out, 1);
+                    Metrics::add(&m.retried, (invocations.len() - exhausted.len()) as u64);
+                    for i in exhausted {
+                        // Committed next round with the rest of the dead letters.
+                        let next = event::exhausted_invocation(ids[i], &invocations[i]);
+                        if let Err((e, a)) = Box::pin(self.apply_one(next)).await {
+                            // The invocation row exists now; it would run again
+                            // rather than be lost, but keep trying to end it.
+                            return Err((e, a));
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err((
+                    e,
+                    Action::FanOut {
+                        raw,
+                        invocations,
+                        exhausted,
+                    },
+                )),
+            },
+            other => {
+                debug_assert!(false, "batched action reached apply_one: {other:?}");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn next_signal(sub: &mut Option<Box<dyn Subscription>>) -> store::Result<Signal> {
+    match sub {
+        Some(sub) => sub.recv().await,
+        None => std::future::pending().await,
+    }
+}

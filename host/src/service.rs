@@ -1,0 +1,356 @@
+//! The embedding entry point: one [`TriggerHost`] per process.
+//!
+//! Rule: the manager builds the host from a store (or a pool), an authorizer
+//! and the two configurations, then runs it until a token is cancelled; the
+//! CLI does exactly the same. Everything a caller can do that crosses the
+//! dispatcher (synchronous invocation, garbage collection) goes through here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authorizer, Capability, MemberAuthorizer};
+use crate::config::{SandboxCeiling, TriggerConfig};
+use crate::dispatch::{DispatchOptions, Dispatcher, RunMode, Shared};
+use crate::inbox::{Delivery, Inbox, ReplyMsg};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::model::{AppId, NewEvent, Outcome, Timestamp, source};
+use crate::runtime::Runtime;
+use crate::store::{self, NewAbandoned, Store};
+
+/// Why a synchronous invocation did not return a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeCallError {
+    /// The principal may not invoke scripts of the app.
+    #[error("permission denied: {principal} may not invoke scripts of this app")]
+    PermissionDenied {
+        /// Who asked.
+        principal: String,
+    },
+    /// No reply within the caller's timeout.
+    #[error("no reply within {ms} ms")]
+    Timeout {
+        /// The timeout.
+        ms: u128,
+    },
+    /// The script ran and failed.
+    #[error("invocation failed: {0}")]
+    Failed(String),
+    /// The store failed (unknown script, database down...).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The authorizer could not answer.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+/// Options beyond the two configurations.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Where compiled scripts are kept across restarts (`None`: memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// Dispatch loop tuning.
+    pub dispatch: DispatchOptions,
+    /// How often `serve` runs garbage collection.
+    pub gc_interval: Duration,
+}
+
+impl HostOptions {
+    /// Defaults for a sandbox ceiling.
+    pub fn new(ceiling: &SandboxCeiling) -> Self {
+        HostOptions {
+            cache_dir: default_cache_dir(),
+            dispatch: DispatchOptions::for_timeout(ceiling.timeout),
+            gc_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `$PICLOUD_CACHE_DIR`, else `$XDG_CACHE_HOME/picloud`, else `~/.cache/picloud`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PICLOUD_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("picloud"))
+}
+
+/// What a garbage collection removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Dead letters past their retention.
+    pub dead_letters: u64,
+    /// Abandoned executions past their retention.
+    pub abandoned: u64,
+    /// Parked replies nobody collected, turned into abandoned executions.
+    pub stale_replies: u64,
+}
+
+/// The trigger host of one process.
+pub struct TriggerHost {
+    shared: Arc<Shared>,
+    authorizer: Arc<dyn Authorizer>,
+    options: HostOptions,
+}
+
+/// How long a parked reply waits for its owner before GC calls it abandoned.
+const STALE_REPLY_AFTER: Duration = Duration::from_secs(600);
+/// How often a waiting caller checks the store for a parked reply, in case
+/// its signal was lost (PostgreSQL only).
+const REPLY_POLL: Duration = Duration::from_millis(200);
+
+impl TriggerHost {
+    /// Build the host over an open store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        authorizer: Arc<dyn Authorizer>,
+        config: TriggerConfig,
+        ceiling: SandboxCeiling,
+        options: HostOptions,
+    ) -> wasmtime::Result<Self> {
+        let runtime = Runtime::new(
+            ceiling,
+            store.clone(),
+            authorizer.clone(),
+            options.cache_dir.clone(),
+        )?;
+        Ok(TriggerHost {
+            shared: Arc::new(Shared {
+                store,
+                runtime: Arc::new(runtime),
+                config,
+                inbox: Arc::new(Inbox::default()),
+                metrics: Arc::new(Metrics::default()),
+            }),
+            authorizer,
+            options,
+        })
+    }
+
+    /// Build the host over a store with the built-in [`MemberAuthorizer`] and
+    /// configuration from the environment.
+    pub fn from_env(store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let ceiling = SandboxCeiling::from_env()?;
+        let config = TriggerConfig::from_env()?;
+        let options = HostOptions::new(&ceiling);
+        let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
+        Self::new(store, authorizer, config, ceiling, options).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The runtime (deploy, validate, invoke directly).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.shared.runtime
+    }
+
+    /// The authorizer.
+    pub fn authorizer(&self) -> &Arc<dyn Authorizer> {
+        &self.authorizer
+    }
+
+    /// The dispatcher's policy.
+    pub fn config(&self) -> &TriggerConfig {
+        &self.shared.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::with_shared(self.shared.clone(), self.options.dispatch.clone())
+    }
+
+    /// Dispatch until `cancel` fires. In-flight invocations finish first.
+    pub async fn run(&self, cancel: CancellationToken) -> store::Result<()> {
+        self.dispatcher().run(cancel, RunMode::Forever).await
+    }
+
+    /// Dispatch until nothing is due now and nothing is running.
+    pub async fn run_until_idle(&self) -> store::Result<()> {
+        self.dispatcher()
+            .run(CancellationToken::new(), RunMode::UntilIdle)
+            .await
+    }
+
+    /// Dispatch until the outbox is empty, waiting for scheduled retries.
+    pub async fn run_until_empty(&self) -> store::Result<()> {
+        self.dispatcher()
+            .run(CancellationToken::new(), RunMode::UntilEmpty)
+            .await
+    }
+
+    /// Dispatch in a mode, until `cancel` or the mode says stop.
+    pub async fn run_mode(&self, cancel: CancellationToken, mode: RunMode) -> store::Result<()> {
+        self.dispatcher().run(cancel, mode).await
+    }
+
+    /// Dispatch and collect garbage every `gc_interval` until `cancel` fires.
+    pub async fn serve(&self, cancel: CancellationToken) -> store::Result<()> {
+        let gc = async {
+            let mut tick = tokio::time::interval(self.options.gc_interval);
+            loop {
+                tick.tick().await;
+                match self.gc().await {
+                    Ok(report) => tracing::info!(?report, "garbage collection"),
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
+            }
+        };
+        tokio::select! {
+            r = self.run(cancel.clone()) => r,
+            _ = gc => Ok(()),
+        }
+    }
+
+    /// Delete dead letters and abandoned executions past their retention, and
+    /// record parked replies nobody collected as abandoned.
+    pub async fn gc(&self) -> store::Result<GcReport> {
+        let s = &self.shared;
+        let now = Timestamp::now();
+        let dead_letters = s
+            .store
+            .gc_dead_letters(now.minus(s.config.dead_letter_retention))
+            .await?;
+        let abandoned = s
+            .store
+            .gc_abandoned(now.minus(s.config.abandoned_retention))
+            .await?;
+        let stale = s
+            .store
+            .take_stale_replies(now.minus(STALE_REPLY_AFTER))
+            .await?;
+        for reply in &stale {
+            record_parked_abandoned(s, reply).await?;
+        }
+        Ok(GcReport {
+            dead_letters,
+            abandoned,
+            stale_replies: stale.len() as u64,
+        })
+    }
+
+    /// Invoke `script` (name or id) of `app` synchronously as `principal` and
+    /// wait up to `timeout` for its reply. Failures come back to the caller
+    /// and are never retried or dead-lettered.
+    pub async fn invoke(
+        &self,
+        app: AppId,
+        script: &str,
+        payload: Value,
+        principal: &str,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>, InvokeCallError> {
+        let s = &self.shared;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || InvokeCallError::Timeout {
+            ms: timeout.as_millis(),
+        };
+        let prepare = async {
+            if !self
+                .authorizer
+                .allowed(principal, Capability::ScriptInvoke(app))
+                .await?
+            {
+                return Err(InvokeCallError::PermissionDenied {
+                    principal: principal.to_owned(),
+                });
+            }
+            Ok(s.store.find_script(app, script).await?)
+        };
+        let script = tokio::time::timeout_at(deadline, prepare)
+            .await
+            .map_err(|_| timed_out())??;
+
+        let (inbox, mut rx) = s.inbox.open();
+        let event = NewEvent {
+            script_id: Some(script.id),
+            principal: Some(principal.to_owned()),
+            reply_to: Some(inbox.clone()),
+            ..NewEvent::raw(app, source::HTTP, "invoke", payload)
+        };
+        let wait = async {
+            s.store.enqueue(&event).await?;
+            loop {
+                tokio::select! {
+                    reply = &mut rx => return Ok(reply.ok()),
+                    _ = tokio::time::sleep(REPLY_POLL), if s.store.backend() == store::Backend::Postgres => {
+                        collect_reply(s, &inbox).await;
+                    }
+                }
+            }
+        };
+        let result: Result<Option<ReplyMsg>, InvokeCallError> =
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(r) => r,
+                Err(_) => {
+                    s.inbox.close(&inbox);
+                    // The reply may have landed between the timeout and the close.
+                    match rx.try_recv() {
+                        Ok(reply) => Ok(Some(reply)),
+                        Err(_) => return Err(timed_out()),
+                    }
+                }
+            };
+        match result? {
+            Some(ReplyMsg::Ok(body)) => Ok(body),
+            Some(ReplyMsg::Err(e)) => Err(InvokeCallError::Failed(e)),
+            None => Err(timed_out()),
+        }
+    }
+}
+
+/// Take a parked reply for one of this process's inboxes and deliver it, or
+/// record it abandoned if its caller has gone.
+pub(crate) async fn collect_reply(s: &Shared, inbox: &str) {
+    let reply = match s.store.take_reply(inbox).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, inbox, "cannot read a parked reply");
+            return;
+        }
+    };
+    let msg = match reply.outcome {
+        Outcome::Ok => ReplyMsg::Ok(Some(reply.body.clone()).filter(|b| !b.is_empty())),
+        Outcome::Error => ReplyMsg::Err(String::from_utf8_lossy(&reply.body).into_owned()),
+    };
+    match s.inbox.deliver(inbox, msg) {
+        Delivery::Delivered => s.count_reply(),
+        Delivery::Gone | Delivery::NotOurs => {
+            if let Err(e) = record_parked_abandoned(s, &reply).await {
+                tracing::warn!(error = %e, inbox, "cannot record an abandoned execution");
+            }
+        }
+    }
+}
+
+async fn record_parked_abandoned(s: &Shared, reply: &store::StoredReply) -> store::Result<()> {
+    let detail = match reply.outcome {
+        Outcome::Ok => format!("reply of {} bytes, caller gone", reply.body.len()),
+        Outcome::Error => String::from_utf8_lossy(&reply.body).into_owned(),
+    };
+    s.store
+        .record_abandoned(&NewAbandoned {
+            app_id: reply.app_id,
+            outbox_event_id: reply.outbox_event_id,
+            script_id: reply.script_id,
+            trigger_id: None,
+            reply_to: reply.inbox.clone(),
+            outcome: reply.outcome,
+            detail,
+        })
+        .await?;
+    s.count_abandoned();
+    Ok(())
+}

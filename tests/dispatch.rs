@@ -1,0 +1,470 @@
+//! The dispatcher's rules (SPEC section 5, 7 and 10), one or more tests per
+//! rule, with real example scripts on both backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_host::InvokeCallError;
+use picloud_host::TriggerHost;
+use picloud_host::auth::Role;
+use picloud_host::model::{
+    AppId, DeadLetterFilter, KvOps, NewTrigger, Resolution, ScriptId, TriggerSpec,
+};
+use picloud_host::runtime::Runtime;
+use picloud_host::store::Store;
+use picloud_tests::db::TestDb;
+use picloud_tests::guests;
+use picloud_tests::host::{self as h, ADMIN};
+use serde_json::json;
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = picloud_tests::db::sqlite().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = picloud_tests::db::postgres().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    success_deletes_the_row,
+    failing_trigger_retries_then_dead_letters_and_fires_dead_letter_trigger,
+    failing_dead_letter_handler_stops_the_recursion,
+    depth_limit_stops_a_self_triggering_script,
+    only_the_failing_trigger_runs_again,
+    replay_reruns_the_original_trigger,
+    synchronous_invocation_replies_fails_and_abandons,
+    rows_of_a_dead_dispatcher_are_picked_up_after_the_lease,
+    revoked_principal_gets_permission_denied_dead_letters,
+);
+
+async fn kv_trigger(
+    s: &Arc<dyn Store>,
+    app: AppId,
+    script: ScriptId,
+    collection: &str,
+    principal: &str,
+) -> picloud_host::model::Trigger {
+    s.create_trigger(&NewTrigger {
+        app_id: app,
+        script_id: script,
+        name: format!("on-{collection}"),
+        registered_by_principal: principal.into(),
+        spec: TriggerSpec::Kv {
+            collection: collection.into(),
+            ops: KvOps::ALL,
+        },
+    })
+    .await
+    .expect("kv trigger")
+}
+
+async fn dead_letter_trigger(
+    s: &Arc<dyn Store>,
+    app: AppId,
+    script: ScriptId,
+    pattern: &str,
+) -> picloud_host::model::Trigger {
+    s.create_trigger(&NewTrigger {
+        app_id: app,
+        script_id: script,
+        name: "triage".into(),
+        registered_by_principal: ADMIN.into(),
+        spec: TriggerSpec::DeadLetter {
+            source: pattern.into(),
+        },
+    })
+    .await
+    .expect("dead letter trigger")
+}
+
+async fn drain(host: &TriggerHost) {
+    tokio::time::timeout(Duration::from_secs(60), host.run_until_empty())
+        .await
+        .expect("the outbox drains within a minute")
+        .expect("dispatch ran");
+}
+
+fn rt(host: &TriggerHost) -> &Runtime {
+    host.runtime()
+}
+
+async fn success_deletes_the_row(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "shop").await;
+    let script = h::deploy(rt(&host), app.id, "order-totals", guests::ORDER_TOTALS).await;
+    kv_trigger(s, app.id, script.id, "orders", ADMIN).await;
+    let order = json!({"customer": "ada", "items": [{"sku": "x", "qty": 3, "price_cents": 100}]});
+    s.kv_set(app.id, "orders", "o1", &order, 0).await.unwrap();
+    drain(&host).await;
+    assert_eq!(
+        s.kv_get(app.id, "order_totals", "o1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value["total_cents"],
+        json!(300)
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0, "outbox empty");
+    let m = host.metrics();
+    assert_eq!(
+        m.succeeded, 2,
+        "the order event and the total's own event: {m:?}"
+    );
+    assert_eq!(m.dead_lettered, 0);
+}
+
+async fn failing_trigger_retries_then_dead_letters_and_fires_dead_letter_trigger(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "pay").await;
+    let pay = h::deploy(
+        rt(&host),
+        app.id,
+        "payment-processor",
+        guests::PAYMENT_PROCESSOR,
+    )
+    .await;
+    let triage = h::deploy(
+        rt(&host),
+        app.id,
+        "dead-letter-triage",
+        guests::DEAD_LETTER_TRIAGE,
+    )
+    .await;
+    let trigger = kv_trigger(s, app.id, pay.id, "payments", ADMIN).await;
+    dead_letter_trigger(s, app.id, triage.id, "kv").await;
+    s.kv_set(
+        app.id,
+        "payments",
+        "p1",
+        &json!({"amount_cents": 100, "card": "decline-7"}),
+        0,
+    )
+    .await
+    .unwrap();
+    drain(&host).await;
+
+    let dls = s
+        .list_dead_letters(&DeadLetterFilter {
+            app_id: Some(app.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dls.len(), 1, "{dls:?}");
+    let dl = &dls[0];
+    assert_eq!(dl.attempt_count, 3);
+    assert_eq!(dl.trigger_id, Some(trigger.id));
+    assert_eq!(dl.script_id, Some(pay.id));
+    assert!(
+        dl.last_error.contains("payment declined"),
+        "{}",
+        dl.last_error
+    );
+    // Two backoffs (about 20 ms and 40 ms, ±10%) lie between the first and last attempt.
+    let spread = (dl.last_attempt_at.0 - dl.first_attempt_at.0)
+        .to_std()
+        .unwrap();
+    assert!(
+        spread >= Duration::from_millis(54),
+        "attempts spread over {spread:?}"
+    );
+    // The dead_letter event ran the triage handler, which resolved it.
+    assert_eq!(dl.resolution, Some(Resolution::HandledByScript));
+    assert!(
+        s.kv_get(app.id, "manual_review", &dl.id.to_string())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+    let m = host.metrics();
+    assert_eq!((m.retried, m.dead_lettered), (2, 1), "{m:?}");
+}
+
+async fn failing_dead_letter_handler_stops_the_recursion(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(2), h::ceiling());
+    let app = h::app(s, "rec").await;
+    let fails = h::deploy(rt(&host), app.id, "always-fails", guests::ALWAYS_FAILS).await;
+    kv_trigger(s, app.id, fails.id, "jobs", ADMIN).await;
+    dead_letter_trigger(s, app.id, fails.id, "*").await;
+    s.kv_set(app.id, "jobs", "j1", &json!({}), 0).await.unwrap();
+    drain(&host).await;
+
+    let dls = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        dls.len(),
+        1,
+        "no dead letter for the failing handler: {dls:?}"
+    );
+    assert_eq!(dls[0].resolution, Some(Resolution::HandlerFailed));
+    assert_eq!(s.count_events(None).await.unwrap(), 0, "outbox empty");
+    assert_eq!(host.metrics().recursion_stopped, 1);
+}
+
+async fn depth_limit_stops_a_self_triggering_script(db: &TestDb) {
+    let s = &db.store;
+    let config = picloud_host::config::TriggerConfig {
+        max_trigger_depth: 3,
+        ..h::fast_retries(2)
+    };
+    let host = h::host(s, config, h::ceiling());
+    let app = h::app(s, "deep").await;
+    let bomb = h::deploy(rt(&host), app.id, "depth-bomb", guests::DEPTH_BOMB).await;
+    let recorder = h::deploy(rt(&host), app.id, "recorder", guests::RECORDER).await;
+    kv_trigger(s, app.id, bomb.id, "loop", ADMIN).await;
+    dead_letter_trigger(s, app.id, recorder.id, "*").await;
+    s.kv_set(app.id, "loop", "k", &json!({"n": 0}), 0)
+        .await
+        .unwrap();
+    drain(&host).await;
+
+    // Depths 0..=3 ran, each writing one key; the write at depth 4 was refused.
+    let keys = s.kv_list_keys(app.id, "loop", None, 100).await.unwrap();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    let dls = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(dls[0].last_error, "max trigger depth 3 exceeded");
+    assert_eq!(dls[0].trigger_id, None);
+    assert!(
+        s.kv_list_keys(app.id, "seen", None, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no dead_letter event after it"
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+}
+
+async fn only_the_failing_trigger_runs_again(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "two").await;
+    let recorder = h::deploy(rt(&host), app.id, "recorder", guests::RECORDER).await;
+    let fails = h::deploy(rt(&host), app.id, "always-fails", guests::ALWAYS_FAILS).await;
+    kv_trigger(s, app.id, recorder.id, "events", ADMIN).await;
+    let failing = kv_trigger(s, app.id, fails.id, "events", ADMIN).await;
+    s.kv_set(app.id, "events", "e1", &json!(1), 0)
+        .await
+        .unwrap();
+    drain(&host).await;
+
+    let seen = s.kv_list_keys(app.id, "seen", None, 100).await.unwrap();
+    assert_eq!(seen.len(), 1, "the recorder ran once: {seen:?}");
+    let attempt = s
+        .kv_get(app.id, "seen", &seen[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(attempt, json!(1));
+    let dls = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(dls[0].trigger_id, Some(failing.id));
+    assert_eq!(dls[0].attempt_count, 3);
+}
+
+async fn replay_reruns_the_original_trigger(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(1), h::ceiling());
+    let app = h::app(s, "replay").await;
+    let fails = h::deploy(rt(&host), app.id, "always-fails", guests::ALWAYS_FAILS).await;
+    let trigger = kv_trigger(s, app.id, fails.id, "jobs", ADMIN).await;
+    s.kv_set(app.id, "jobs", "j", &json!({}), 0).await.unwrap();
+    drain(&host).await;
+    let first = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt_count, 1);
+
+    let replayed = s.resolve(first[0].id, Resolution::Replayed).await.unwrap();
+    assert_eq!(replayed.resolution, Some(Resolution::Replayed));
+    drain(&host).await;
+    let all = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.len(),
+        2,
+        "the replay ran the trigger again and failed again"
+    );
+    let second = all.iter().find(|d| d.id != first[0].id).unwrap();
+    assert_eq!(second.trigger_id, Some(trigger.id));
+    assert_eq!(second.payload, first[0].payload);
+    assert_eq!(
+        s.get_dead_letter(first[0].id).await.unwrap().resolution,
+        Some(Resolution::Replayed)
+    );
+}
+
+async fn synchronous_invocation_replies_fails_and_abandons(db: &TestDb) {
+    let s = &db.store;
+    let host = Arc::new(h::host(s, h::fast_retries(3), h::ceiling()));
+    let app = h::app(s, "sync").await;
+    h::deploy(rt(&host), app.id, "greeter", guests::GREETER).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = {
+        let (host, cancel) = (host.clone(), cancel.clone());
+        tokio::spawn(async move { host.run(cancel).await })
+    };
+    let t = Duration::from_secs(10);
+    let body = host
+        .invoke(app.id, "greeter", json!({"name": "Bo"}), ADMIN, t)
+        .await
+        .expect("reply");
+    let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(body["greeting"], json!("hello, Bo"));
+
+    let err = host
+        .invoke(app.id, "greeter", json!({}), ADMIN, t)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, InvokeCallError::Failed(m) if m == "missing field: name"),
+        "{err}"
+    );
+    let err = host
+        .invoke(app.id, "greeter", json!({}), "mallory", t)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, InvokeCallError::PermissionDenied { .. }),
+        "{err}"
+    );
+    cancel.cancel();
+    runner.await.unwrap().unwrap();
+    assert!(
+        s.list_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "never dead-lettered"
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0, "never retried");
+
+    // A caller that gives up before anyone runs the invocation.
+    let err = host
+        .invoke(
+            app.id,
+            "greeter",
+            json!({"name": "late"}),
+            ADMIN,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, InvokeCallError::Timeout { ms: 100 }), "{err}");
+    drain(&host).await;
+    let gone = s.list_abandoned(Some(app.id)).await.unwrap();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone[0].outcome, picloud_host::model::Outcome::Ok);
+    assert_eq!(host.metrics().abandoned, 1);
+}
+
+async fn rows_of_a_dead_dispatcher_are_picked_up_after_the_lease(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "lease").await;
+    let recorder = h::deploy(rt(&host), app.id, "recorder", guests::RECORDER).await;
+    kv_trigger(s, app.id, recorder.id, "in", ADMIN).await;
+    for i in 0..20 {
+        s.kv_set(app.id, "in", &format!("k{i}"), &json!(i), 0)
+            .await
+            .unwrap();
+    }
+    // A dispatcher claims everything and dies.
+    let stolen = s
+        .claim_due("dead-worker", 100, Duration::from_millis(700))
+        .await
+        .unwrap();
+    assert_eq!(stolen.len(), 20);
+    host.run_until_idle().await.unwrap();
+    assert!(
+        s.kv_list_keys(app.id, "seen", None, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased rows are left alone"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drain(&host).await;
+    assert_eq!(
+        s.kv_list_keys(app.id, "seen", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+}
+
+async fn revoked_principal_gets_permission_denied_dead_letters(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(2), h::ceiling());
+    let app = h::app(s, "revoke").await;
+    s.set_member(app.id, "bob", Role::Developer).await.unwrap();
+    let script = h::deploy(rt(&host), app.id, "order-totals", guests::ORDER_TOTALS).await;
+    kv_trigger(s, app.id, script.id, "orders", "bob").await;
+    let order = json!({"customer": "c", "items": [{"sku": "x", "qty": 1, "price_cents": 5}]});
+    s.kv_set(app.id, "orders", "before", &order, 0)
+        .await
+        .unwrap();
+    drain(&host).await;
+    assert!(
+        s.kv_get(app.id, "order_totals", "before")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    s.remove_member(app.id, "bob").await.unwrap();
+    s.kv_set(app.id, "orders", "after", &order, 0)
+        .await
+        .unwrap();
+    drain(&host).await;
+    assert!(
+        s.kv_get(app.id, "order_totals", "after")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dls = s
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dls.len(), 1);
+    assert!(
+        dls[0].last_error.contains("permission denied"),
+        "{}",
+        dls[0].last_error
+    );
+}
