@@ -17,30 +17,7 @@ use picloud_tests::guests;
 use picloud_tests::host::{self as h, ADMIN};
 use serde_json::json;
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = picloud_tests::db::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = picloud_tests::db::postgres().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+picloud_tests::contract!(
     success_deletes_the_row,
     failing_trigger_retries_then_dead_letters_and_fires_dead_letter_trigger,
     failing_dead_letter_handler_stops_the_recursion,

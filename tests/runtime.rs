@@ -14,30 +14,7 @@ use picloud_tests::guests;
 use picloud_tests::host::{self as h, ADMIN};
 use serde_json::{Value, json};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = picloud_tests::db::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = picloud_tests::db::postgres().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+picloud_tests::contract!(
     order_totals_derives_a_total,
     audit_log_records_each_event_once,
     payment_processor_fails_on_declined_cards,

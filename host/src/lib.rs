@@ -2,6 +2,8 @@
 //! trigger scripts.
 //!
 //! The pieces, one module per concept:
+//! - [`admin`]: operations done for a principal (triggers, KV, bulk dead-letter work);
+//! - [`bench`]: the product's own benchmarks (`picloud-host bench`);
 //! - [`model`]: ids, timestamps and the rows everything else passes around;
 //! - [`pattern`]: collection/source patterns for triggers;
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
@@ -14,7 +16,9 @@
 //! - [`service`]: [`TriggerHost`], the entry point an embedding application uses.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod dispatch;
 pub mod inbox;

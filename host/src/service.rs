@@ -92,6 +92,42 @@ pub struct GcReport {
 }
 
 /// The trigger host of one process.
+///
+/// Embedding it in an application that already has a PostgreSQL pool:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use picloud_host::auth::MemberAuthorizer;
+/// use picloud_host::config::{SandboxCeiling, TriggerConfig};
+/// use picloud_host::model::AppId;
+/// use picloud_host::store::{Store, postgres::{self, PgStore}};
+/// use picloud_host::{HostOptions, TriggerHost};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn embed(pool: sqlx::PgPool, app: AppId) -> anyhow::Result<()> {
+/// let store: Arc<dyn Store> = Arc::new(PgStore::from_pool(pool.clone()));
+/// store.migrate().await?;
+/// let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
+/// let ceiling = SandboxCeiling::from_env()?;
+/// let options = HostOptions::new(&ceiling);
+/// let host = Arc::new(TriggerHost::new(store, authorizer, TriggerConfig::from_env()?, ceiling, options)?);
+///
+/// // Dispatch in the background until shutdown.
+/// let shutdown = CancellationToken::new();
+/// let runner = tokio::spawn({
+///     let (host, shutdown) = (host.clone(), shutdown.clone());
+///     async move { host.run(shutdown).await }
+/// });
+///
+/// // A change and its event commit together, in the application's own transaction.
+/// let mut tx = pool.begin().await?;
+/// postgres::kv_set_in(&mut tx, app, "orders", "o-1", &serde_json::json!({"items": []}), 0).await?;
+/// tx.commit().await?;
+///
+/// shutdown.cancel();
+/// runner.await??;
+/// # Ok(()) }
+/// ```
 pub struct TriggerHost {
     shared: Arc<Shared>,
     authorizer: Arc<dyn Authorizer>,
@@ -112,7 +148,7 @@ impl TriggerHost {
         config: TriggerConfig,
         ceiling: SandboxCeiling,
         options: HostOptions,
-    ) -> wasmtime::Result<Self> {
+    ) -> Result<Self, crate::runtime::SetupError> {
         let runtime = Runtime::new(
             ceiling,
             store.clone(),
@@ -139,7 +175,7 @@ impl TriggerHost {
         let config = TriggerConfig::from_env()?;
         let options = HostOptions::new(&ceiling);
         let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
-        Self::new(store, authorizer, config, ceiling, options).map_err(|e| anyhow::anyhow!("{e}"))
+        Ok(Self::new(store, authorizer, config, ceiling, options)?)
     }
 
     /// The store.

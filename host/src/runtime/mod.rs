@@ -135,6 +135,12 @@ impl InvokeError {
     }
 }
 
+/// The engine could not be built (the machine refused the pool's address
+/// space, for example).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct SetupError(String);
+
 /// Longest handler error kept, in bytes.
 const MAX_ERROR_BYTES: usize = 4096;
 
@@ -156,14 +162,16 @@ impl Runtime {
         store: Arc<dyn Store>,
         authorizer: Arc<dyn Authorizer>,
         cache_dir: Option<PathBuf>,
-    ) -> wasmtime::Result<Self> {
-        let engine = engine::build(&ceiling)?;
+    ) -> Result<Self, SetupError> {
+        let setup = |e: wasmtime::Error| SetupError(format!("{e:#}"));
+        let engine = engine::build(&ceiling).map_err(setup)?;
         let mut linker = Linker::<State>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         host::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut linker,
             |s| s,
-        )?;
+        )
+        .map_err(setup)?;
         Ok(Runtime {
             cache: ScriptCache::new(engine.clone(), cache_dir),
             permits: Arc::new(Semaphore::new(ceiling.max_instances as usize)),

@@ -1,0 +1,218 @@
+//! Operations an operator or the manager's dashboard performs on an app:
+//! acting as a principal, registering triggers, bulk dead-letter work.
+//!
+//! Rule: every operation that acts *for* a principal checks that
+//! principal's capability first, through the same [`Authorizer`] the
+//! sandbox uses, and a refusal changes nothing. Bulk operations settle each
+//! item in its own transaction and report per item, so one failure never
+//! hides the others.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::{Authorizer, Capability};
+use crate::model::{
+    AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
+    Trigger, TriggerSpec,
+};
+use crate::pattern;
+use crate::store::{self, Store};
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The principal lacks the capability.
+    #[error("permission denied: {principal} lacks {scope:?} on this app")]
+    PermissionDenied {
+        /// Who.
+        principal: String,
+        /// The scope that was needed.
+        scope: crate::auth::Scope,
+    },
+    /// A JSON argument did not parse.
+    #[error("invalid JSON {what}: {reason}")]
+    InvalidJson {
+        /// Which argument.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The authorizer could not answer.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+/// Result with [`AdminError`].
+pub type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// Fail unless `principal` holds `capability` now.
+pub async fn require(
+    authorizer: &dyn Authorizer,
+    principal: &str,
+    capability: Capability,
+) -> Result<()> {
+    if authorizer.allowed(principal, capability).await? {
+        Ok(())
+    } else {
+        Err(AdminError::PermissionDenied {
+            principal: principal.to_owned(),
+            scope: capability.scope(),
+        })
+    }
+}
+
+/// Parse a JSON argument, naming it in the error.
+pub fn parse_json(what: &'static str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| AdminError::InvalidJson {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// The operations, over one store and authorizer.
+pub struct Admin {
+    store: Arc<dyn Store>,
+    authorizer: Arc<dyn Authorizer>,
+}
+
+impl Admin {
+    /// Operations over `store`, checked by `authorizer`.
+    pub fn new(store: Arc<dyn Store>, authorizer: Arc<dyn Authorizer>) -> Self {
+        Admin { store, authorizer }
+    }
+
+    /// Register a kv trigger as `principal` (needs AppManageTriggers).
+    pub async fn add_kv_trigger(
+        &self,
+        app: AppId,
+        script: &str,
+        collection: &str,
+        ops: KvOps,
+        principal: &str,
+        name: Option<&str>,
+    ) -> Result<Trigger> {
+        pattern::validate(collection).map_err(store::Error::from)?;
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageTriggers(app),
+        )
+        .await?;
+        let script = self.store.find_script(app, script).await?;
+        let trigger = NewTrigger {
+            app_id: app,
+            script_id: script.id,
+            name: name
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}-on-{collection}", script.name)),
+            registered_by_principal: principal.to_owned(),
+            spec: TriggerSpec::Kv {
+                collection: collection.to_owned(),
+                ops,
+            },
+        };
+        Ok(self.store.create_trigger(&trigger).await?)
+    }
+
+    /// Register a dead_letter trigger as `principal` (needs AppManageTriggers).
+    pub async fn add_dead_letter_trigger(
+        &self,
+        app: AppId,
+        script: &str,
+        source: &str,
+        principal: &str,
+        name: Option<&str>,
+    ) -> Result<Trigger> {
+        pattern::validate(source).map_err(store::Error::from)?;
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageTriggers(app),
+        )
+        .await?;
+        let script = self.store.find_script(app, script).await?;
+        let trigger = NewTrigger {
+            app_id: app,
+            script_id: script.id,
+            name: name
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}-on-dead-letters", script.name)),
+            registered_by_principal: principal.to_owned(),
+            spec: TriggerSpec::DeadLetter {
+                source: source.to_owned(),
+            },
+        };
+        Ok(self.store.create_trigger(&trigger).await?)
+    }
+
+    /// Write a KV entry as `principal` (needs KvWrite); enqueues its event.
+    pub async fn kv_set(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        json: &str,
+        principal: &str,
+    ) -> Result<KvEntry> {
+        let value = parse_json("value", json)?;
+        store::validate_kv_names(collection, key)?;
+        require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
+        Ok(self.store.kv_set(app, collection, key, &value, 0).await?)
+    }
+
+    /// Delete a KV entry as `principal` (needs KvWrite); enqueues its event.
+    pub async fn kv_delete(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        principal: &str,
+    ) -> Result<bool> {
+        store::validate_kv_names(collection, key)?;
+        require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
+        Ok(self.store.kv_delete(app, collection, key, 0).await?)
+    }
+
+    /// Resolve each dead letter; per-item results, in order.
+    pub async fn resolve_many(
+        &self,
+        ids: &[DeadLetterId],
+        resolution: Resolution,
+        mut progress: impl FnMut(u64),
+    ) -> Vec<store::Result<DeadLetter>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            out.push(self.store.resolve(*id, resolution).await);
+            progress(i as u64 + 1);
+        }
+        out
+    }
+
+    /// Replay every unresolved dead letter matching `filter`.
+    pub async fn replay_matching(
+        &self,
+        filter: &DeadLetterFilter,
+        progress: impl FnMut(u64, u64),
+    ) -> store::Result<Vec<store::Result<DeadLetter>>> {
+        let filter = DeadLetterFilter {
+            unresolved_only: true,
+            ..filter.clone()
+        };
+        let ids: Vec<DeadLetterId> = self
+            .store
+            .list_dead_letters(&filter)
+            .await?
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        let total = ids.len() as u64;
+        let mut progress = progress;
+        Ok(self
+            .resolve_many(&ids, Resolution::Replayed, |done| progress(done, total))
+            .await)
+    }
+}

@@ -1,0 +1,360 @@
+//! The product's own benchmarks: `picloud-host bench runtime|dispatch`.
+//!
+//! Rule: a benchmark prints what it measured (counts, percentiles, rates)
+//! and the conditions it ran under; it asserts nothing, so a noisy machine
+//! gives a noisy figure, never a flaky test.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::auth::{MemberAuthorizer, Role};
+use crate::config::{SandboxCeiling, TriggerConfig};
+use crate::dispatch::DispatchOptions;
+use crate::model::{KvOps, NewEvent, NewTrigger, Script, TriggerSpec, source};
+use crate::runtime::{Invocation, Runtime};
+use crate::service::{HostOptions, TriggerHost};
+use crate::store::Store;
+
+/// Percentiles of a set of durations.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Percentiles {
+    /// How many samples.
+    pub count: usize,
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Largest, microseconds.
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    /// Summarise samples.
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[i].as_secs_f64() * 1e6
+        };
+        Percentiles {
+            count: samples.len(),
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n={} p50={:.1} µs p99={:.1} µs max={:.1} µs",
+            self.count, self.p50_us, self.p99_us, self.max_us
+        )
+    }
+}
+
+/// A progress line on stderr, redrawn in place.
+pub struct Progress {
+    label: &'static str,
+    total: u64,
+    started: Instant,
+    last: Mutex<Instant>,
+}
+
+impl Progress {
+    /// Start a progress line.
+    pub fn new(label: &'static str, total: u64) -> Self {
+        Progress {
+            label,
+            total,
+            started: Instant::now(),
+            last: Mutex::new(Instant::now() - Duration::from_secs(1)),
+        }
+    }
+
+    /// Redraw (at most ten times a second).
+    pub fn update(&self, done: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < Duration::from_millis(100) && done < self.total {
+            return;
+        }
+        *last = Instant::now();
+        let width = 30u64;
+        let filled = (done.min(self.total) * width)
+            .checked_div(self.total)
+            .unwrap_or(width);
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{:<10} [{}{}] {:>8}/{} {:>9.0}/s",
+            self.label,
+            "#".repeat(filled as usize),
+            "-".repeat((width - filled) as usize),
+            done,
+            self.total,
+            rate
+        );
+    }
+
+    /// End the line.
+    pub fn finish(&self, done: u64) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Instant::now() - Duration::from_secs(1);
+        self.update(done);
+        eprintln!();
+    }
+}
+
+const BENCH_PRINCIPAL: &str = "bench";
+
+async fn bench_app(
+    store: &Arc<dyn Store>,
+    runtime: &Runtime,
+    wasm: &[u8],
+) -> anyhow::Result<Script> {
+    let name = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let app = store.create_app(&name).await?;
+    store
+        .set_member(app.id, BENCH_PRINCIPAL, Role::Admin)
+        .await?;
+    Ok(runtime.deploy(app.id, "noop", wasm).await?)
+}
+
+fn noop_invocation(script: &Script) -> Invocation {
+    Invocation {
+        event_id: crate::model::EventId::new(),
+        app_id: script.app_id,
+        source: "bench".into(),
+        op: "noop".into(),
+        payload: "{}".into(),
+        depth: 0,
+        attempt: 1,
+        trigger_id: None,
+        script_id: script.id,
+        principal: BENCH_PRINCIPAL.into(),
+    }
+}
+
+/// Per-invocation overhead of the component in `wasm` (instantiate, call,
+/// drop): `iterations` calls on one task, then the same spread over
+/// `parallel` tasks to keep every core busy.
+pub async fn runtime_overhead(
+    store: Arc<dyn Store>,
+    wasm: &[u8],
+    iterations: usize,
+    parallel: usize,
+) -> anyhow::Result<(Percentiles, Percentiles)> {
+    let auth = Arc::new(MemberAuthorizer::new(store.clone()));
+    let runtime = Arc::new(Runtime::new(
+        SandboxCeiling::default(),
+        store.clone(),
+        auth,
+        None,
+    )?);
+    let script = bench_app(&store, &runtime, wasm).await?;
+    for _ in 0..200 {
+        runtime.invoke(&script, noop_invocation(&script)).await?;
+    }
+    let progress = Progress::new("1 task", iterations as u64);
+    let mut single = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let inv = noop_invocation(&script);
+        let t = Instant::now();
+        runtime.invoke(&script, inv).await?;
+        single.push(t.elapsed());
+        progress.update(i as u64 + 1);
+    }
+    progress.finish(iterations as u64);
+
+    let progress = Arc::new(Progress::new(
+        if parallel == 1 { "1 task" } else { "parallel" },
+        iterations as u64,
+    ));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..parallel {
+        let (runtime, script, progress, done) = (
+            runtime.clone(),
+            script.clone(),
+            progress.clone(),
+            done.clone(),
+        );
+        let n = iterations / parallel;
+        tasks.spawn(async move {
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                let inv = noop_invocation(&script);
+                let t = Instant::now();
+                runtime.invoke(&script, inv).await?;
+                samples.push(t.elapsed());
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress.update(d);
+            }
+            anyhow::Ok(samples)
+        });
+    }
+    let mut busy = Vec::with_capacity(iterations);
+    while let Some(r) = tasks.join_next().await {
+        busy.extend(r??);
+    }
+    progress.finish(done.load(std::sync::atomic::Ordering::Relaxed));
+    Ok((Percentiles::of(single), Percentiles::of(busy)))
+}
+
+/// Time from a fresh runtime to the end of its first call, with the compile
+/// cache in `cache_dir` (cold when empty, warm when a previous run filled it).
+pub async fn first_call(
+    store: Arc<dyn Store>,
+    wasm: &[u8],
+    cache_dir: std::path::PathBuf,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let auth = Arc::new(MemberAuthorizer::new(store.clone()));
+    let runtime = Runtime::new(
+        SandboxCeiling::default(),
+        store.clone(),
+        auth,
+        Some(cache_dir),
+    )?;
+    // Store the script without compiling it (deploy would compile).
+    let name = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let app = store.create_app(&name).await?;
+    store
+        .set_member(app.id, BENCH_PRINCIPAL, Role::Admin)
+        .await?;
+    let sha = crate::runtime::sha256_hex(wasm);
+    let script = store.put_script(app.id, "noop", wasm, &sha).await?;
+    let setup = started.elapsed();
+    runtime.invoke(&script, noop_invocation(&script)).await?;
+    Ok(started.elapsed() - setup)
+}
+
+/// The outcome of a dispatch benchmark.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct DispatchReport {
+    /// Events dispatched.
+    pub events: u64,
+    /// Seconds spent filling the outbox.
+    pub fill_secs: f64,
+    /// Seconds from the first claim to the empty outbox.
+    pub drain_secs: f64,
+    /// Events per second while draining.
+    pub events_per_sec: f64,
+    /// Insert-to-start latency while draining a full outbox (mostly queueing).
+    pub backlog_latency: Percentiles,
+    /// Insert-to-start latency of single events on an idle dispatcher.
+    pub idle_latency: Percentiles,
+}
+
+/// Fill the outbox with `events` kv events matched by one trigger running
+/// the component in `wasm`, drain them, then measure single events on the
+/// idle dispatcher.
+pub async fn dispatch(
+    store: Arc<dyn Store>,
+    wasm: &[u8],
+    events: u64,
+    idle_samples: usize,
+) -> anyhow::Result<DispatchReport> {
+    let ceiling = SandboxCeiling::from_env()?;
+    let auth = Arc::new(MemberAuthorizer::new(store.clone()));
+    let latencies = Arc::new(crate::dispatch::StartLatencies::default());
+    let mut options = HostOptions::new(&ceiling);
+    options.cache_dir = None;
+    options.dispatch = DispatchOptions {
+        start_latencies: Some(latencies.clone()),
+        ..DispatchOptions::for_timeout(ceiling.timeout)
+    };
+    let host = Arc::new(TriggerHost::new(
+        store.clone(),
+        auth,
+        TriggerConfig::from_env()?,
+        ceiling,
+        options,
+    )?);
+    let script = bench_app(&store, host.runtime(), wasm).await?;
+    store
+        .create_trigger(&NewTrigger {
+            app_id: script.app_id,
+            script_id: script.id,
+            name: "bench".into(),
+            registered_by_principal: BENCH_PRINCIPAL.into(),
+            spec: TriggerSpec::Kv {
+                collection: "bench".into(),
+                ops: KvOps::ALL,
+            },
+        })
+        .await?;
+    let event = |i: u64| {
+        NewEvent::raw(
+            script.app_id,
+            source::KV,
+            "set",
+            json!({"collection": "bench", "key": format!("k{i}"), "value": i, "version": 1}),
+        )
+    };
+
+    let fill = Progress::new("fill", events);
+    let fill_started = Instant::now();
+    let chunk = 1000u64;
+    let mut written = 0u64;
+    while written < events {
+        let n = chunk.min(events - written);
+        let batch: Vec<NewEvent> = (written..written + n).map(event).collect();
+        store.enqueue_many(&batch).await?;
+        written += n;
+        fill.update(written);
+    }
+    fill.finish(written);
+    let fill_secs = fill_started.elapsed().as_secs_f64();
+
+    let before = store.count_events(None).await? as u64;
+    let drain = Arc::new(Progress::new("drain", before));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = {
+        let (host, cancel) = (host.clone(), cancel.clone());
+        tokio::spawn(async move { host.run(cancel).await })
+    };
+    let drain_started = Instant::now();
+    loop {
+        let done = host.metrics().succeeded;
+        drain.update(done);
+        if done >= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    drain.finish(host.metrics().succeeded);
+    let backlog_latency = Percentiles::of(latencies.take());
+
+    // Single events on the idle dispatcher.
+    let idle = Progress::new("idle", idle_samples as u64);
+    for i in 0..idle_samples {
+        let target = host.metrics().succeeded + 1;
+        store.enqueue(&event(events + i as u64)).await?;
+        while host.metrics().succeeded < target {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        idle.update(i as u64 + 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    idle.finish(idle_samples as u64);
+    let idle_latency = Percentiles::of(latencies.take());
+    cancel.cancel();
+    runner.await??;
+    Ok(DispatchReport {
+        events: before,
+        fill_secs,
+        drain_secs,
+        events_per_sec: before as f64 / drain_secs,
+        backlog_latency,
+        idle_latency,
+    })
+}

@@ -1,0 +1,400 @@
+//! The command line: what `picloud-host --help` documents.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// PiCloud trigger host: dispatches outbox events to sandboxed WebAssembly
+/// trigger scripts, on SQLite (the default) or PostgreSQL.
+#[derive(Parser, Debug)]
+#[command(name = "picloud-host", version, about, long_about = None)]
+pub struct Cli {
+    /// Database: sqlite://FILE (the embedded default) or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        global = true,
+        env = "PICLOUD_DATABASE_URL",
+        default_value = "sqlite://picloud.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the embedded migrations (harmless to run twice).
+    Migrate,
+    /// Create and list apps.
+    #[command(subcommand)]
+    App(AppCmd),
+    /// Manage an app's members and their roles.
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Deploy, list and remove scripts.
+    #[command(subcommand)]
+    Script(ScriptCmd),
+    /// Register and manage triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCmd),
+    /// Read and write an app's key-value store (writes enqueue kv events).
+    #[command(subcommand)]
+    Kv(KvCmd),
+    /// Invoke a script synchronously and print its reply.
+    Invoke(InvokeArgs),
+    /// Run the dispatcher (until Ctrl-C, or until idle).
+    Dispatch {
+        /// Stop when nothing is due and nothing is running.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Run the dispatcher and periodic garbage collection until Ctrl-C.
+    Serve,
+    /// Inspect, replay and ignore dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetterCmd),
+    /// Delete dead letters and abandoned executions past their retention.
+    Gc,
+    /// Walk through the whole lifecycle on a fresh SQLite database.
+    Demo(DemoArgs),
+    /// Measure the runtime and the dispatcher.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+/// Output format for listings.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Format {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `app ...`
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// Create an app.
+    Create {
+        /// Unique app name.
+        name: String,
+        /// Make this principal the app's admin.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// List apps.
+    List(Format),
+}
+
+/// `member ...`
+#[derive(Subcommand, Debug)]
+pub enum MemberCmd {
+    /// Add a member, or change their role.
+    Add {
+        /// App name or id.
+        app: String,
+        /// The principal.
+        principal: String,
+        /// admin, developer or viewer.
+        role: String,
+    },
+    /// Remove a member.
+    Remove {
+        /// App name or id.
+        app: String,
+        /// The principal.
+        principal: String,
+    },
+    /// List an app's members.
+    List {
+        /// App name or id.
+        app: String,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// `script ...`
+#[derive(Subcommand, Debug)]
+pub enum ScriptCmd {
+    /// Validate and store a component (built with `cargo build --target wasm32-wasip2`).
+    Deploy {
+        /// App name or id.
+        app: String,
+        /// Script name (replaces the code of an existing script of that name).
+        name: String,
+        /// The .wasm component.
+        file: PathBuf,
+        /// Deploy as this principal (checked for the deploy capability).
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// List an app's scripts.
+    List {
+        /// App name or id.
+        app: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Remove a script and its triggers.
+    Remove {
+        /// App name or id.
+        app: String,
+        /// Script name or id.
+        name: String,
+    },
+}
+
+/// `trigger ...`
+#[derive(Subcommand, Debug)]
+pub enum TriggerCmd {
+    /// Run a script on KV writes in matching collections.
+    AddKv {
+        /// App name or id.
+        app: String,
+        /// Script name or id.
+        #[arg(long)]
+        script: String,
+        /// `*`, `prefix*` or an exact collection name.
+        #[arg(long)]
+        collection: String,
+        /// Comma-separated subset of set,delete (default: both).
+        #[arg(long, default_value = "")]
+        ops: String,
+        /// The principal the script runs as (needs app admin).
+        #[arg(long = "as")]
+        principal: String,
+        /// A name for listings.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a script on new dead letters whose original source matches.
+    AddDeadLetter {
+        /// App name or id.
+        app: String,
+        /// Script name or id.
+        #[arg(long)]
+        script: String,
+        /// `*`, `prefix*` or an exact source.
+        #[arg(long, default_value = "*")]
+        source: String,
+        /// The principal the script runs as (needs app admin).
+        #[arg(long = "as")]
+        principal: String,
+        /// A name for listings.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List an app's triggers.
+    List {
+        /// App name or id.
+        app: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Enable a trigger.
+    Enable {
+        /// Trigger id.
+        id: String,
+    },
+    /// Disable a trigger (it stops matching).
+    Disable {
+        /// Trigger id.
+        id: String,
+    },
+    /// Remove a trigger.
+    Remove {
+        /// Trigger id.
+        id: String,
+    },
+}
+
+/// `kv ...`
+#[derive(Subcommand, Debug)]
+pub enum KvCmd {
+    /// Write a JSON value (and enqueue its kv event).
+    Set {
+        /// App name or id.
+        app: String,
+        /// Collection.
+        collection: String,
+        /// Key.
+        key: String,
+        /// JSON value.
+        json: String,
+        /// Act as this principal (needs write access).
+        #[arg(long = "as")]
+        principal: String,
+    },
+    /// Read a value.
+    Get {
+        /// App name or id.
+        app: String,
+        /// Collection.
+        collection: String,
+        /// Key.
+        key: String,
+        /// Act as this principal (needs read access); operator access if absent.
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Delete a value (and enqueue its kv event).
+    Delete {
+        /// App name or id.
+        app: String,
+        /// Collection.
+        collection: String,
+        /// Key.
+        key: String,
+        /// Act as this principal (needs write access).
+        #[arg(long = "as")]
+        principal: String,
+    },
+    /// List keys of a collection.
+    List {
+        /// App name or id.
+        app: String,
+        /// Collection.
+        collection: String,
+        /// Act as this principal (needs read access); operator access if absent.
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// `invoke ...`
+#[derive(Args, Debug)]
+pub struct InvokeArgs {
+    /// App name or id.
+    pub app: String,
+    /// Script name or id.
+    pub script: String,
+    /// JSON payload.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Invoke as this principal (needs invoke access).
+    #[arg(long = "as")]
+    pub principal: String,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+/// `dead-letters ...`
+#[derive(Subcommand, Debug)]
+pub enum DeadLetterCmd {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this app's (name or id).
+        app: Option<String>,
+        /// Only unresolved ones.
+        #[arg(long)]
+        unresolved: bool,
+        /// Only with this original source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only of this trigger id.
+        #[arg(long)]
+        trigger: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// Dead letter id.
+        id: String,
+    },
+    /// Count an app's unresolved dead letters (the dashboard badge).
+    Count {
+        /// App name or id.
+        app: String,
+    },
+    /// Re-enqueue dead letters for their trigger and mark them replayed.
+    Replay {
+        /// Dead letter ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Replay every unresolved dead letter of an app matching a filter.
+    ReplayAll {
+        /// App name or id.
+        app: String,
+        /// Only with this original source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only of this trigger id.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only created before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Resolve one dead letter with any resolution of the vocabulary
+    /// (replayed, ignored, handled_by_script, handler_failed).
+    Resolve {
+        /// Dead letter id.
+        id: String,
+        /// The resolution.
+        resolution: String,
+    },
+    /// Mark dead letters ignored.
+    Ignore {
+        /// Dead letter ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// `demo ...`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where the example components are (default: built from this repository).
+    #[arg(long)]
+    pub examples: Option<PathBuf>,
+    /// Keep the demo database at this path instead of a temporary file.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+/// `bench ...`
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Per-invocation overhead of a no-op component, and cold vs warm start.
+    Runtime {
+        /// The no-op component (default: the fixture built from this repository).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Invocations per measurement.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
+    /// Fill the outbox with kv events for one no-op trigger and drain it.
+    Dispatch {
+        /// The no-op component (default: the fixture built from this repository).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// How many events.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Single events timed on the idle dispatcher afterwards.
+        #[arg(long, default_value_t = 200)]
+        idle_samples: usize,
+    },
+    /// (internal) time a fresh process's first call; used by `bench runtime`.
+    #[command(hide = true)]
+    FirstCall {
+        /// The component.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The compile cache directory.
+        #[arg(long)]
+        cache_dir: PathBuf,
+    },
+}

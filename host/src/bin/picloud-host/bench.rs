@@ -1,0 +1,142 @@
+//! `picloud-host bench ...`: run the library's benchmarks and print figures.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use picloud_host::bench;
+use picloud_host::store;
+
+use crate::args::BenchCmd;
+
+fn wasm(path: Option<PathBuf>) -> Result<Vec<u8>> {
+    let path = match path {
+        Some(p) => p,
+        None => crate::guests::find(&["noop"])?.remove(0),
+    };
+    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Runtime {
+            wasm: path,
+            iterations,
+        } => {
+            let path = match path {
+                Some(p) => p,
+                None => crate::guests::find(&["noop"])?.remove(0),
+            };
+            let code = std::fs::read(&path)?;
+            let (store, _dir) = scratch_store(url).await?;
+            println!(
+                "runtime overhead of a no-op component (instantiate + call + drop), {iterations} calls each:"
+            );
+            let (single, busy) = bench::runtime_overhead(store, &code, iterations, 2).await?;
+            println!("  1 task          {single}");
+            println!("  2 tasks (busy)  {busy}");
+
+            let cache =
+                std::env::temp_dir().join(format!("picloud-bench-cache-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&cache);
+            let cold = first_call_process(&path, &cache)?;
+            let warm = first_call_process(&path, &cache)?;
+            let _ = std::fs::remove_dir_all(&cache);
+            println!("time to first call of a fresh process (compile cache on disk):");
+            println!(
+                "  cold (empty cache)  first call {:>8.1} ms, whole process {:>8.1} ms",
+                cold.0, cold.1
+            );
+            println!(
+                "  warm (cached)       first call {:>8.1} ms, whole process {:>8.1} ms",
+                warm.0, warm.1
+            );
+        }
+        BenchCmd::Dispatch {
+            wasm: path,
+            events,
+            idle_samples,
+        } => {
+            let code = wasm(path)?;
+            let (store, _dir) = scratch_store(url).await?;
+            let backend = store.backend();
+            let r = bench::dispatch(store, &code, events, idle_samples).await?;
+            println!("dispatch on {backend:?} ({}):", store::redact(url));
+            println!("  events               {}", r.events);
+            println!(
+                "  fill                 {:.2} s ({:.0} inserts/s)",
+                r.fill_secs,
+                r.events as f64 / r.fill_secs
+            );
+            println!("  drain                {:.2} s", r.drain_secs);
+            println!("  throughput           {:.0} events/s", r.events_per_sec);
+            println!("  insert-to-start, backlog  {}", r.backlog_latency);
+            println!("  insert-to-start, idle     {}", r.idle_latency);
+        }
+        BenchCmd::FirstCall { wasm, cache_dir } => {
+            let code = std::fs::read(&wasm)?;
+            let (store, _dir) = scratch_store("sqlite::memory:").await?;
+            let took = bench::first_call(store, &code, cache_dir).await?;
+            println!("{}", took.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(())
+}
+
+/// A store for a benchmark: a fresh temporary SQLite file when the URL is the
+/// default `sqlite://picloud.db` (so a benchmark never fills a real database),
+/// otherwise the given database, migrated.
+async fn scratch_store(url: &str) -> Result<(std::sync::Arc<dyn store::Store>, Option<TempDir>)> {
+    let (url, dir) = if url == "sqlite://picloud.db" || url == "sqlite::memory:" {
+        let dir = TempDir::new()?;
+        (
+            format!("sqlite://{}", dir.0.join("bench.db").display()),
+            Some(dir),
+        )
+    } else {
+        (url.to_owned(), None)
+    };
+    let store = store::connect(&url).await?;
+    store.migrate().await?;
+    Ok((store, dir))
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("picloud-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run `picloud-host bench first-call` in a fresh process: (first call ms as
+/// the child measured it, whole process ms as seen from here).
+fn first_call_process(wasm: &PathBuf, cache: &PathBuf) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let out = Command::new(exe)
+        .args(["bench", "first-call", "--wasm"])
+        .arg(wasm)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()?;
+    let whole = started.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() {
+        bail!(
+            "first-call child failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let ms: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    Ok((ms, whole))
+}

@@ -1,0 +1,569 @@
+//! Each command: resolve names to ids, call the library, print the result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use picloud_host::TriggerHost;
+use picloud_host::admin::{Admin, require};
+use picloud_host::auth::{Authorizer, Capability, MemberAuthorizer, Role};
+use picloud_host::bench::Progress;
+use picloud_host::model::{
+    App, DeadLetterFilter, DeadLetterId, KvOps, Resolution, Timestamp, TriggerId, TriggerSpec,
+};
+use picloud_host::store::Store;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{
+    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, TriggerCmd,
+};
+use crate::table::Table;
+
+/// The store and the built-in authorizer, as the CLI uses them.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl Ctx {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
+        Ctx { store, authorizer }
+    }
+
+    fn admin(&self) -> Admin {
+        Admin::new(self.store.clone(), self.authorizer.clone())
+    }
+
+    async fn app(&self, name_or_id: &str) -> Result<App> {
+        Ok(self.store.find_app(name_or_id).await?)
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn trigger_id(text: &str) -> Result<TriggerId> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!("unknown trigger '{text}': give a trigger id (see `trigger list APP`)")
+    })
+}
+
+fn dead_letter_id(text: &str) -> Result<DeadLetterId> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "unknown dead letter '{text}': give a dead letter id (see `dead-letters list`)"
+        )
+    })
+}
+
+fn timestamp(what: &str, text: &str) -> Result<Timestamp> {
+    let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid {what} time '{text}': {e}; use RFC 3339, e.g. 2026-11-29T10:00:00Z"
+        )
+    })?;
+    Ok(Timestamp::from_datetime(t.with_timezone(&chrono::Utc)))
+}
+
+pub async fn app(ctx: &Ctx, cmd: AppCmd) -> Result<()> {
+    match cmd {
+        AppCmd::Create { name, admin } => {
+            if name.trim().is_empty() || name.len() > 128 {
+                bail!("invalid app name '{name}': use 1 to 128 characters");
+            }
+            let app = ctx.store.create_app(&name).await?;
+            if let Some(admin) = admin {
+                ctx.store.set_member(app.id, &admin, Role::Admin).await?;
+                println!("created app {} ({}) with admin {admin}", app.name, app.id);
+            } else {
+                println!("created app {} ({})", app.name, app.id);
+            }
+        }
+        AppCmd::List(Format { json }) => {
+            let apps = ctx.store.list_apps().await?;
+            if json {
+                return print_json(&apps);
+            }
+            let mut t = Table::new(["NAME", "ID", "CREATED"]);
+            for a in &apps {
+                t.row([a.name.clone(), a.id.to_string(), a.created_at.to_string()]);
+            }
+            t.print();
+        }
+    }
+    Ok(())
+}
+
+pub async fn member(ctx: &Ctx, cmd: MemberCmd) -> Result<()> {
+    match cmd {
+        MemberCmd::Add {
+            app,
+            principal,
+            role,
+        } => {
+            let role: Role = role.parse()?;
+            let app = ctx.app(&app).await?;
+            ctx.store.set_member(app.id, &principal, role).await?;
+            println!("{principal} is {role} of {}", app.name);
+        }
+        MemberCmd::Remove { app, principal } => {
+            let app = ctx.app(&app).await?;
+            if !ctx.store.remove_member(app.id, &principal).await? {
+                bail!("{principal} is not a member of {}", app.name);
+            }
+            println!("removed {principal} from {}", app.name);
+        }
+        MemberCmd::List { app, format } => {
+            let app = ctx.app(&app).await?;
+            let members = ctx.store.list_members(app.id).await?;
+            if format.json {
+                return print_json(&members);
+            }
+            let mut t = Table::new(["PRINCIPAL", "ROLE"]);
+            for m in &members {
+                t.row([m.principal.clone(), m.role.to_string()]);
+            }
+            t.print();
+        }
+    }
+    Ok(())
+}
+
+pub async fn script(
+    ctx: &Ctx,
+    host: impl AsyncFnOnce() -> Result<TriggerHost>,
+    cmd: ScriptCmd,
+) -> Result<()> {
+    match cmd {
+        ScriptCmd::Deploy {
+            app,
+            name,
+            file,
+            principal,
+        } => {
+            let app = ctx.app(&app).await?;
+            if let Some(p) = &principal {
+                require(&*ctx.authorizer, p, Capability::ScriptDeploy(app.id)).await?;
+            }
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let host = host().await?;
+            let script = host.runtime().deploy(app.id, &name, &wasm).await?;
+            println!(
+                "deployed {} to {} ({} bytes, sha256 {}, id {})",
+                script.name,
+                app.name,
+                script.size,
+                &script.sha256[..12],
+                script.id
+            );
+        }
+        ScriptCmd::List { app, format } => {
+            let app = ctx.app(&app).await?;
+            let scripts = ctx.store.list_scripts(app.id).await?;
+            if format.json {
+                return print_json(&scripts);
+            }
+            let mut t = Table::new(["NAME", "ID", "SIZE", "SHA256", "UPDATED"]);
+            for s in &scripts {
+                t.row([
+                    s.name.clone(),
+                    s.id.to_string(),
+                    s.size.to_string(),
+                    s.sha256[..12].to_owned(),
+                    s.updated_at.to_string(),
+                ]);
+            }
+            t.print();
+        }
+        ScriptCmd::Remove { app, name } => {
+            let app = ctx.app(&app).await?;
+            let script = ctx.store.find_script(app.id, &name).await?;
+            ctx.store.remove_script(app.id, script.id).await?;
+            println!("removed script {} and its triggers", script.name);
+        }
+    }
+    Ok(())
+}
+
+pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
+    match cmd {
+        TriggerCmd::AddKv {
+            app,
+            script,
+            collection,
+            ops,
+            principal,
+            name,
+        } => {
+            let app = ctx.app(&app).await?;
+            let ops = KvOps::parse(&ops)?;
+            let t = ctx
+                .admin()
+                .add_kv_trigger(
+                    app.id,
+                    &script,
+                    &collection,
+                    ops,
+                    &principal,
+                    name.as_deref(),
+                )
+                .await?;
+            println!(
+                "registered kv trigger {} ({}) on '{collection}' [{}] as {principal}",
+                t.name,
+                t.id,
+                ops.as_db_str()
+            );
+        }
+        TriggerCmd::AddDeadLetter {
+            app,
+            script,
+            source,
+            principal,
+            name,
+        } => {
+            let app = ctx.app(&app).await?;
+            let t = ctx
+                .admin()
+                .add_dead_letter_trigger(app.id, &script, &source, &principal, name.as_deref())
+                .await?;
+            println!(
+                "registered dead_letter trigger {} ({}) on source '{source}' as {principal}",
+                t.name, t.id
+            );
+        }
+        TriggerCmd::List { app, format } => {
+            let app = ctx.app(&app).await?;
+            let triggers = ctx.store.list_triggers(app.id).await?;
+            if format.json {
+                return print_json(&triggers);
+            }
+            let scripts = ctx.store.list_scripts(app.id).await?;
+            let script_name = |id| {
+                scripts
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default()
+            };
+            let mut t = Table::new([
+                "ID", "NAME", "KIND", "PATTERN", "OPS", "SCRIPT", "AS", "ENABLED",
+            ]);
+            for tr in &triggers {
+                let (pattern, ops) = match &tr.spec {
+                    TriggerSpec::Kv { collection, ops } => {
+                        (collection.clone(), ops.as_db_str().to_owned())
+                    }
+                    TriggerSpec::DeadLetter { source } => (source.clone(), String::new()),
+                };
+                t.row([
+                    tr.id.to_string(),
+                    tr.name.clone(),
+                    tr.spec.kind().to_owned(),
+                    pattern,
+                    ops,
+                    script_name(tr.script_id),
+                    tr.registered_by_principal.clone(),
+                    tr.enabled.to_string(),
+                ]);
+            }
+            t.print();
+        }
+        TriggerCmd::Enable { id } => {
+            let t = ctx
+                .store
+                .set_trigger_enabled(trigger_id(&id)?, true)
+                .await?;
+            println!("enabled trigger {}", t.id);
+        }
+        TriggerCmd::Disable { id } => {
+            let t = ctx
+                .store
+                .set_trigger_enabled(trigger_id(&id)?, false)
+                .await?;
+            println!("disabled trigger {}", t.id);
+        }
+        TriggerCmd::Remove { id } => {
+            let id = trigger_id(&id)?;
+            if !ctx.store.delete_trigger(id).await? {
+                bail!("unknown trigger '{id}'");
+            }
+            println!("removed trigger {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn kv(ctx: &Ctx, cmd: KvCmd) -> Result<()> {
+    match cmd {
+        KvCmd::Set {
+            app,
+            collection,
+            key,
+            json,
+            principal,
+        } => {
+            let app = ctx.app(&app).await?;
+            let e = ctx
+                .admin()
+                .kv_set(app.id, &collection, &key, &json, &principal)
+                .await?;
+            println!("set {collection}/{key} (version {})", e.version);
+        }
+        KvCmd::Get {
+            app,
+            collection,
+            key,
+            principal,
+        } => {
+            let app = ctx.app(&app).await?;
+            if let Some(p) = &principal {
+                require(&*ctx.authorizer, p, Capability::KvRead(app.id)).await?;
+            }
+            match ctx.store.kv_get(app.id, &collection, &key).await? {
+                Some(e) => println!("{}", serde_json::to_string_pretty(&e.value)?),
+                None => bail!(
+                    "no key '{key}' in collection '{collection}' of {}",
+                    app.name
+                ),
+            }
+        }
+        KvCmd::Delete {
+            app,
+            collection,
+            key,
+            principal,
+        } => {
+            let app = ctx.app(&app).await?;
+            if ctx
+                .admin()
+                .kv_delete(app.id, &collection, &key, &principal)
+                .await?
+            {
+                println!("deleted {collection}/{key}");
+            } else {
+                bail!(
+                    "no key '{key}' in collection '{collection}' of {}",
+                    app.name
+                );
+            }
+        }
+        KvCmd::List {
+            app,
+            collection,
+            principal,
+            format,
+        } => {
+            let app = ctx.app(&app).await?;
+            if let Some(p) = &principal {
+                require(&*ctx.authorizer, p, Capability::KvRead(app.id)).await?;
+            }
+            let mut keys = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = ctx
+                    .store
+                    .kv_list_keys(app.id, &collection, after.as_deref(), 1000)
+                    .await?;
+                let done = page.len() < 1000;
+                after = page.last().cloned();
+                keys.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if format.json {
+                return print_json(&keys);
+            }
+            for k in keys {
+                println!("{k}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn invoke(ctx: &Ctx, host: TriggerHost, args: InvokeArgs) -> Result<()> {
+    let app = ctx.app(&args.app).await?;
+    let payload = picloud_host::admin::parse_json("payload", &args.payload)?;
+    let host = Arc::new(host);
+    // The inbox is in-process on SQLite, so this process also dispatches
+    // while it waits; on PostgreSQL any running dispatcher may answer.
+    let cancel = CancellationToken::new();
+    let runner = {
+        let (host, cancel) = (host.clone(), cancel.clone());
+        tokio::spawn(async move { host.run(cancel).await })
+    };
+    let result = host
+        .invoke(
+            app.id,
+            &args.script,
+            payload,
+            &args.principal,
+            Duration::from_millis(args.timeout_ms),
+        )
+        .await;
+    cancel.cancel();
+    let _ = runner.await;
+    match result? {
+        Some(body) => match std::str::from_utf8(&body) {
+            Ok(text) => println!("{text}"),
+            Err(_) => println!("({} bytes of binary reply)", body.len()),
+        },
+        None => println!("(no reply body)"),
+    }
+    Ok(())
+}
+
+pub async fn dead_letters(ctx: &Ctx, cmd: DeadLetterCmd) -> Result<()> {
+    match cmd {
+        DeadLetterCmd::List {
+            app,
+            unresolved,
+            source,
+            trigger,
+            format,
+        } => {
+            let app_id = match app {
+                Some(a) => Some(ctx.app(&a).await?.id),
+                None => None,
+            };
+            let filter = DeadLetterFilter {
+                app_id,
+                unresolved_only: unresolved,
+                source,
+                trigger_id: trigger.as_deref().map(trigger_id).transpose()?,
+                ..DeadLetterFilter::default()
+            };
+            let list = ctx.store.list_dead_letters(&filter).await?;
+            if format.json {
+                return print_json(&list);
+            }
+            let mut t = Table::new([
+                "ID",
+                "SOURCE/OP",
+                "ATTEMPTS",
+                "RESOLUTION",
+                "CREATED",
+                "LAST ERROR",
+            ]);
+            for d in &list {
+                let mut err = d.last_error.replace('\n', " ");
+                if err.len() > 60 {
+                    let mut cut = 60;
+                    while !err.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    err.truncate(cut);
+                    err.push('…');
+                }
+                t.row([
+                    d.id.to_string(),
+                    format!("{}/{}", d.source, d.op),
+                    d.attempt_count.to_string(),
+                    d.resolution
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    d.created_at.to_string(),
+                    err,
+                ]);
+            }
+            t.print();
+        }
+        DeadLetterCmd::Show { id } => {
+            let d = ctx.store.get_dead_letter(dead_letter_id(&id)?).await?;
+            print_json(&d)?;
+        }
+        DeadLetterCmd::Count { app } => {
+            let app = ctx.app(&app).await?;
+            println!("{}", ctx.store.unresolved_count(app.id).await?);
+        }
+        DeadLetterCmd::Replay { ids } => settle(ctx, &ids, Resolution::Replayed).await?,
+        DeadLetterCmd::Ignore { ids } => settle(ctx, &ids, Resolution::Ignored).await?,
+        DeadLetterCmd::Resolve { id, resolution } => {
+            let resolution: Resolution = resolution.parse()?;
+            settle(ctx, &[id], resolution).await?
+        }
+        DeadLetterCmd::ReplayAll {
+            app,
+            source,
+            trigger,
+            since,
+            until,
+        } => {
+            let app = ctx.app(&app).await?;
+            let filter = DeadLetterFilter {
+                app_id: Some(app.id),
+                unresolved_only: true,
+                source,
+                trigger_id: trigger.as_deref().map(trigger_id).transpose()?,
+                created_after: since
+                    .as_deref()
+                    .map(|t| timestamp("--since", t))
+                    .transpose()?,
+                created_before: until
+                    .as_deref()
+                    .map(|t| timestamp("--until", t))
+                    .transpose()?,
+                limit: None,
+            };
+            let mut bar: Option<Progress> = None;
+            let results = ctx
+                .admin()
+                .replay_matching(&filter, |done, total| {
+                    bar.get_or_insert_with(|| Progress::new("replay", total))
+                        .update(done)
+                })
+                .await?;
+            if let Some(bar) = &bar {
+                bar.finish(results.len() as u64);
+            }
+            let failed: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            println!(
+                "replayed {} dead letters of {}",
+                results.len() - failed.len(),
+                app.name
+            );
+            if !failed.is_empty() {
+                bail!(
+                    "{} could not be replayed; first: {}",
+                    failed.len(),
+                    failed[0]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn settle(ctx: &Ctx, ids: &[String], resolution: Resolution) -> Result<()> {
+    let ids = ids
+        .iter()
+        .map(|i| dead_letter_id(i))
+        .collect::<Result<Vec<_>>>()?;
+    let results = ctx.admin().resolve_many(&ids, resolution, |_| {}).await;
+    let mut failures = Vec::new();
+    for (id, r) in ids.iter().zip(results) {
+        match r {
+            Ok(_) => println!("{id}: {resolution}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 if ids.len() == 1 => Err(failures.remove(0).into()),
+        n => bail!(
+            "{n} of {} dead letters were not {resolution}; first: {}",
+            ids.len(),
+            failures[0]
+        ),
+    }
+}

@@ -1,0 +1,133 @@
+//! `picloud-host`: parse arguments, build the library's types, call them.
+//!
+//! Rule: no logic lives here that the manager could not run through the
+//! library; this binary only resolves names, prints, and turns every error
+//! into one line on stderr with a non-zero exit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Parser;
+use picloud_host::TriggerHost;
+use picloud_host::store::{self, Store};
+use tokio_util::sync::CancellationToken;
+
+mod args;
+mod bench;
+mod commands;
+mod demo;
+mod guests;
+mod table;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Open the store and apply migrations (idempotent), so every command works
+/// on a fresh database.
+async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let store = store::connect(url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+fn host(store: &Arc<dyn Store>) -> Result<TriggerHost> {
+    TriggerHost::from_env(store.clone())
+}
+
+async fn until_ctrl_c(cancel: CancellationToken) {
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping: finishing running invocations");
+    cancel.cancel();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let url = cli.database_url;
+    match cli.command {
+        Command::Migrate => {
+            let store = open(&url).await?;
+            store.close().await;
+            let backend = match store.backend() {
+                store::Backend::Sqlite => "sqlite",
+                store::Backend::Postgres => "postgres",
+            };
+            println!("migrated {} (backend {backend})", store::redact(&url));
+        }
+        Command::Demo(args) => demo::run(args).await?,
+        Command::Bench(cmd) => bench::run(&url, cmd).await?,
+        command => {
+            let store = open(&url).await?;
+            let ctx = commands::Ctx::new(store.clone());
+            match command {
+                Command::App(cmd) => commands::app(&ctx, cmd).await?,
+                Command::Member(cmd) => commands::member(&ctx, cmd).await?,
+                Command::Script(cmd) => commands::script(&ctx, async || host(&store), cmd).await?,
+                Command::Trigger(cmd) => commands::trigger(&ctx, cmd).await?,
+                Command::Kv(cmd) => commands::kv(&ctx, cmd).await?,
+                Command::Invoke(args) => commands::invoke(&ctx, host(&store)?, args).await?,
+                Command::DeadLetters(cmd) => commands::dead_letters(&ctx, cmd).await?,
+                Command::Dispatch { until_idle } => {
+                    let host = host(&store)?;
+                    if until_idle {
+                        host.run_until_idle().await?;
+                    } else {
+                        let cancel = CancellationToken::new();
+                        tokio::spawn(until_ctrl_c(cancel.clone()));
+                        host.run(cancel).await?;
+                    }
+                    let m = host.metrics();
+                    println!(
+                        "dispatched: {} succeeded, {} retried, {} dead-lettered, {} recursion-stopped",
+                        m.succeeded, m.retried, m.dead_lettered, m.recursion_stopped
+                    );
+                }
+                Command::Serve => {
+                    let host = host(&store)?;
+                    let cancel = CancellationToken::new();
+                    tokio::spawn(until_ctrl_c(cancel.clone()));
+                    eprintln!("serving {} (Ctrl-C to stop)", store::redact(&url));
+                    host.serve(cancel).await?;
+                }
+                Command::Gc => {
+                    let report = host(&store)?.gc().await?;
+                    println!(
+                        "gc: {} dead letters, {} abandoned executions removed; {} unclaimed replies recorded as abandoned",
+                        report.dead_letters, report.abandoned, report.stale_replies
+                    );
+                }
+                Command::Migrate | Command::Demo(_) | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+    Ok(())
+}

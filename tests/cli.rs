@@ -1,0 +1,594 @@
+//! The real `picloud-host` binary, driven as a person would: the README's
+//! tutorial end to end on both backends, every bad input with its message
+//! and an unchanged database, and the demo checked against its database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use picloud_host::model::{DeadLetterFilter, Resolution};
+use picloud_tests::db::{Pool, TestDb, host_bin};
+use picloud_tests::guests;
+use serde_json::{Value, json};
+
+/// One run of the binary.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--database-url").arg(url).args(args);
+    // Keep compiled scripts out of the user's cache and make every run alike.
+    cmd.env(
+        "PICLOUD_CACHE_DIR",
+        std::env::temp_dir().join("picloud-cli-test-cache"),
+    );
+    cmd.env_remove("PICLOUD_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("running picloud-host");
+    Run {
+        ok: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn run(url: &str, args: &[&str]) -> Run {
+    run_with(url, args, &[])
+}
+
+fn ok(url: &str, args: &[&str]) -> String {
+    let r = run(url, args);
+    assert!(r.ok, "picloud-host {args:?} failed: {}", r.stderr);
+    r.stdout
+}
+
+/// The README's tutorial blocks: the code after `<!-- tutorial: NAME -->`.
+fn readme_block(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let marker = format!("<!-- tutorial: {name} -->");
+    let after = readme
+        .split(&marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {marker}"));
+    let body = after
+        .split("```")
+        .nth(1)
+        .expect("a code block after the marker");
+    body.split_once('\n').expect("a fenced block").1.to_owned()
+}
+
+/// Build the README's tutorial crate once, as a script author would.
+fn tutorial_wasm() -> &'static PathBuf {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .canonicalize()
+            .unwrap();
+        // Inside the repository's target dir, so rust-toolchain.toml applies;
+        // its own [workspace] keeps it out of the repository's workspace.
+        let dir = repo.join("target/tutorial/hello-trigger");
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        let sdk = repo.join("sdk");
+        let manifest = readme_block("Cargo.toml").replace("../picloud/sdk", sdk.to_str().unwrap());
+        std::fs::write(dir.join("Cargo.toml"), format!("{manifest}\n[workspace]\n")).unwrap();
+        std::fs::write(dir.join("src/lib.rs"), readme_block("src/lib.rs")).unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(&dir)
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .env("CARGO_TARGET_DIR", repo.join("target/tutorial/target"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the tutorial crate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        repo.join("target/tutorial/target/wasm32-wasip2/release/hello_trigger.wasm")
+    })
+}
+
+picloud_tests::contract!(
+    readme_tutorial_end_to_end,
+    bad_inputs_are_refused_and_change_nothing
+);
+
+async fn readme_tutorial_end_to_end(db: &TestDb) {
+    let url = &db.url;
+    let wasm = tutorial_wasm().to_str().unwrap().to_owned();
+    assert!(ok(url, &["app", "create", "shop", "--admin", "alice"]).contains("created app shop"));
+    ok(url, &["member", "add", "shop", "victor", "viewer"]);
+    assert!(
+        ok(url, &["script", "deploy", "shop", "hello", &wasm]).contains("deployed hello to shop")
+    );
+    ok(
+        url,
+        &[
+            "trigger",
+            "add-kv",
+            "shop",
+            "--script",
+            "hello",
+            "--collection",
+            "greetings",
+            "--as",
+            "alice",
+        ],
+    );
+    assert!(
+        ok(
+            url,
+            &[
+                "kv",
+                "set",
+                "shop",
+                "greetings",
+                "ada",
+                r#"{"name":"Ada"}"#,
+                "--as",
+                "alice"
+            ]
+        )
+        .contains("version 1")
+    );
+    let dispatched = ok(url, &["dispatch", "--until-idle"]);
+    assert!(dispatched.contains("2 succeeded"), "{dispatched}");
+    let greeted: Value =
+        serde_json::from_str(&ok(url, &["kv", "get", "shop", "greeted", "ada"])).unwrap();
+    assert_eq!(greeted, json!({"message": "hello, Ada"}));
+    let reply = ok(
+        url,
+        &[
+            "invoke",
+            "shop",
+            "hello",
+            "--payload",
+            r#"{"name":"Bo"}"#,
+            "--as",
+            "alice",
+        ],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).unwrap(),
+        json!({"message": "hello, Bo"})
+    );
+    let triggers: Value =
+        serde_json::from_str(&ok(url, &["trigger", "list", "shop", "--json"])).unwrap();
+    assert_eq!(triggers.as_array().unwrap().len(), 1);
+    assert_eq!(triggers[0]["registered_by_principal"], json!("alice"));
+    assert_eq!(ok(url, &["dead-letters", "count", "shop"]).trim(), "0");
+    let scripts: Value =
+        serde_json::from_str(&ok(url, &["script", "list", "shop", "--json"])).unwrap();
+    assert_eq!(scripts[0]["name"], json!("hello"));
+    // A viewer may read but not write.
+    let r = run(
+        url,
+        &[
+            "kv",
+            "set",
+            "shop",
+            "greetings",
+            "x",
+            "{}",
+            "--as",
+            "victor",
+        ],
+    );
+    assert!(
+        !r.ok && r.stderr.contains("permission denied"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(db.store.count_events(None).await.unwrap(), 0);
+}
+
+/// Row counts of every table: what "changes nothing" is checked against.
+async fn table_counts(db: &TestDb) -> Vec<(String, i64)> {
+    let tables = [
+        "apps",
+        "app_members",
+        "scripts",
+        "kv_entries",
+        "triggers",
+        "kv_trigger_details",
+        "dead_letter_trigger_details",
+        "outbox",
+        "dead_letters",
+        "abandoned_executions",
+    ];
+    let mut out = Vec::new();
+    for t in tables {
+        let sql = format!("select count(*) from {t}");
+        let n: i64 = match &db.pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+            Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+        };
+        out.push((t.to_owned(), n));
+    }
+    out
+}
+
+async fn bad_inputs_are_refused_and_change_nothing(db: &TestDb) {
+    let url = &db.url;
+    let dir = picloud_tests::db::TempDir::new();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    ok(url, &["app", "create", "shop", "--admin", "alice"]);
+    ok(url, &["member", "add", "shop", "victor", "viewer"]);
+    ok(
+        url,
+        &["script", "deploy", "shop", "greeter", guests::GREETER],
+    );
+    ok(url, &["kv", "set", "shop", "c", "k", "1", "--as", "alice"]);
+    let noop = std::fs::read(guests::NOOP).unwrap();
+    let unknown = "7b0c1f0e-1111-4222-8333-944445555666";
+    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                file("x.wasm", b"hello"),
+            ],
+            vec![],
+            "not a WebAssembly file",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                file("t.wasm", &noop[..200]),
+            ],
+            vec![],
+            "invalid component",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                file("core.wasm", &guests::wat("core-module")),
+            ],
+            vec![],
+            "core WebAssembly module, not a component",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                file("evil.wasm", &guests::wat("unknown-import")),
+            ],
+            vec![],
+            "imports instance `acme:evil/rootkit@1.0.0`, which the host does not provide",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                file("empty.wasm", &guests::wat("no-handle-export")),
+            ],
+            vec![],
+            "does not export `handle`",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                guests::NOOP.into(),
+            ],
+            vec![("PICLOUD_SCRIPT_MAX_BYTES", "1000")],
+            "over the limit of 1000 bytes",
+        ),
+        (
+            vec![
+                "script".into(),
+                "deploy".into(),
+                "shop".into(),
+                "x".into(),
+                "/nonexistent.wasm".into(),
+            ],
+            vec![],
+            "cannot read /nonexistent.wasm",
+        ),
+        (
+            vec!["script".into(), "list".into(), "nope".into()],
+            vec![],
+            "unknown app 'nope'",
+        ),
+        (
+            vec![
+                "trigger".into(),
+                "add-kv".into(),
+                "shop".into(),
+                "--script".into(),
+                "nope".into(),
+                "--collection".into(),
+                "c".into(),
+                "--as".into(),
+                "alice".into(),
+            ],
+            vec![],
+            "unknown script 'nope'",
+        ),
+        (
+            vec![
+                "trigger".into(),
+                "add-kv".into(),
+                "shop".into(),
+                "--script".into(),
+                "greeter".into(),
+                "--collection".into(),
+                "a*b".into(),
+                "--as".into(),
+                "alice".into(),
+            ],
+            vec![],
+            "invalid pattern 'a*b'",
+        ),
+        (
+            vec![
+                "trigger".into(),
+                "add-kv".into(),
+                "shop".into(),
+                "--script".into(),
+                "greeter".into(),
+                "--collection".into(),
+                "c".into(),
+                "--ops".into(),
+                "update".into(),
+                "--as".into(),
+                "alice".into(),
+            ],
+            vec![],
+            "unknown kv op 'update'",
+        ),
+        (
+            vec![
+                "trigger".into(),
+                "add-kv".into(),
+                "shop".into(),
+                "--script".into(),
+                "greeter".into(),
+                "--collection".into(),
+                "c".into(),
+                "--as".into(),
+                "victor".into(),
+            ],
+            vec![],
+            "permission denied",
+        ),
+        (
+            vec!["trigger".into(), "enable".into(), unknown.into()],
+            vec![],
+            "unknown trigger",
+        ),
+        (
+            vec!["trigger".into(), "enable".into(), "not-an-id".into()],
+            vec![],
+            "unknown trigger 'not-an-id'",
+        ),
+        (
+            vec![
+                "kv".into(),
+                "set".into(),
+                "shop".into(),
+                "c".into(),
+                "k".into(),
+                "{bad".into(),
+                "--as".into(),
+                "alice".into(),
+            ],
+            vec![],
+            "invalid JSON value",
+        ),
+        (
+            vec![
+                "kv".into(),
+                "set".into(),
+                "shop".into(),
+                "c".into(),
+                "k".into(),
+                "2".into(),
+                "--as".into(),
+                "victor".into(),
+            ],
+            vec![],
+            "permission denied",
+        ),
+        (
+            vec![
+                "invoke".into(),
+                "shop".into(),
+                "greeter".into(),
+                "--payload".into(),
+                "[1,".into(),
+                "--as".into(),
+                "alice".into(),
+            ],
+            vec![],
+            "invalid JSON payload",
+        ),
+        (
+            vec!["dead-letters".into(), "show".into(), unknown.into()],
+            vec![],
+            "unknown dead letter",
+        ),
+        (
+            vec![
+                "dead-letters".into(),
+                "resolve".into(),
+                unknown.into(),
+                "bogus".into(),
+            ],
+            vec![],
+            "unknown resolution 'bogus'",
+        ),
+        (
+            vec!["dead-letters".into(), "replay".into(), unknown.into()],
+            vec![],
+            "unknown dead letter",
+        ),
+        (
+            vec![
+                "member".into(),
+                "add".into(),
+                "shop".into(),
+                "eve".into(),
+                "owner".into(),
+            ],
+            vec![],
+            "unknown role 'owner'",
+        ),
+        (
+            vec!["dispatch".into(), "--until-idle".into()],
+            vec![("PICLOUD_SANDBOX_TIMEOUT_MS", "soon")],
+            "invalid PICLOUD_SANDBOX_TIMEOUT_MS='soon'",
+        ),
+        (
+            vec!["dispatch".into(), "--until-idle".into()],
+            vec![("PICLOUD_MAX_TRIGGER_DEPTH", "0")],
+            "invalid PICLOUD_MAX_TRIGGER_DEPTH='0'",
+        ),
+    ];
+    let before = table_counts(db).await;
+    for (args, env, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run_with(url, &args, env);
+        assert!(!r.ok, "{args:?} should fail");
+        let line = r.stderr.trim();
+        assert!(
+            line.starts_with("error: ") && line.contains(want),
+            "{args:?}: got {line:?}, want {want:?}"
+        );
+        assert_eq!(line.lines().count(), 1, "{args:?}: one line, got {line:?}");
+        assert_eq!(
+            table_counts(db).await,
+            before,
+            "{args:?} changed the database"
+        );
+    }
+}
+
+#[test]
+fn unreachable_database_is_named_without_its_password() {
+    let r = run(
+        "postgres://picloud:hunter2@127.0.0.1:1/nowhere",
+        &["app", "list"],
+    );
+    assert!(!r.ok);
+    let line = r.stderr.trim();
+    assert!(
+        line.starts_with("error: cannot reach database postgres://picloud:***@127.0.0.1:1/nowhere"),
+        "{line}"
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    assert_eq!(line.lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_summary_matches_its_database() {
+    let dir = picloud_tests::db::TempDir::new();
+    let db_path = dir.0.join("demo.db");
+    let keep = db_path.to_str().unwrap();
+    let r = run_with("sqlite://unused.db", &["demo", "--keep", keep], &[]);
+    assert!(r.ok, "demo failed: {}", r.stderr);
+    let summary = |label: &str| -> i64 {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no '{label}' in:\n{}", r.stdout));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let store = picloud_host::store::connect(&format!("sqlite://{keep}"))
+        .await
+        .unwrap();
+    let dls = store
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    let by = |r: Resolution| dls.iter().filter(|d| d.resolution == Some(r)).count() as i64;
+    assert_eq!(summary("dead letters"), dls.len() as i64);
+    assert_eq!(
+        summary("handled_by_script"),
+        by(Resolution::HandledByScript)
+    );
+    assert_eq!(summary("ignored"), by(Resolution::Ignored));
+    assert_eq!(summary("handler_failed"), by(Resolution::HandlerFailed));
+    assert_eq!(summary("recursion stops"), 1);
+    assert_eq!(
+        summary("outbox left"),
+        store.count_events(None).await.unwrap()
+    );
+    assert_eq!(summary("outbox left"), 0);
+    assert_eq!(
+        (
+            by(Resolution::HandledByScript),
+            by(Resolution::Ignored),
+            by(Resolution::HandlerFailed)
+        ),
+        (1, 1, 1)
+    );
+    let app = store.find_app("shop").await.unwrap();
+    assert_eq!(
+        store
+            .kv_list_keys(app.id, "order_totals", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .kv_list_keys(app.id, "receipts", None, 100)
+            .await
+            .unwrap(),
+        vec!["p-1".to_owned()]
+    );
+    assert_eq!(
+        store
+            .kv_list_keys(app.id, "audit", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let seconds: f64 = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("took"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seconds < 60.0, "the demo took {seconds} s");
+}
