@@ -1,42 +1,69 @@
-//! Builds every guest crate (examples/* and tests/fixtures/*) for
-//! wasm32-wasip2, so `cargo test` on a fresh machine needs no manual step,
-//! and tells the tests where each component is (`PICLOUD_GUEST_<NAME>`).
+//! Builds every guest crate (`examples/*` and `tests/fixtures/*`) for
+//! wasm32-wasip2 in release mode, so `cargo test` on a fresh machine needs no
+//! manual step, and tells the tests where each component is: one
+//! `PICLOUD_GUEST_<UPPER_SNAKE_NAME>` variable per package, plus
+//! `PICLOUD_GUESTS_DIR`.
 //!
-//! The nested cargo uses its own target directory (`target/guests`), so it
-//! never waits on the build lock of the cargo that runs this script; the demo
-//! and the benchmarks find the components there too.
+//! Rule: the nested cargo uses its own target directory (`target/guests`, or
+//! `$CARGO_TARGET_DIR/guests`), so it never waits on the build lock of the
+//! cargo that runs this script; the demo and the benchmarks find the
+//! components there too. It runs again only when the SDK, the WIT, a guest
+//! or the workspace manifest/lock changes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
-fn guest_packages(root: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    for dir in ["examples", "tests/fixtures"] {
+const GUEST_DIRS: [&str; 2] = ["examples", "tests/fixtures"];
+const TARGET: &str = "wasm32-wasip2";
+
+/// A guest crate: its package name and the folder it lives in.
+struct Guest {
+    package: String,
+    dir: &'static str,
+}
+
+/// Every guest crate, sorted by folder and then package name.
+fn guest_packages(root: &Path) -> Vec<Guest> {
+    let mut guests = Vec::new();
+    for dir in GUEST_DIRS {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
             continue;
         };
+        let mut found = Vec::new();
         for entry in entries.flatten() {
             let manifest = entry.path().join("Cargo.toml");
             let Ok(text) = std::fs::read_to_string(&manifest) else {
-                continue;
+                continue; // not a crate (e.g. a folder of WAT files)
             };
-            let name = text.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("name = \"")
-                    .and_then(|r| r.strip_suffix('"'))
-            });
-            if let Some(name) = name {
-                names.push(name.to_owned());
+            match package_name(&text) {
+                Some(package) => found.push(package),
+                None => panic!("{}: no [package] name", manifest.display()),
             }
         }
+        found.sort();
+        guests.extend(found.into_iter().map(|package| Guest { package, dir }));
     }
-    names.sort();
-    names
+    guests
+}
+
+/// `name = "..."` of the `[package]` table of a manifest.
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && let Some(rest) = line.strip_prefix("name") {
+            let value = rest.trim_start().strip_prefix('=')?.trim();
+            return Some(value.trim_matches('"').to_owned());
+        }
+    }
+    None
 }
 
 fn main() {
     let manifest_dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("tests/ lives in the workspace root")
@@ -51,54 +78,109 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|dir| root.join(dir)) // a relative one is taken from the root
         .unwrap_or_else(|| root.join("target"))
         .join("guests");
     let packages = guest_packages(&root);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    assert!(
+        !packages.is_empty(),
+        "no guest crates under {}",
+        root.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(&target_dir)
-        // Debug info would triple the components' size for nothing.
+        // Debug info would triple the components' size for nothing; the
+        // name section stays, so traps still name functions.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        // Do not inherit the outer build's flags and wrappers.
+        // Do not inherit the outer build's flags and wrappers (coverage,
+        // clippy-driver...): they are for the host target.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    for p in &packages {
-        cmd.args(["-p", p]);
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR");
+    for g in &packages {
+        cmd.args(["-p", &g.package]);
     }
-    let out = cmd
-        .output()
-        .expect("running cargo to build the guest components");
+    let started = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "could not run {} to build the guest components: {e}",
+            Path::new(&cargo).display()
+        )
+    });
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint =
-            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-                "\nhint: run `rustup target add wasm32-wasip2`"
-            } else {
-                ""
-            };
-        panic!("building the guest components for wasm32-wasip2 failed:\n{stderr}{hint}");
+        let hint = if stderr.contains("may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
+            format!("\nhint: the {TARGET} target is missing: run `rustup target add {TARGET}`")
+        } else {
+            String::new()
+        };
+        panic!(
+            "building the guest components ({}) for {TARGET} failed ({}):\n{stderr}{hint}",
+            packages
+                .iter()
+                .map(|g| g.package.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.status
+        );
     }
-    let out_dir = target_dir.join("wasm32-wasip2").join("release");
-    for p in &packages {
-        let file = out_dir.join(format!("{}.wasm", p.replace('-', "_")));
-        assert!(file.is_file(), "built, but {} is missing", file.display());
+
+    let out_dir = target_dir.join(TARGET).join("release");
+    // The lists in tests/src/guests.rs, generated so they always match the
+    // folders: (package name, path), examples then fixtures.
+    let mut lists = String::new();
+    for (list, dirs) in [
+        ("EXAMPLES", &["examples"][..]),
+        ("FIXTURES", &["tests/fixtures"][..]),
+        ("ALL", &GUEST_DIRS[..]),
+    ] {
+        lists.push_str(&format!("pub const {list}: &[(&str, &str)] = &[\n"));
+        for g in packages.iter().filter(|g| dirs.contains(&g.dir)) {
+            let file = out_dir.join(format!("{}.wasm", g.package.replace('-', "_")));
+            lists.push_str(&format!(
+                "    ({:?}, {:?}),\n",
+                g.package,
+                file.display().to_string()
+            ));
+        }
+        lists.push_str("];\n");
+    }
+    for g in &packages {
+        let file = out_dir.join(format!("{}.wasm", g.package.replace('-', "_")));
+        assert!(
+            file.is_file(),
+            "cargo built {}, but {} is missing (is it a cdylib?)",
+            g.package,
+            file.display()
+        );
         println!(
             "cargo:rustc-env=PICLOUD_GUEST_{}={}",
-            p.replace('-', "_").to_uppercase(),
+            g.package.replace('-', "_").to_uppercase(),
             file.display()
         );
     }
+    println!("cargo:rustc-env=PICLOUD_GUESTS_DIR={}", out_dir.display());
+    let generated = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("guest_lists.rs");
+    std::fs::write(&generated, lists)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
+    // Visible with `cargo build -vv`.
+    println!(
+        "built {} guest components in {:.1?} into {}",
+        packages.len(),
+        started.elapsed(),
+        out_dir.display()
+    );
 }

@@ -554,7 +554,7 @@ async fn demo_summary_matches_its_database() {
             by(Resolution::Ignored),
             by(Resolution::HandlerFailed)
         ),
-        (1, 1, 1)
+        (1, 1, 2)
     );
     let app = store.find_app("shop").await.unwrap();
     assert_eq!(

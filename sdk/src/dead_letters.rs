@@ -3,20 +3,54 @@
 //! A `dead_letter` trigger runs your script for each new dead letter of its
 //! app whose original source matches; [`crate::Event::dead_letter`] gives
 //! you its details. Look at it, do what you can, and [`resolve`] it.
+//! A dead letter your handler leaves unresolved stays on the app's
+//! dashboard for a person to replay or ignore.
 //!
 //! # The recursion stop
 //!
 //! A dead-letter handler that returns an error is retried like any handler.
 //! When its last attempt fails, the host resolves the dead letter it was
-//! handling as [`Resolution::HandlerFailed`] and **does not** create a new
+//! handling as [`Resolution::HandlerFailed`] and **never** produces another
 //! dead letter for the failed handler: failures cannot cascade. To give up
-//! at once without using up the retries, resolve it `HandlerFailed` yourself.
+//! at once without using up the retries, resolve it
+//! [`HandlerFailed`](Resolution::HandlerFailed) yourself.
+//!
+//! Handlers run at least once, so the same dead letter can reach yours
+//! twice; resolving one that is already resolved is a
+//! [`HostError::Conflict`], which a handler can treat as "already done".
 //!
 //! Reading needs read access; resolving needs the app-admin capability of the
 //! principal the script runs as.
+//!
+//! ```no_run
+//! use picloud_sdk::dead_letters::{self, Resolution};
+//! use picloud_sdk::{Event, HostError, Result, bail, handler};
+//!
+//! #[handler]
+//! fn triage(event: Event) -> Result<()> {
+//!     let Some(dead) = event.dead_letter() else { return Ok(()) };
+//!     let resolution = if dead.last_error.contains("invalid") {
+//!         Resolution::Ignored
+//!     } else if dead.attempt_count > 10 {
+//!         // Give up now: no retries, and no new dead letter.
+//!         Resolution::HandlerFailed
+//!     } else {
+//!         // Fails this attempt; after the last retry the host resolves the
+//!         // dead letter `handler_failed` (the recursion stop).
+//!         bail!("no rule for {}", dead.last_error);
+//!     };
+//!     match dead_letters::resolve(&dead.dead_letter_id, resolution) {
+//!         Ok(()) | Err(HostError::Conflict(_)) => Ok(()),
+//!         Err(e) => Err(e.into()),
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
 
 use crate::__private::bindings::picloud::trigger::dead_letters as raw;
-use crate::HostError;
+use crate::{Error, HostError};
 
 /// How a dead letter was settled: a closed vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +62,12 @@ pub enum Resolution {
     Ignored,
     /// Your script dealt with it.
     HandledByScript,
-    /// The handler gives up: this is what the host records when a
-    /// dead-letter handler fails its last attempt (the recursion stop), and
-    /// what a handler may set itself to stop at once. It never produces
-    /// another dead letter.
+    /// The dead-letter handler gave up (the recursion stop).
+    ///
+    /// The host records this when a dead-letter handler returns an error on
+    /// its last attempt, instead of creating another dead letter. A handler
+    /// may resolve it so itself to give up at once, without waiting for its
+    /// retries. Either way no new dead letter is ever produced.
     HandlerFailed,
 }
 
@@ -46,6 +82,14 @@ impl Resolution {
             Resolution::HandlerFailed => "handler_failed",
         }
     }
+
+    /// All four, in the order above.
+    pub const ALL: [Resolution; 4] = [
+        Resolution::Replayed,
+        Resolution::Ignored,
+        Resolution::HandledByScript,
+        Resolution::HandlerFailed,
+    ];
 
     fn to_raw(self) -> raw::Resolution {
         match self {
@@ -63,6 +107,28 @@ impl Resolution {
             raw::Resolution::HandledByScript => Resolution::HandledByScript,
             raw::Resolution::HandlerFailed => Resolution::HandlerFailed,
         }
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Resolution {
+    type Err = Error;
+
+    /// Parses the host's names (`handled_by_script`, ...).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Resolution::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "unknown resolution {s:?} (expected replayed, ignored, handled_by_script or handler_failed)"
+                ))
+            })
     }
 }
 
@@ -119,12 +185,13 @@ fn convert(d: raw::DeadLetter) -> DeadLetter {
 }
 
 /// A dead letter of this app by id (`None` if there is none, including
-/// another app's).
+/// another app's). Needs read access.
 pub fn get(id: &str) -> Result<Option<DeadLetter>, HostError> {
     Ok(raw::get(id)?.map(convert))
 }
 
-/// The oldest unresolved dead letters of this app, at most `limit`.
+/// The oldest unresolved dead letters of this app, at most `limit` (the
+/// host caps it at 1000). Needs read access.
 pub fn list_unresolved(limit: u32) -> Result<Vec<DeadLetter>, HostError> {
     Ok(raw::list_unresolved(limit)?
         .into_iter()
@@ -134,7 +201,26 @@ pub fn list_unresolved(limit: u32) -> Result<Vec<DeadLetter>, HostError> {
 
 /// Settle a dead letter. `Replayed` enqueues the original event again in the
 /// same transaction. A dead letter that is already resolved is a
-/// [`HostError::Conflict`] and nothing changes.
+/// [`HostError::Conflict`] and nothing changes; one that does not exist (or
+/// belongs to another app) is [`HostError::NotFound`]. Needs the app-admin
+/// capability.
+///
+/// Resolving [`Resolution::HandlerFailed`] from a dead-letter handler is how
+/// it gives up at once: see [the recursion stop](self#the-recursion-stop).
 pub fn resolve(id: &str, resolution: Resolution) -> Result<(), HostError> {
     Ok(raw::resolve(id, resolution.to_raw())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolutions_round_trip_through_their_names() {
+        for r in Resolution::ALL {
+            assert_eq!(r.as_str().parse::<Resolution>(), Ok(r));
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        assert!("handled-by-script".parse::<Resolution>().is_err());
+    }
 }

@@ -183,3 +183,74 @@ pub struct DeadLetterEvent {
     /// The original event's payload.
     pub payload: Value,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(source: &str, op: &str, payload: &str) -> Event {
+        Event::from_raw(RawEvent {
+            id: "e-1".into(),
+            app_id: "app".into(),
+            source: source.into(),
+            op: op.into(),
+            payload: payload.into(),
+            depth: 0,
+            attempt: 1,
+            trigger_id: None,
+            script_id: "s".into(),
+            principal: "alice".into(),
+        })
+    }
+
+    #[test]
+    fn kv_set_and_delete() {
+        let set = event(
+            "kv",
+            "set",
+            r#"{"collection":"orders","key":"o1","value":{"n":1},"version":3}"#,
+        );
+        let change = set.kv().expect("a kv event");
+        assert_eq!(change.op, KvOp::Set);
+        assert_eq!(
+            (change.collection.as_str(), change.key.as_str()),
+            ("orders", "o1")
+        );
+        assert_eq!(change.value, Some(serde_json::json!({"n": 1})));
+        assert_eq!(change.version, 3);
+
+        let delete = event(
+            "kv",
+            "delete",
+            r#"{"collection":"orders","key":"o1","value":null,"version":4}"#,
+        );
+        let change = delete.kv().expect("a kv event");
+        assert_eq!((change.op, change.value), (KvOp::Delete, None));
+        assert!(event("http", "invoke", "{}").kv().is_none());
+    }
+
+    #[test]
+    fn dead_letter_payload() {
+        let e = event(
+            "dead_letter",
+            "created",
+            r#"{"dead_letter_id":"d1","source":"kv","op":"set","trigger_id":"t1",
+                "script_id":null,"attempt_count":5,"last_error":"payment declined",
+                "payload":{"value":{"poison":true}}}"#,
+        );
+        let dead = e.dead_letter().expect("a dead-letter event");
+        assert_eq!(dead.dead_letter_id, "d1");
+        assert_eq!(dead.trigger_id.as_deref(), Some("t1"));
+        assert_eq!(dead.script_id, None);
+        assert_eq!(dead.attempt_count, 5);
+        assert_eq!(dead.payload["value"]["poison"], serde_json::json!(true));
+        assert!(e.kv().is_none());
+    }
+
+    #[test]
+    fn json_payload_errors_name_the_problem() {
+        let e = event("http", "invoke", "not json");
+        let err = e.json::<serde_json::Value>().unwrap_err();
+        assert!(err.to_string().starts_with("invalid JSON"), "{err}");
+    }
+}

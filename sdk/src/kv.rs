@@ -23,7 +23,7 @@ pub struct Entry {
     pub version: u64,
 }
 
-/// Read a key.
+/// Read a key: `None` if it does not exist. Needs read access.
 pub fn get(collection: &str, key: &str) -> Result<Option<Entry>, HostError> {
     let entry = raw::get(collection, key)?;
     Ok(entry.map(|e| Entry {
@@ -33,7 +33,8 @@ pub fn get(collection: &str, key: &str) -> Result<Option<Entry>, HostError> {
     }))
 }
 
-/// Read a key and parse its value into your type.
+/// Read a key and parse its value into your type; a value that does not
+/// fit `T` is an error naming the problem.
 pub fn get_json<T: DeserializeOwned>(collection: &str, key: &str) -> Result<Option<T>, Error> {
     match get(collection, key)? {
         Some(e) => Ok(Some(serde_json::from_value(e.value)?)),
@@ -41,20 +42,39 @@ pub fn get_json<T: DeserializeOwned>(collection: &str, key: &str) -> Result<Opti
     }
 }
 
-/// Write a key; returns its new version.
+/// Write a key (its value serialized as JSON); returns its new version.
+///
+/// The write and its `kv`/`set` event (one level deeper than the event being
+/// handled) commit together, so triggers on `collection` run next, this
+/// script's own included. Needs write access; an empty key or an oversized
+/// value is [`HostError::InvalidArgument`].
 pub fn set(collection: &str, key: &str, value: &impl Serialize) -> Result<u64, HostError> {
     let json = serde_json::to_string(value)
         .map_err(|e| HostError::InvalidArgument(format!("value does not serialize: {e}")))?;
     Ok(raw::set(collection, key, &json)?)
 }
 
-/// Delete a key; whether it existed.
+/// Delete a key; returns whether it existed. Deleting an existing key
+/// enqueues its `kv`/`delete` event like [`set`]. Needs write access.
 pub fn delete(collection: &str, key: &str) -> Result<bool, HostError> {
     Ok(raw::delete(collection, key)?)
 }
 
 /// Keys of a collection in ascending order, after `after` (for paging), at
-/// most `limit` (the host caps it at 1000).
+/// most `limit` (the host caps it at 1000). Needs read access.
+///
+/// ```no_run
+/// # fn main() -> Result<(), picloud_sdk::HostError> {
+/// // Every key of `orders`, a page at a time.
+/// let mut after: Option<String> = None;
+/// loop {
+///     let page = picloud_sdk::kv::list_keys("orders", after.as_deref(), 100)?;
+///     let Some(last) = page.last() else { break };
+///     after = Some(last.clone());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn list_keys(
     collection: &str,
     after: Option<&str>,

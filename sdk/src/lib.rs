@@ -14,6 +14,7 @@
 //! ```toml
 //! [package]
 //! name = "order-totals"
+//! version = "0.1.0"
 //! edition = "2024"
 //!
 //! [lib]
@@ -22,16 +23,19 @@
 //! [dependencies]
 //! picloud-sdk = { path = "../picloud/sdk" }
 //! serde = { version = "1", features = ["derive"] }
+//! serde_json = "1"
 //! ```
 //!
 //! `src/lib.rs`:
 //!
 //! ```no_run
-//! use picloud_sdk::{Event, Result, handler, kv, log};
+//! use picloud_sdk::{Event, KvOp, Result, bail, handler, kv, log};
 //! use serde::Deserialize;
+//! use serde_json::json;
 //!
 //! #[derive(Deserialize)]
 //! struct Order {
+//!     customer: String,
 //!     items: Vec<Item>,
 //! }
 //!
@@ -44,17 +48,23 @@
 //! /// Keeps `order_totals/<key>` equal to the total of `orders/<key>`.
 //! #[handler]
 //! fn on_order(event: Event) -> Result<()> {
+//!     // Registered as a kv trigger on `orders`; anything else is not for us.
 //!     let Some(change) = event.kv() else { return Ok(()) };
-//!     match change.value_as::<Order>()? {
-//!         Some(order) => {
-//!             let total: u64 = order.items.iter().map(|i| i.qty * i.price_cents).sum();
-//!             kv::set("order_totals", &change.key, &serde_json::json!({ "total_cents": total }))?;
-//!             log::info(&format!("order {} totals {total} cents", change.key));
-//!         }
-//!         None => {
-//!             kv::delete("order_totals", &change.key)?;
-//!         }
+//!     if change.op == KvOp::Delete {
+//!         kv::delete("order_totals", &change.key)?;
+//!         return Ok(());
 //!     }
+//!     let Some(order) = change.value_as::<Order>()? else {
+//!         bail!("order {} has no value", change.key);
+//!     };
+//!     let total: u64 = order.items.iter().map(|i| i.qty * i.price_cents).sum();
+//!     // Writing is idempotent: a re-delivered event writes the same total.
+//!     kv::set(
+//!         "order_totals",
+//!         &change.key,
+//!         &json!({ "customer": order.customer, "total_cents": total }),
+//!     )?;
+//!     log::info!("order {} totals {total} cents", change.key);
 //!     Ok(())
 //! }
 //! ```
@@ -67,31 +77,88 @@
 //! picloud-host trigger add-kv shop --script order-totals --collection orders --as alice
 //! ```
 //!
+//! ## The handler
+//!
+//! Put [`#[handler]`](handler) on exactly one function of the crate. It takes
+//! the [`Event`] by value and returns `Result<R, E>`:
+//!
+//! - `R` is the reply body of a synchronous invocation (an event with source
+//!   `http` and op `invoke`), ignored for every other event: `()` (no body),
+//!   `Vec<u8>`, `Option<Vec<u8>>`, `String`, `&str` or a
+//!   [`serde_json::Value`] (sent as JSON text). See [`IntoReply`].
+//! - `E` is anything that implements `Display`. An error fails the attempt:
+//!   its text becomes the attempt's `last_error`. The SDK's [`Error`] (with
+//!   [`Result`] and [`bail!`]) is the convenient choice: `?` converts host
+//!   errors, JSON errors and strings into it.
+//!
+//! ## Events
+//!
+//! [`Event`] carries the source (`kv`, `cron`, `pubsub`, `queue`, `email`,
+//! `http`, `dead_letter`), the op, and a JSON payload, which
+//! [`Event::json`] parses into your own type. Two sources have typed views:
+//! [`Event::kv`] for KV writes and [`Event::dead_letter`] for dead letters.
+//!
+//! ## Synchronous invocations
+//!
+//! An application can call a script directly and wait for its answer
+//! (`picloud-host invoke shop greeter --payload '{"name":"Ada"}'`). The
+//! event's source is `http`, its op `invoke`, and what the handler returns
+//! is the reply body; an error goes back to the caller and is not retried.
+//!
+//! ```no_run
+//! use picloud_sdk::{Event, Result, bail, handler};
+//! use serde_json::{Value, json};
+//!
+//! #[handler]
+//! fn greet(event: Event) -> Result<Value> {
+//!     let payload: Value = event.json()?;
+//!     let Some(name) = payload["name"].as_str() else {
+//!         bail!("missing field: name");
+//!     };
+//!     Ok(json!({ "greeting": format!("hello, {name}") }))
+//! }
+//! ```
+//!
 //! ## The rules a script lives by
 //!
 //! - **At-least-once delivery.** A crash between running your handler and
 //!   recording its success runs it again. [`Event::id`] is stable across
-//!   retries and re-deliveries: key your writes by it to stay idempotent.
+//!   retries and re-deliveries: key your writes by it (or make them
+//!   otherwise idempotent) so that running twice does no harm.
 //! - **Retries.** Returning an error fails the attempt; the host retries with
-//!   exponential backoff (5 attempts by default) and then turns the event into
-//!   a dead letter, which `dead_letter` triggers can handle.
-//! - **The recursion stop.** A dead-letter handler that fails after its
-//!   retries resolves its dead letter `handler_failed`; it never creates
-//!   another dead letter. See [`dead_letters`].
+//!   exponential backoff (5 attempts by default; [`Event::attempt`] counts
+//!   them) and then turns the event into a dead letter, which `dead_letter`
+//!   triggers can handle.
+//! - **The recursion stop.** A dead-letter handler that returns an error
+//!   (after its retries) resolves its dead letter `handler_failed` and never
+//!   produces another dead letter. A handler may resolve it
+//!   [`HandlerFailed`](dead_letters::Resolution::HandlerFailed) itself to
+//!   give up at once. See [`dead_letters`].
 //! - **Depth.** A write from inside a handler causes an event one level
 //!   deeper than the one being handled ([`Event::depth`]). Events deeper than
-//!   the host's limit (8 by default) are never run: they become dead letters
-//!   saying `max trigger depth N exceeded`. A script that writes to the
-//!   collection it listens on stops there instead of looping forever.
+//!   the host's limit (`PICLOUD_MAX_TRIGGER_DEPTH`, 8 by default) are never
+//!   run: they become dead letters saying `max trigger depth N exceeded`. A
+//!   script that writes to the collection it listens on stops there instead
+//!   of looping forever, but it is better not to write one.
 //! - **Permissions.** Every host call is checked against the principal that
 //!   registered the trigger, at the moment of the call. A viewer's script
 //!   cannot write; a removed member's script cannot read. The refusal is
 //!   [`HostError::PermissionDenied`]. A script only ever sees its own app.
-//! - **The sandbox.** No filesystem, no network, no environment. Clocks and
-//!   random numbers work; `println!` and `eprintln!` go to the invocation's
-//!   log. There is a deadline (5 s), a memory limit (64 MiB), a log limit
-//!   (64 KiB) and a reply limit (1 MiB) by default; hitting one fails the
-//!   attempt with an error that names it.
+//! - **The sandbox.** Each event gets a fresh instance: nothing survives from
+//!   one event to the next except what you write to [`kv`]. No filesystem,
+//!   no network, no environment. Clocks and random numbers work; `println!`
+//!   and `eprintln!` go to the invocation's log. There is a deadline (5 s),
+//!   a memory limit (64 MiB), a log limit (64 KiB) and a reply limit by
+//!   default; hitting one fails the attempt with an error that names it
+//!   (`timeout after 5000 ms`, `memory limit 64 MiB exceeded`, ...). A
+//!   panic fails the attempt too.
+//!
+//! ## Outside the sandbox
+//!
+//! The crate compiles for any target, so `cargo check`, `cargo doc` and doc
+//! tests work on your machine; only a `wasm32-wasip2` build is a script.
+//! Host calls ([`kv`], [`dead_letters`], [`log`]) have no host to talk to
+//! outside the sandbox and panic if called there.
 #![warn(missing_docs)]
 
 use std::fmt;
@@ -118,21 +185,27 @@ pub mod __private {
             path: "../wit",
             world: "trigger",
             pub_export_macro: true,
+            export_macro_name: "export",
             default_bindings_module: "::picloud_sdk::__private::bindings",
         });
     }
 
-    /// Run the user's handler on a raw event and shape its result for the host.
-    pub fn run<R, E, F>(
-        raw: bindings::picloud::trigger::types::Event,
-        handler: F,
-    ) -> Result<Option<Vec<u8>>, String>
+    pub use bindings::Guest;
+    pub use bindings::export;
+    pub use bindings::picloud::trigger::types::Event as RawEvent;
+
+    /// The hand-written event around the generated one.
+    pub fn event(raw: RawEvent) -> super::Event {
+        super::Event::from_raw(raw)
+    }
+
+    /// Shape the handler's outcome the way `handle` returns it.
+    pub fn finish<R, E>(outcome: Result<R, E>) -> Result<Option<Vec<u8>>, String>
     where
         R: super::IntoReply,
         E: std::fmt::Display,
-        F: FnOnce(super::Event) -> Result<R, E>,
     {
-        match handler(super::Event::from_raw(raw)) {
+        match outcome {
             Ok(reply) => Ok(reply.into_reply()),
             Err(e) => Err(e.to_string()),
         }
@@ -142,7 +215,11 @@ pub mod __private {
 use __private::bindings::picloud::trigger::types::HostError as RawHostError;
 
 /// Why the host refused a call. Every variant is an error your handler can
-/// handle (or pass on with `?`).
+/// handle, or pass on with `?` (it converts into [`Error`]).
+///
+/// Its `Display` text is what a failed attempt records: `permission denied`,
+/// `not found: ...`, `invalid argument: ...`, `conflict: ...`,
+/// `unavailable: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
     /// The principal the script runs as lacks the capability (for example a
@@ -154,7 +231,7 @@ pub enum HostError {
     InvalidArgument(String),
     /// The call conflicts with current state (e.g. a dead letter already resolved).
     Conflict(String),
-    /// The host could not complete the call now; retrying may help.
+    /// The host could not complete the call now; a retry may succeed.
     Unavailable(String),
 }
 
@@ -188,6 +265,7 @@ impl std::error::Error for HostError {}
 ///
 /// Anything `Display` works as a handler error; this type is a convenient
 /// default that `?` converts host errors, JSON errors and strings into.
+/// [`bail!`] returns one built like `format!`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);
 
@@ -195,6 +273,11 @@ impl Error {
     /// An error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Error(message.to_string())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
     }
 }
 
@@ -230,19 +313,41 @@ impl From<&str> for Error {
     }
 }
 
-/// `Result` with the SDK's [`Error`].
+/// `Result` with the SDK's [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Return early from a handler with an error message built like `format!`.
+/// Return early from a handler with an [`Error`] whose message is built like
+/// `format!`.
+///
+/// ```no_run
+/// use picloud_sdk::{Event, Result, bail};
+///
+/// fn check(event: &Event) -> Result<()> {
+///     if event.attempt() > 3 {
+///         bail!("event {} keeps failing", event.id());
+///     }
+///     Ok(())
+/// }
+/// ```
 #[macro_export]
 macro_rules! bail {
     ($($arg:tt)*) => {
-        return ::core::result::Result::Err($crate::Error::msg(::std::format!($($arg)*)).into())
+        return ::core::result::Result::Err(
+            ::core::convert::From::from($crate::Error::msg(::std::format!($($arg)*)))
+        )
     };
 }
 
-/// What a handler may return as the reply body of a synchronous invocation
+/// What a handler may return: the reply body of a synchronous invocation
 /// (ignored for other events).
+///
+/// `()` and `None` send no body; a [`serde_json::Value`] is sent as JSON
+/// text; strings and bytes are sent as they are.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's reply",
+    label = "the handler returns `Result<{Self}, _>`",
+    note = "a reply is `()`, `Vec<u8>`, `Option<Vec<u8>>`, `String`, `&str` or `serde_json::Value`"
+)]
 pub trait IntoReply {
     /// The body, if any.
     fn into_reply(self) -> Option<Vec<u8>>;
@@ -272,7 +377,7 @@ impl IntoReply for String {
     }
 }
 
-impl IntoReply for &'static str {
+impl IntoReply for &str {
     fn into_reply(self) -> Option<Vec<u8>> {
         Some(self.as_bytes().to_vec())
     }
@@ -287,4 +392,55 @@ impl IntoReply for serde_json::Value {
 /// Parse JSON text into `T`, with the SDK's error.
 pub(crate) fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
     Ok(serde_json::from_str(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_errors_read_like_the_contract() {
+        assert_eq!(HostError::PermissionDenied.to_string(), "permission denied");
+        assert_eq!(
+            HostError::NotFound("dead letter x".into()).to_string(),
+            "not found: dead letter x"
+        );
+        assert_eq!(
+            HostError::InvalidArgument("empty key".into()).to_string(),
+            "invalid argument: empty key"
+        );
+        assert_eq!(
+            HostError::Conflict("already resolved as ignored".into()).to_string(),
+            "conflict: already resolved as ignored"
+        );
+        assert_eq!(
+            HostError::Unavailable("storage".into()).to_string(),
+            "unavailable: storage"
+        );
+        let e: Error = HostError::PermissionDenied.into();
+        assert_eq!(e.to_string(), "permission denied");
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(().into_reply(), None);
+        assert_eq!("ok".into_reply(), Some(b"ok".to_vec()));
+        assert_eq!(String::from("ok").into_reply(), Some(b"ok".to_vec()));
+        assert_eq!(None::<Vec<u8>>.into_reply(), None);
+        assert_eq!(
+            serde_json::json!({"a": 1}).into_reply(),
+            Some(br#"{"a":1}"#.to_vec())
+        );
+    }
+
+    #[test]
+    fn finish_keeps_the_error_text() {
+        let failed: Result<(), Error> = Err("payment declined: card decline-1".into());
+        assert_eq!(
+            __private::finish(failed),
+            Err("payment declined: card decline-1".to_owned())
+        );
+        let bailed = || -> Result<()> { bail!("missing field: {}", "name") };
+        assert_eq!(bailed().unwrap_err().message(), "missing field: name");
+    }
 }

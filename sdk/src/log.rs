@@ -3,6 +3,17 @@
 //! The log shares its budget (64 KiB by default) with `println!` and
 //! `eprintln!`. Past the budget the invocation fails with `log limit
 //! exceeded`, so a runaway loop that logs cannot flood the host.
+//!
+//! Each level is a function taking a message and a macro taking `format!`
+//! arguments:
+//!
+//! ```no_run
+//! use picloud_sdk::log;
+//!
+//! # let (key, total) = ("o-1", 900);
+//! log::info("order totals updated");
+//! log::info!("order {key} totals {total} cents");
+//! ```
 
 use crate::__private::bindings::picloud::trigger::log::{Level, log};
 
@@ -30,3 +41,53 @@ pub fn warn(message: &str) {
 pub fn error(message: &str) {
     log(Level::Error, message);
 }
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_trace {
+    ($($arg:tt)*) => { $crate::log::trace(&::std::format!($($arg)*)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_debug {
+    ($($arg:tt)*) => { $crate::log::debug(&::std::format!($($arg)*)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_info {
+    ($($arg:tt)*) => { $crate::log::info(&::std::format!($($arg)*)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_warn {
+    ($($arg:tt)*) => { $crate::log::warn(&::std::format!($($arg)*)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_error {
+    ($($arg:tt)*) => { $crate::log::error(&::std::format!($($arg)*)) };
+}
+
+/// Log at trace level, with `format!` arguments: `log::trace!("x = {x}")`.
+#[doc(inline)]
+pub use crate::__log_trace as trace;
+
+/// Log at debug level, with `format!` arguments: `log::debug!("x = {x}")`.
+#[doc(inline)]
+pub use crate::__log_debug as debug;
+
+/// Log at info level, with `format!` arguments: `log::info!("x = {x}")`.
+#[doc(inline)]
+pub use crate::__log_info as info;
+
+/// Log at warn level, with `format!` arguments: `log::warn!("x = {x}")`.
+#[doc(inline)]
+pub use crate::__log_warn as warn;
+
+/// Log at error level, with `format!` arguments: `log::error!("x = {x}")`.
+#[doc(inline)]
+pub use crate::__log_error as error;

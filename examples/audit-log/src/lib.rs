@@ -1,10 +1,12 @@
 //! Records every event it sees under `audit/<event id>`.
 //!
-//! Keyed by the event id, so a re-delivered event (delivery is
-//! at-least-once) overwrites its own entry instead of adding a second one.
-//! Register it on any collection, e.g.
-//! `picloud-host trigger add-kv shop --script audit-log --collection 'orders' --as alice`.
-//! (Registering it on `*` would also audit its own writes to `audit`, one
+//! Shows: idempotency under at-least-once delivery. The entry is keyed by
+//! the event id, which is the same on every retry and re-delivery, so a
+//! second delivery overwrites its own entry instead of adding another.
+//!
+//! Works on any trigger; for example, audit every order:
+//! `picloud-host trigger add-kv shop --script audit-log --collection orders --as alice`.
+//! (Registered on `*` it would also audit its own writes to `audit`, one
 //! level deeper each time, until the host's depth limit stops it.)
 
 use picloud_sdk::{Event, Result, handler, kv, log};
@@ -12,7 +14,10 @@ use serde_json::{Value, json};
 
 #[handler]
 fn audit(event: Event) -> Result<()> {
-    let payload: Value = event.json().unwrap_or(Value::Null);
+    // The payload is JSON; keep it as text if it somehow is not.
+    let payload: Value = event
+        .json()
+        .unwrap_or_else(|_| Value::String(event.payload().to_owned()));
     kv::set(
         "audit",
         event.id(),
@@ -24,11 +29,12 @@ fn audit(event: Event) -> Result<()> {
             "attempt": event.attempt(),
         }),
     )?;
-    log::info(&format!(
-        "audited {}/{} event {}",
+    log::info!(
+        "audited {}/{} event {} (attempt {})",
         event.source(),
         event.op(),
-        event.id()
-    ));
+        event.id(),
+        event.attempt()
+    );
     Ok(())
 }

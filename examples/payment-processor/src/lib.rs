@@ -1,13 +1,17 @@
 //! Charges payments written to `payments/<key>` and writes `receipts/<key>`.
 //!
-//! It fails on some inputs, to show retries and dead letters: a card starting
-//! with `decline` fails with `payment declined: ...`, and an amount that is
-//! not positive fails with `invalid payment: ...`. After the host's retries
-//! those events become dead letters (see the `dead-letter-triage` example).
-//! Register it with
-//! `picloud-host trigger add-kv shop --script payment-processor --collection payments --ops set --as alice`.
+//! Shows: a handler that fails on some inputs, and what the host does about
+//! it (retries with backoff, then a dead letter; see `dead-letter-triage`).
+//! A card starting with `decline` fails with `payment declined: ...`; an
+//! amount that is not positive fails with `invalid payment: amount must be
+//! positive`.
+//!
+//! Register it for writes only:
+//! `picloud-host trigger add-kv shop --script payment-processor --collection payments --ops set --as alice`
+//!
+//! A payment looks like `{"amount_cents":1250,"card":"4242"}`.
 
-use picloud_sdk::{Event, Result, bail, handler, kv};
+use picloud_sdk::{Event, Result, bail, handler, kv, log};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,10 +42,19 @@ fn charge(event: Event) -> Result<()> {
             payment.amount_cents
         );
     }
+    if payment.card.starts_with("expired") {
+        bail!("card expired: {} cannot be charged", payment.card);
+    }
+    // Keyed by the payment, so a re-delivered event writes the same receipt.
     kv::set(
         "receipts",
         &change.key,
         &json!({"amount_cents": payment.amount_cents, "event": event.id()}),
     )?;
+    log::info!(
+        "charged {} cents for payment {}",
+        payment.amount_cents,
+        change.key
+    );
     Ok(())
 }

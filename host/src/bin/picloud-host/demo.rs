@@ -142,7 +142,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     say(
         &mut step,
-        "Writing 3 orders and 4 payments; each write enqueues its event in the same transaction:",
+        "Writing 3 orders and 5 payments; each write enqueues its event in the same transaction:",
     );
     let orders = [
         (
@@ -182,7 +182,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         (
             "p-4",
             json!({"amount_cents": 5, "card": "decline-0004", "poison": true}),
-            "is poison: its dead-letter handler gives up (the recursion stop)",
+            "is poison: the triage script gives up on it at once (handler_failed)",
+        ),
+        (
+            "p-5",
+            json!({"amount_cents": 700, "card": "expired-0005"}),
+            "has an expired card: triage has no rule and fails; the host's recursion stop resolves it handler_failed",
         ),
     ];
     for (key, p, fate) in &payments {
