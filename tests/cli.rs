@@ -3,54 +3,14 @@
 //! and an unchanged database, and the demo checked against its database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use picloud_host::model::{DeadLetterFilter, Resolution};
-use picloud_tests::db::{Pool, TestDb, host_bin};
+use picloud_tests::cli::{ok, run, run_with, table_counts};
+use picloud_tests::db::TestDb;
 use picloud_tests::guests;
 use serde_json::{Value, json};
-
-/// One run of the binary.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(host_bin());
-    cmd.arg("--database-url").arg(url).args(args);
-    // Keep compiled scripts out of the user's cache and make every run alike.
-    cmd.env(
-        "PICLOUD_CACHE_DIR",
-        std::env::temp_dir().join("picloud-cli-test-cache"),
-    );
-    cmd.env_remove("PICLOUD_DATABASE_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("running picloud-host");
-    Run {
-        ok: status.success(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
-fn run(url: &str, args: &[&str]) -> Run {
-    run_with(url, args, &[])
-}
-
-fn ok(url: &str, args: &[&str]) -> String {
-    let r = run(url, args);
-    assert!(r.ok, "picloud-host {args:?} failed: {}", r.stderr);
-    r.stdout
-}
 
 /// The README's tutorial blocks: the code after `<!-- tutorial: NAME -->`.
 fn readme_block(name: &str) -> String {
@@ -194,32 +154,6 @@ async fn readme_tutorial_end_to_end(db: &TestDb) {
         r.stderr
     );
     assert_eq!(db.store.count_events(None).await.unwrap(), 0);
-}
-
-/// Row counts of every table: what "changes nothing" is checked against.
-async fn table_counts(db: &TestDb) -> Vec<(String, i64)> {
-    let tables = [
-        "apps",
-        "app_members",
-        "scripts",
-        "kv_entries",
-        "triggers",
-        "kv_trigger_details",
-        "dead_letter_trigger_details",
-        "outbox",
-        "dead_letters",
-        "abandoned_executions",
-    ];
-    let mut out = Vec::new();
-    for t in tables {
-        let sql = format!("select count(*) from {t}");
-        let n: i64 = match &db.pool {
-            Pool::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-        };
-        out.push((t.to_owned(), n));
-    }
-    out
 }
 
 async fn bad_inputs_are_refused_and_change_nothing(db: &TestDb) {

@@ -730,6 +730,7 @@ async fn fan_out_replaces_the_raw_row(db: &TestDb) {
     let row = claim_all(db, "w").await.pop().unwrap();
     let (t1, t2) = (TriggerId::new(), TriggerId::new());
     let inv = |t: TriggerId, attempts: i32| NewEvent {
+        event_id: Some(row.event_id),
         trigger_id: Some(t),
         script_id: Some(ScriptId::new()),
         attempt_count: attempts,
@@ -743,12 +744,18 @@ async fn fan_out_replaces_the_raw_row(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(ids.len(), 2);
+    assert_eq!(row.event_id, raw_id, "a fresh row's event id is its own id");
     assert!(
         s(db).get_event(raw_id).await.unwrap().is_none(),
         "the raw row is gone"
     );
     let one = s(db).get_event(ids[0]).await.unwrap().unwrap();
     let two = s(db).get_event(ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (one.event_id, two.event_id),
+        (raw_id, raw_id),
+        "every invocation row carries the raw event's id (stable across retries)"
+    );
     assert_eq!(
         (one.trigger_id, one.attempt_count, one.depth),
         (Some(t1), 0, 2)

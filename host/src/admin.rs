@@ -158,6 +158,7 @@ impl Admin {
         json: &str,
         principal: &str,
     ) -> Result<KvEntry> {
+        store::validate_kv_value_len(json.len())?;
         let value = parse_json("value", json)?;
         store::validate_kv_names(collection, key)?;
         require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;

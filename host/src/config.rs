@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-/// A malformed configuration value.
+/// A malformed configuration value. The message is one line: control
+/// characters in the value are shown escaped (`\n`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var}='{value}': {expected}")]
+#[error("invalid {var}='{}': {expected}", .value.escape_debug())]
 pub struct ConfigError {
     /// The variable.
     pub var: &'static str,
@@ -42,7 +43,7 @@ impl<F: Fn(&str) -> Option<String>> Source for F {
 }
 
 /// Read an integer in `[min, max]`, or the default when the variable is unset.
-fn int(
+pub(crate) fn int(
     src: &dyn Source,
     var: &'static str,
     default: u64,
@@ -289,6 +290,13 @@ mod tests {
         assert!(
             TriggerConfig::from_source(&src(&[("PICLOUD_DEAD_LETTER_RETENTION_DAYS", "")]))
                 .is_err()
+        );
+        let e = SandboxCeiling::from_source(&src(&[("PICLOUD_SANDBOX_LOG_BYTES", "1\n2")]))
+            .unwrap_err();
+        assert_eq!(e.value, "1\n2");
+        assert_eq!(
+            e.to_string(),
+            "invalid PICLOUD_SANDBOX_LOG_BYTES='1\\n2': expected a whole number from 1 to 1073741824"
         );
     }
 

@@ -420,6 +420,9 @@ pub mod source {
 /// An event to write to the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
+    /// The logical event this row carries, when it continues one (a fanned-out
+    /// invocation); `None` makes the new row's own id the event id.
+    pub event_id: Option<EventId>,
     /// The app the event belongs to.
     pub app_id: AppId,
     /// One of [`source`].
@@ -454,6 +457,7 @@ impl NewEvent {
     /// A raw event from outside (depth 0), to be matched against triggers.
     pub fn raw(app_id: AppId, source: &str, op: &str, payload: Value) -> Self {
         NewEvent {
+            event_id: None,
             app_id,
             source: source.to_owned(),
             op: op.to_owned(),
@@ -481,8 +485,11 @@ impl NewEvent {
 /// A row of the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OutboxEvent {
-    /// Stable event id.
+    /// The row's own id.
     pub id: EventId,
+    /// The logical event id scripts see: the same on every retry of the
+    /// event, also when a raw event was fanned out to several triggers.
+    pub event_id: EventId,
     /// Its app.
     pub app_id: AppId,
     /// Its source.

@@ -67,6 +67,15 @@ impl HostOptions {
             gc_interval: Duration::from_secs(3600),
         }
     }
+
+    /// Defaults for a sandbox ceiling, with the dispatch lease from the
+    /// process environment (`PICLOUD_DISPATCH_LEASE_MS`).
+    pub fn from_env(ceiling: &SandboxCeiling) -> Result<Self, crate::config::ConfigError> {
+        Ok(HostOptions {
+            dispatch: DispatchOptions::from_env(ceiling.timeout)?,
+            ..Self::new(ceiling)
+        })
+    }
 }
 
 /// `$PICLOUD_CACHE_DIR`, else `$XDG_CACHE_HOME/picloud`, else `~/.cache/picloud`.
@@ -173,7 +182,7 @@ impl TriggerHost {
     pub fn from_env(store: Arc<dyn Store>) -> anyhow::Result<Self> {
         let ceiling = SandboxCeiling::from_env()?;
         let config = TriggerConfig::from_env()?;
-        let options = HostOptions::new(&ceiling);
+        let options = HostOptions::from_env(&ceiling)?;
         let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
         Ok(Self::new(store, authorizer, config, ceiling, options)?)
     }

@@ -5,6 +5,10 @@
 //! Rule: every test gets its own database; nothing is shared between tests
 //! but the running PostgreSQL server, and a missing server fails loudly.
 
+pub mod cli;
+pub mod cluster;
 pub mod db;
 pub mod guests;
 pub mod host;
+pub mod procs;
+pub mod workload;

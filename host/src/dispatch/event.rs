@@ -221,7 +221,7 @@ async fn run(
         }));
     };
     let input = Invocation {
-        event_id: ev.id,
+        event_id: ev.event_id,
         app_id: ev.app_id,
         source: ev.source.clone(),
         op: ev.op.clone(),
@@ -448,6 +448,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             exhausted_idx.push(invocations.len());
         }
         invocations.push(NewEvent {
+            event_id: Some(ev.event_id),
             app_id: ev.app_id,
             source: ev.source.clone(),
             op: ev.op.clone(),
@@ -479,6 +480,7 @@ pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
     let now = Timestamp::now();
     let ev = OutboxEvent {
         id,
+        event_id: row.event_id.unwrap_or(id),
         app_id: row.app_id,
         source: row.source.clone(),
         op: row.op.clone(),

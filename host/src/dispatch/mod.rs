@@ -10,14 +10,14 @@
 //! and a row whose outcome was lost runs again when its lease expires.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::TriggerConfig;
+use crate::config::{self, ConfigError, TriggerConfig};
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::model::{EventId, Timestamp};
@@ -38,6 +38,7 @@ pub struct DispatchOptions {
     /// How often to look for due rows without a signal.
     pub poll_interval: Duration,
     /// How long a claim holds a row; longer than the sandbox timeout.
+    /// `PICLOUD_DISPATCH_LEASE_MS` [sandbox timeout * 3 + 10 s].
     pub lease: Duration,
     /// When set, each event's insert-to-start latency is recorded here
     /// (the benchmark's probe; off in production).
@@ -77,6 +78,29 @@ impl DispatchOptions {
             lease: timeout * 3 + Duration::from_secs(10),
             start_latencies: None,
         }
+    }
+}
+
+/// The variable that sets [`DispatchOptions::lease`].
+pub const LEASE_VAR: &str = "PICLOUD_DISPATCH_LEASE_MS";
+
+impl DispatchOptions {
+    /// [`DispatchOptions::for_timeout`] with the lease from the process
+    /// environment (`PICLOUD_DISPATCH_LEASE_MS`).
+    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
+        Self::from_source(&config::Env, timeout)
+    }
+
+    /// [`DispatchOptions::for_timeout`] with the lease from any source. The
+    /// lease must be longer than the sandbox `timeout`: a row whose lease ran
+    /// out while its script still runs would be claimed and run again.
+    pub fn from_source(src: &dyn config::Source, timeout: Duration) -> Result<Self, ConfigError> {
+        let mut options = Self::for_timeout(timeout);
+        let min = timeout.as_millis() as u64 + 1;
+        let default = options.lease.as_millis() as u64;
+        let max = 7 * 24 * 60 * 60 * 1000;
+        options.lease = Duration::from_millis(config::int(src, LEASE_VAR, default, min, max)?);
+        Ok(options)
     }
 }
 
@@ -123,6 +147,11 @@ pub struct Dispatcher {
     options: DispatchOptions,
 }
 
+/// Commit finished rows once this many outcomes have gathered...
+const FLUSH_AT: usize = 128;
+/// ...or once the oldest has waited this long.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
+
 /// How long to wait before trying again after the database failed.
 const DB_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -141,6 +170,8 @@ impl Dispatcher {
         let mut pending: Vec<Action> = Vec::new();
         let mut subscription = self.subscribe().await;
         let mut db_failed = false;
+        let low_water = (s.runtime.ceiling().max_instances / 2).max(1);
+        let mut last_flush = Instant::now();
 
         loop {
             while let Some(done) = tasks.try_join_next() {
@@ -149,15 +180,26 @@ impl Dispatcher {
                     Vec::new()
                 }));
             }
-            if !pending.is_empty() && self.apply(&mut pending).await.is_err() {
-                db_failed = true;
+            // Commit outcomes in batches: when enough have gathered, when
+            // nothing else is running, or when the oldest has waited long enough.
+            let flush_due = pending.len() >= FLUSH_AT
+                || tasks.is_empty()
+                || cancel.is_cancelled()
+                || last_flush.elapsed() >= FLUSH_EVERY;
+            if !pending.is_empty() && flush_due {
+                last_flush = Instant::now();
+                if self.apply(&mut pending).await.is_err() {
+                    db_failed = true;
+                }
             }
 
             let mut claimed_full = false;
             let mut claimed_any = false;
             if !cancel.is_cancelled() && !db_failed {
                 let free = slots.available_permits() as u32;
-                if free > 0 {
+                // Claim in batches too: wait for half the slots to free up
+                // unless nothing is running (an idle dispatcher starts at once).
+                if free > 0 && (free >= low_water || tasks.is_empty()) {
                     let limit = free.min(self.options.batch_size);
                     match self.claim(limit).await {
                         Ok(rows) => {
@@ -209,6 +251,7 @@ impl Dispatcher {
             db_failed = false;
             tokio::select! {
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => {}
+                _ = tokio::time::sleep_until((last_flush + FLUSH_EVERY).into()), if !pending.is_empty() => {}
                 Some(done) = tasks.join_next() => {
                     pending.extend(done.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
@@ -418,5 +461,39 @@ async fn next_signal(sub: &mut Option<Box<dyn Subscription>>) -> store::Result<S
     match sub {
         Some(sub) => sub.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(var, _)| *var == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn lease_defaults_to_three_timeouts_and_ten_seconds() {
+        let o = DispatchOptions::from_source(&src(&[]), Duration::from_millis(500)).unwrap();
+        assert_eq!(o.lease, Duration::from_millis(11_500));
+    }
+
+    #[test]
+    fn lease_is_read_and_must_outlast_the_sandbox_timeout() {
+        let t = Duration::from_millis(500);
+        let o = DispatchOptions::from_source(&src(&[(LEASE_VAR, "2000")]), t).unwrap();
+        assert_eq!(o.lease, Duration::from_millis(2000));
+        let e = DispatchOptions::from_source(&src(&[(LEASE_VAR, "500")]), t).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid PICLOUD_DISPATCH_LEASE_MS='500': expected a whole number from 501 to 604800000"
+        );
+        let e = DispatchOptions::from_source(&src(&[(LEASE_VAR, "2s")]), t).unwrap_err();
+        assert_eq!((e.var, e.value.as_str()), (LEASE_VAR, "2s"));
     }
 }

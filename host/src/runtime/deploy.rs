@@ -39,11 +39,26 @@ pub enum DeployError {
         "component imports {0}, which the host does not provide: a trigger script may import only picloud:trigger/kv, dead-letters, log and WASI 0.2"
     )]
     UnknownImport(String),
+    /// It imports an interface the host provides, but with other types.
+    #[error(
+        "component imports {what} with types the host does not match ({detail}): build it against this host's picloud-sdk"
+    )]
+    ImportMismatch {
+        /// The import.
+        what: String,
+        /// How its types differ.
+        detail: String,
+    },
     /// It lacks the handler.
     #[error(
         "component does not export `handle`: it does not implement the picloud:trigger/trigger world (put #[picloud_sdk::handler] on your handler)"
     )]
     MissingExport,
+    /// It exports `handle`, but not with the trigger world's type.
+    #[error(
+        "component exports `handle` with the wrong type ({0}): it does not implement the picloud:trigger/trigger world (build it against picloud-sdk's #[picloud_sdk::handler])"
+    )]
+    WrongExport(String),
     /// A bad script name.
     #[error("invalid script name '{0}': use 1 to 128 letters, digits, '-', '_' or '.'")]
     BadName(String),
@@ -107,16 +122,11 @@ impl Runtime {
     }
 
     fn check_links(&self, component: &Component) -> Result<(), DeployError> {
-        let pre = self.linker().instantiate_pre(component).map_err(|e| {
-            let msg = e.to_string();
-            // wasmtime: "component imports instance `x`, but a matching ..."
-            let what = msg
-                .strip_prefix("component imports ")
-                .and_then(|rest| rest.split(", but").next())
-                .unwrap_or(&msg);
-            DeployError::UnknownImport(what.to_owned())
-        })?;
-        super::host::TriggerPre::new(pre).map_err(|_| DeployError::MissingExport)?;
+        let pre = self
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| import_error(&e))?;
+        super::host::TriggerPre::new(pre).map_err(|e| export_error(&e))?;
         Ok(())
     }
 
@@ -137,6 +147,41 @@ impl Runtime {
             tracing::warn!(error = %e, "deployed script could not be cached");
         }
         Ok(script)
+    }
+}
+
+/// An import the host does not provide at all, or provides with other types
+/// (a script built against another version of the interface).
+fn import_error(e: &wasmtime::Error) -> DeployError {
+    // wasmtime: "component imports instance `x`, but a matching
+    // implementation was not found in the linker: <why>"
+    let text = format!("{e:#}").replace('\n', " ");
+    let what = text
+        .strip_prefix("component imports ")
+        .and_then(|rest| rest.split(", but").next())
+        .unwrap_or(&text)
+        .to_owned();
+    let why = text
+        .split_once("not found in the linker: ")
+        .map(|(_, why)| why)
+        .unwrap_or("");
+    if why.contains("type mismatch") {
+        DeployError::ImportMismatch {
+            what,
+            detail: why.to_owned(),
+        }
+    } else {
+        DeployError::UnknownImport(what)
+    }
+}
+
+/// A missing `handle`, or one whose type is not the trigger world's.
+fn export_error(e: &wasmtime::Error) -> DeployError {
+    let text = first_line(e);
+    if text.starts_with("no export") {
+        DeployError::MissingExport
+    } else {
+        DeployError::WrongExport(text)
     }
 }
 

@@ -15,6 +15,9 @@ use crate::config::SandboxCeiling;
 /// How often the epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Bytes of each memory and table slot reset with memset and kept resident.
+const KEEP_RESIDENT: usize = 64 * 1024;
+
 /// Guest stack limit: deep recursion traps with a stack overflow well before
 /// the host's own stack is at risk.
 pub const MAX_WASM_STACK: usize = 512 * 1024;
@@ -31,7 +34,13 @@ pub fn build(ceiling: &SandboxCeiling) -> wasmtime::Result<Engine> {
         .total_tables(instances.saturating_mul(8))
         .total_stacks(instances)
         .max_memories_per_component(2)
-        .max_memory_size(ceiling.memory_bytes as usize);
+        .max_memory_size(ceiling.memory_bytes as usize)
+        // Reset small dirty regions with memset instead of madvise, so a
+        // reused slot does not page-fault its first pages back in; and on
+        // kernels that have PAGEMAP_SCAN, reset only the pages a guest dirtied.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut config = Config::new();
     config

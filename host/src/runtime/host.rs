@@ -178,13 +178,7 @@ impl wit_kv::Host for State {
         Ok(async move {
             this.check(Capability::KvWrite(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
-            if value.len() > store::MAX_KV_VALUE_BYTES {
-                return Err(HostError::InvalidArgument(format!(
-                    "value of {} bytes is over the limit of {} bytes",
-                    value.len(),
-                    store::MAX_KV_VALUE_BYTES
-                )));
-            }
+            store::validate_kv_value_len(value.len()).map_err(guest_error)?;
             let value: Value = serde_json::from_str(&value)
                 .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
             let entry = this

@@ -133,13 +133,15 @@ impl LogBuffer {
         }
     }
 
-    /// Append a line, or refuse it if the budget would be exceeded.
+    /// Append a line, or refuse it if the budget would be exceeded. A line
+    /// costs its bytes plus one for its line break, so a flood of empty
+    /// lines runs out of budget too.
     pub fn push(&self, level: LogLevel, message: &str) -> Result<(), LimitExceeded> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let cost = message.len() as u64;
+        let cost = message.len() as u64 + 1;
         if inner.used + cost > inner.limit {
             // Keep what fits, so the log shows where the flood began.
-            let room = (inner.limit - inner.used) as usize;
+            let room = (inner.limit - inner.used).saturating_sub(1) as usize;
             let cut = floor_char_boundary(message, room);
             if cut > 0 {
                 inner.lines.push(LogLine {
@@ -158,7 +160,7 @@ impl LogBuffer {
         Ok(())
     }
 
-    /// Bytes used so far.
+    /// Budget used so far: bytes, plus one per line.
     pub fn used(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).used
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store as WasmStore, Trap};
+use wasmtime::{Engine, Store as WasmStore, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::auth::Authorizer;
@@ -281,8 +281,22 @@ impl Runtime {
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::deadline_ticks(self.ceiling.timeout));
-        store.epoch_deadline_trap();
+        // Guest code yields to the executor on every epoch tick, so a guest
+        // that spins cannot hold a worker thread for its whole deadline and
+        // starve the invocations beside it (whose deadlines keep running);
+        // once its own deadline has passed, the next tick traps it.
+        let deadline = Instant::now() + self.ceiling.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
 
         let event = host::picloud::trigger::types::Event {
             id: input.event_id.to_string(),
@@ -345,12 +359,22 @@ impl Runtime {
                     .iter()
                     .rev()
                     .find(|l| l.level == LogLevel::Stderr && l.message.contains("panicked"))
-                    .map(|l| format!(" ({})", l.message.trim()));
+                    .map(|l| format!(" ({})", one_line(&l.message)));
                 InvokeError::Trap(truncate(format!("{trap}{}", panic.unwrap_or_default())))
             }
             None => InvokeError::Trap(truncate(format!("{error:#}"))),
         }
     }
+}
+
+/// `text` on one line: a guest's panic message spans two (`panicked at
+/// file:line:col:` then the message), but `last_error` is one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn truncate(mut s: String) -> String {

@@ -183,7 +183,9 @@ pub trait OutboxRepo: Send + Sync {
     async fn complete(&self, ids: &[EventId]) -> Result<u64>;
     /// Record failed attempts and release their leases until `due_at`.
     async fn reschedule(&self, retries: &[Retry]) -> Result<()>;
-    /// Replace a raw event by per-trigger invocation rows, atomically.
+    /// Replace a raw event by per-trigger invocation rows, atomically. Each
+    /// row gets its own id; the rows carry the raw event's id as their
+    /// `event_id` (set by the caller), which is what scripts see.
     async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>>;
     /// Give leases back without recording an attempt (graceful shutdown).
     async fn release(&self, ids: &[EventId]) -> Result<()>;
@@ -299,6 +301,16 @@ pub fn validate_trigger(trigger: &NewTrigger) -> std::result::Result<(), Pattern
 pub const MAX_KV_NAME_BYTES: usize = 512;
 /// Largest accepted KV value, in bytes of JSON text.
 pub const MAX_KV_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Check the size of a KV value's JSON text (`len` bytes).
+pub fn validate_kv_value_len(len: usize) -> Result<()> {
+    if len > MAX_KV_VALUE_BYTES {
+        return Err(Error::Invalid(format!(
+            "value of {len} bytes is over the limit of {MAX_KV_VALUE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// Check a KV collection and key before they reach the database.
 pub fn validate_kv_names(collection: &str, key: &str) -> Result<()> {

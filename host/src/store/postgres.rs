@@ -45,6 +45,9 @@ pub const REPLY_CHANNEL: &str = "picloud_reply";
 /// the embedder share them.
 const MAX_CONNECTIONS: u32 = 16;
 
+/// How long opening the store waits for the server to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A store on PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -58,14 +61,16 @@ impl PgStore {
         let options: PgConnectOptions = url.url.parse().map_err(|e| rows::unreachable(url, e))?;
         // One direct connection first: the pool would retry until its
         // timeout and report only that, hiding "connection refused".
-        let probe = options
-            .connect()
+        // Bounded: a server that accepts connections but never answers
+        // (frozen, overloaded) must not hang the caller.
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
             .await
+            .map_err(|_| rows::unreachable(url, format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| rows::unreachable(url, e))?;
         probe.close().await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| rows::unreachable(url, e))?;
@@ -93,14 +98,24 @@ pub async fn enqueue_in(conn: &mut PgConnection, event: &NewEvent) -> Result<Eve
 /// in multi-row inserts. The ids come back in the order of `events`.
 pub async fn enqueue_many_in(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<EventId>> {
     let ids: Vec<EventId> = events.iter().map(|_| EventId::new()).collect();
+    insert_events(conn, events, ids).await
+}
+
+/// Insert `events` under the given `ids` (one per event).
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    ids: Vec<EventId>,
+) -> Result<Vec<EventId>> {
     for (chunk, chunk_ids) in events.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
         let mut b = QueryBuilder::<Postgres>::new(
-            "insert into outbox (id, app_id, source, op, trigger_id, script_id, principal, \
+            "insert into outbox (id, event_id, app_id, source, op, trigger_id, script_id, principal, \
              payload, depth, attempt_count, first_attempt_at, last_attempt_at, last_error, \
              due_at, reply_to) ",
         );
         b.push_values(chunk.iter().zip(chunk_ids), |mut row, (e, id)| {
             row.push_bind(*id)
+                .push_bind(e.event_id.unwrap_or(*id))
                 .push_bind(e.app_id)
                 .push_bind(e.source.clone())
                 .push_bind(e.op.clone())
@@ -137,6 +152,8 @@ pub async fn kv_set_in(
     depth: i32,
 ) -> Result<KvEntry> {
     super::validate_kv_names(collection, key)?;
+    // Embedders call this directly: the limit holds here too.
+    super::validate_kv_value_len(value.to_string().len())?;
     let row: KvRow = sqlx::query_as(
         r#"insert into kv_entries (app_id, collection, key, value, version, updated_at)
            values ($1, $2, $3, $4, 1, now())
@@ -690,7 +707,12 @@ impl OutboxRepo for PgStore {
             .bind(raw)
             .execute(&mut *tx)
             .await?;
-        let ids = enqueue_many_in(&mut tx, invocations).await?;
+        let ids = insert_events(
+            &mut tx,
+            invocations,
+            invocations.iter().map(|_| EventId::new()).collect(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(ids)
     }

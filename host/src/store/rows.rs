@@ -24,7 +24,8 @@ pub(crate) const CHUNK: usize = 500;
 /// The columns of [`crate::model::OutboxEvent`], in `select` order.
 macro_rules! outbox_columns {
     () => {
-        "id, app_id, source, op, trigger_id, script_id, principal, payload, depth, \
+        "id, coalesce(event_id, id) as event_id, app_id, source, op, trigger_id, script_id, \
+         principal, payload, depth, \
          attempt_count, first_attempt_at, last_attempt_at, last_error, due_at, locked_until, \
          locked_by, reply_to, created_at"
     };

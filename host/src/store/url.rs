@@ -45,18 +45,17 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+    // The password ends at the last '@': splitting there (not at the first
+    // '/' or '?') also hides passwords that contain those characters
+    // unencoded. An '@' later in the URL only makes us hide more.
+    let Some((userinfo, host_and_tail)) = rest.rsplit_once('@') else {
         return redact_query(url);
     };
     let user = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{user}:***"),
         None => userinfo.to_owned(),
     };
-    redact_query(&format!("{scheme}://{user}@{host}{tail}"))
+    redact_query(&format!("{scheme}://{user}@{host_and_tail}"))
 }
 
 fn redact_query(url: &str) -> String {
@@ -90,6 +89,8 @@ mod tests {
         );
         assert_eq!(redact("sqlite://picloud.db"), "sqlite://picloud.db");
         assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:pa?ss@h/db"), "postgres://u:***@h/db");
     }
 
     #[test]

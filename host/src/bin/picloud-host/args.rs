@@ -222,7 +222,7 @@ pub enum KvCmd {
         collection: String,
         /// Key.
         key: String,
-        /// JSON value.
+        /// JSON value (`-`: read it from standard input).
         json: String,
         /// Act as this principal (needs write access).
         #[arg(long = "as")]

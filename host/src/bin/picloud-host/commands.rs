@@ -309,6 +309,15 @@ pub async fn kv(ctx: &Ctx, cmd: KvCmd) -> Result<()> {
             principal,
         } => {
             let app = ctx.app(&app).await?;
+            // A value too large for one command-line argument comes on stdin.
+            let json = if json == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("cannot read the value from standard input")?;
+                text
+            } else {
+                json
+            };
             let e = ctx
                 .admin()
                 .kv_set(app.id, &collection, &key, &json, &principal)

@@ -83,6 +83,23 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(cmd) => bench::run(&url, cmd).await?,
+        Command::Invoke(args) => {
+            // The caller's timeout bounds the whole command: a database that
+            // accepts connections but never answers must not hold it longer.
+            let ms = args.timeout_ms;
+            let call = async {
+                let store = open(&url).await?;
+                let ctx = commands::Ctx::new(store.clone());
+                commands::invoke(&ctx, host(&store)?, args).await
+            };
+            match tokio::time::timeout(std::time::Duration::from_millis(ms), call).await {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!(
+                    "no reply within {ms} ms: the database {} did not answer in time",
+                    store::redact(&url)
+                ),
+            }
+        }
         command => {
             let store = open(&url).await?;
             let ctx = commands::Ctx::new(store.clone());
@@ -92,7 +109,6 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Script(cmd) => commands::script(&ctx, async || host(&store), cmd).await?,
                 Command::Trigger(cmd) => commands::trigger(&ctx, cmd).await?,
                 Command::Kv(cmd) => commands::kv(&ctx, cmd).await?,
-                Command::Invoke(args) => commands::invoke(&ctx, host(&store)?, args).await?,
                 Command::DeadLetters(cmd) => commands::dead_letters(&ctx, cmd).await?,
                 Command::Dispatch { until_idle } => {
                     let host = host(&store)?;
@@ -123,7 +139,7 @@ async fn run(cli: Cli) -> Result<()> {
                         report.dead_letters, report.abandoned, report.stale_replies
                     );
                 }
-                Command::Migrate | Command::Demo(_) | Command::Bench(_) => {
+                Command::Migrate | Command::Demo(_) | Command::Bench(_) | Command::Invoke(_) => {
                     unreachable!("handled above")
                 }
             }
