@@ -37,10 +37,13 @@ async fn wait_for(db: &TestDb, sql: &str, at_least: i64, procs: &mut [&mut HostP
         for p in procs.iter_mut() {
             p.assert_running();
         }
-        assert!(
-            Instant::now() < deadline,
-            "{sql} stayed at {n} < {at_least} for {PHASE_LIMIT:?}"
-        );
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = procs.iter().map(|p| p.stderr()).collect();
+            panic!(
+                "{sql} stayed at {n} < {at_least} for {PHASE_LIMIT:?}; dispatcher stderr:\n{}",
+                logs.join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
 }

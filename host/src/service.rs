@@ -325,7 +325,13 @@ impl TriggerHost {
             ..NewEvent::raw(app, source::HTTP, "invoke", payload)
         };
         let wait = async {
-            s.store.enqueue(&event).await?;
+            // On its own task: the caller's timeout may drop this future, and
+            // an insert dropped mid-transaction could leave its connection
+            // holding the write lock (see runtime::host::to_completion).
+            let store = s.store.clone();
+            tokio::spawn(async move { store.enqueue(&event).await })
+                .await
+                .map_err(|e| store::Error::Invalid(format!("enqueue task failed: {e}")))??;
             loop {
                 tokio::select! {
                     reply = &mut rx => return Ok(reply.ok()),

@@ -195,7 +195,10 @@ impl Dispatcher {
 
             let mut claimed_full = false;
             let mut claimed_any = false;
-            if !cancel.is_cancelled() && !db_failed {
+            // Claim even when committing failed: one outcome that cannot be
+            // committed must not stop the others (it is retried each round).
+            // A database that is down fails the claim too, and the loop backs off.
+            if !cancel.is_cancelled() {
                 let free = slots.available_permits() as u32;
                 // Claim in batches too: wait for half the slots to free up
                 // unless nothing is running (an idle dispatcher starts at once).

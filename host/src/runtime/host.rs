@@ -127,6 +127,30 @@ impl Call {
     }
 }
 
+/// Run a store write on its own task, so it always runs to completion.
+///
+/// A guest's invocation can be dropped mid-call (its deadline passed). A
+/// write future dropped while it waits for its transaction to begin would
+/// leave that transaction open on a pooled connection, holding SQLite's write
+/// lock for good; on its own task the write commits or fails, whatever
+/// happens to the guest.
+async fn to_completion<T, F, Fut>(store: Arc<dyn Store>, write: F) -> Result<T, HostError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = store::Result<T>> + Send + 'static,
+{
+    match tokio::spawn(write(store)).await {
+        Ok(result) => result.map_err(guest_error),
+        Err(e) => {
+            tracing::error!(error = %e, "a store write task failed");
+            Err(HostError::Unavailable(
+                "storage is unavailable, try again".into(),
+            ))
+        }
+    }
+}
+
 /// Translate a store error into what a guest may see: no raw database text.
 fn guest_error(e: store::Error) -> HostError {
     match e {
@@ -181,17 +205,11 @@ impl wit_kv::Host for State {
             store::validate_kv_value_len(value.len()).map_err(guest_error)?;
             let value: Value = serde_json::from_str(&value)
                 .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
-            let entry = this
-                .store()
-                .kv_set(
-                    this.call.app_id,
-                    &collection,
-                    &key,
-                    &value,
-                    this.call.depth + 1,
-                )
-                .await
-                .map_err(guest_error)?;
+            let (app, depth) = (this.call.app_id, this.call.depth + 1);
+            let entry = to_completion(this.services.store.clone(), move |store| async move {
+                store.kv_set(app, &collection, &key, &value, depth).await
+            })
+            .await?;
             Ok(entry.version as u64)
         }
         .await)
@@ -206,10 +224,11 @@ impl wit_kv::Host for State {
         Ok(async move {
             this.check(Capability::KvWrite(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
-            this.store()
-                .kv_delete(this.call.app_id, &collection, &key, this.call.depth + 1)
-                .await
-                .map_err(guest_error)
+            let (app, depth) = (this.call.app_id, this.call.depth + 1);
+            to_completion(this.services.store.clone(), move |store| async move {
+                store.kv_delete(app, &collection, &key, depth).await
+            })
+            .await
         }
         .await)
     }
@@ -323,10 +342,11 @@ impl wit_dl::Host for State {
             let Some(dl) = this.own_dead_letter(&id).await? else {
                 return Err(HostError::NotFound(format!("dead letter '{id}'")));
             };
-            this.store()
-                .resolve(dl.id, from_wit_resolution(resolution))
-                .await
-                .map_err(guest_error)?;
+            let resolution = from_wit_resolution(resolution);
+            to_completion(this.services.store.clone(), move |store| async move {
+                store.resolve(dl.id, resolution).await
+            })
+            .await?;
             Ok(())
         }
         .await)
