@@ -59,10 +59,14 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
             idle_samples,
         } => {
             let code = wasm(path)?;
-            let (store, _dir) = scratch_store(url).await?;
+            let (store, dir) = scratch_store(url).await?;
             let backend = store.backend();
             let r = bench::dispatch(store, &code, events, idle_samples).await?;
-            println!("dispatch on {backend:?} ({}):", store::redact(url));
+            let place = match &dir {
+                Some(d) => format!("a temporary file in {}", d.0.display()),
+                None => store::redact(url),
+            };
+            println!("dispatch on {backend:?} ({place}):");
             println!("  events               {}", r.events);
             println!(
                 "  fill                 {:.2} s ({:.0} inserts/s)",
