@@ -14,9 +14,8 @@ use serde_json::Value;
 use crate::auth::{Authorizer, Capability};
 use crate::model::{
     AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
-    Trigger, TriggerSpec,
+    ScriptId, Trigger, TriggerSpec,
 };
-use crate::pattern;
 use crate::store::{self, Store};
 
 /// Why an operation was refused or failed.
@@ -95,27 +94,19 @@ impl Admin {
         principal: &str,
         name: Option<&str>,
     ) -> Result<Trigger> {
-        pattern::validate(collection).map_err(store::Error::from)?;
-        require(
-            &*self.authorizer,
-            principal,
-            Capability::AppManageTriggers(app),
-        )
-        .await?;
-        let script = self.store.find_script(app, script).await?;
-        let trigger = NewTrigger {
-            app_id: app,
-            script_id: script.id,
-            name: name
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}-on-{collection}", script.name)),
-            registered_by_principal: principal.to_owned(),
-            spec: TriggerSpec::Kv {
-                collection: collection.to_owned(),
-                ops,
-            },
+        let spec = TriggerSpec::Kv {
+            collection: collection.to_owned(),
+            ops,
         };
-        Ok(self.store.create_trigger(&trigger).await?)
+        self.add_trigger(
+            app,
+            script,
+            spec,
+            principal,
+            name,
+            &format!("on-{collection}"),
+        )
+        .await
     }
 
     /// Register a dead_letter trigger as `principal` (needs AppManageTriggers).
@@ -127,7 +118,35 @@ impl Admin {
         principal: &str,
         name: Option<&str>,
     ) -> Result<Trigger> {
-        pattern::validate(source).map_err(store::Error::from)?;
+        let spec = TriggerSpec::DeadLetter {
+            source: source.to_owned(),
+        };
+        self.add_trigger(app, script, spec, principal, name, "on-dead-letters")
+            .await
+    }
+
+    /// Validate the pattern, check the principal, resolve the script, store.
+    async fn add_trigger(
+        &self,
+        app: AppId,
+        script: &str,
+        spec: TriggerSpec,
+        principal: &str,
+        name: Option<&str>,
+        default_suffix: &str,
+    ) -> Result<Trigger> {
+        let trigger_for = |script_id, script_name: &str| NewTrigger {
+            app_id: app,
+            script_id,
+            name: name
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{script_name}-{default_suffix}")),
+            registered_by_principal: principal.to_owned(),
+            spec: spec.clone(),
+        };
+        // Refuse a bad pattern before anything else (nothing is looked up).
+        store::validate_trigger(&trigger_for(ScriptId(uuid::Uuid::nil()), ""))
+            .map_err(store::Error::from)?;
         require(
             &*self.authorizer,
             principal,
@@ -135,18 +154,10 @@ impl Admin {
         )
         .await?;
         let script = self.store.find_script(app, script).await?;
-        let trigger = NewTrigger {
-            app_id: app,
-            script_id: script.id,
-            name: name
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}-on-dead-letters", script.name)),
-            registered_by_principal: principal.to_owned(),
-            spec: TriggerSpec::DeadLetter {
-                source: source.to_owned(),
-            },
-        };
-        Ok(self.store.create_trigger(&trigger).await?)
+        Ok(self
+            .store
+            .create_trigger(&trigger_for(script.id, &script.name))
+            .await?)
     }
 
     /// Write a KV entry as `principal` (needs KvWrite); enqueues its event.
