@@ -4,22 +4,7 @@
 
 use std::process::{Command, Output};
 
-use picloud_tests::db::{FreshPostgres, TempDir, host_bin};
-
-const TABLES: [&str; 12] = [
-    "apps",
-    "app_members",
-    "scripts",
-    "kv_entries",
-    "triggers",
-    "kv_trigger_details",
-    "dead_letter_trigger_details",
-    "outbox",
-    "dead_letters",
-    "dead_letter_depths",
-    "abandoned_executions",
-    "invocation_replies",
-];
+use picloud_tests::db::{FreshPostgres, TABLES, TempDir, host_bin};
 
 const INDEXES: [&str; 7] = [
     "idx_outbox_due",

@@ -20,6 +20,22 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 /// Where the test PostgreSQL server is, unless `PICLOUD_TEST_POSTGRES_URL` says.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Every table the migrations create, on both backends.
+pub const TABLES: [&str; 12] = [
+    "apps",
+    "app_members",
+    "scripts",
+    "kv_entries",
+    "triggers",
+    "kv_trigger_details",
+    "dead_letter_trigger_details",
+    "outbox",
+    "dead_letters",
+    "dead_letter_depths",
+    "abandoned_executions",
+    "invocation_replies",
+];
+
 /// The prefix of every database these tests create.
 const PG_PREFIX: &str = "picloud_t_";
 

@@ -274,20 +274,8 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             }
             t.print();
         }
-        TriggerCmd::Enable { id } => {
-            let t = ctx
-                .store
-                .set_trigger_enabled(trigger_id(&id)?, true)
-                .await?;
-            println!("enabled trigger {}", t.id);
-        }
-        TriggerCmd::Disable { id } => {
-            let t = ctx
-                .store
-                .set_trigger_enabled(trigger_id(&id)?, false)
-                .await?;
-            println!("disabled trigger {}", t.id);
-        }
+        TriggerCmd::Enable { id } => set_enabled(ctx, &id, true).await?,
+        TriggerCmd::Disable { id } => set_enabled(ctx, &id, false).await?,
         TriggerCmd::Remove { id } => {
             let id = trigger_id(&id)?;
             if !ctx.store.delete_trigger(id).await? {
@@ -296,6 +284,19 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             println!("removed trigger {id}");
         }
     }
+    Ok(())
+}
+
+async fn set_enabled(ctx: &Ctx, id: &str, enabled: bool) -> Result<()> {
+    let t = ctx
+        .store
+        .set_trigger_enabled(trigger_id(id)?, enabled)
+        .await?;
+    println!(
+        "{} trigger {}",
+        if enabled { "enabled" } else { "disabled" },
+        t.id
+    );
     Ok(())
 }
 
