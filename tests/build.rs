@@ -1,5 +1,5 @@
 //! Builds every guest crate (`examples/*` and `tests/fixtures/*`) for
-//! wasm32-wasip2 in release mode, so `cargo test` on a fresh machine needs no
+//! wasm32-wasip2 with the workspace's small `guest` profile, so `cargo test` on a fresh machine needs no
 //! manual step, and tells the tests where each component is: one
 //! `PICLOUD_GUEST_<UPPER_SNAKE_NAME>` variable per package, plus
 //! `PICLOUD_GUESTS_DIR`.
@@ -8,14 +8,21 @@
 //! `$CARGO_TARGET_DIR/guests`), so it never waits on the build lock of the
 //! cargo that runs this script; the demo and the benchmarks find the
 //! components there too. It runs again only when the SDK, the WIT, a guest
-//! or the workspace manifest/lock changes.
+//! or the workspace manifest/lock changes. A missing wasm32-wasip2 target is
+//! installed first, as the demo does (`wasm_target`, shared by path).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "../host/src/bin/picloud-host/wasm_target.rs"]
+mod wasm_target;
+
+use wasm_target::TARGET;
+
 const GUEST_DIRS: [&str; 2] = ["examples", "tests/fixtures"];
-const TARGET: &str = "wasm32-wasip2";
+/// The Cargo profile guests are built with (see the workspace manifest).
+const PROFILE: &str = "guest";
 
 /// A guest crate: its package name and the folder it lives in.
 struct Guest {
@@ -91,15 +98,24 @@ fn main() {
         root.display()
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if let Err(e) = wasm_target::ensure(Path::new(&rustc), &root, |line| {
+        println!("cargo:warning={line}")
+    }) {
+        panic!("{e}");
+    }
 
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
-        // Debug info would triple the components' size for nothing; the
-        // name section stays, so traps still name functions.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         // Do not inherit the outer build's flags and wrappers (coverage,
         // clippy-driver...): they are for the host target.
         .env_remove("RUSTFLAGS")
@@ -137,7 +153,7 @@ fn main() {
         );
     }
 
-    let out_dir = target_dir.join(TARGET).join("release");
+    let out_dir = target_dir.join(TARGET).join(PROFILE);
     // The lists in tests/src/guests.rs, generated so they always match the
     // folders: (package name, path), examples then fixtures.
     let mut lists = String::new();

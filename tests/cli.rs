@@ -58,7 +58,14 @@ fn tutorial_wasm() -> &'static PathBuf {
             "building the tutorial crate: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        repo.join("target/tutorial/target/wasm32-wasip2/release/hello_trigger.wasm")
+        let wasm = repo.join("target/tutorial/target/wasm32-wasip2/release/hello_trigger.wasm");
+        // The tutorial's release profile keeps a script author's component small.
+        let size = std::fs::metadata(&wasm).unwrap().len();
+        assert!(
+            size < 512 * 1024,
+            "the tutorial's component is {size} bytes: its release profile should make it small"
+        );
+        wasm
     })
 }
 

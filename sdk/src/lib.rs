@@ -24,6 +24,12 @@
 //! picloud-sdk = { path = "../picloud/sdk" }
 //! serde = { version = "1", features = ["derive"] }
 //! serde_json = "1"
+//!
+//! # Small components (~150 KB instead of ~3 MB): the host stores, hashes
+//! # and compiles every byte you deploy.
+//! [profile.release]
+//! opt-level = "s"
+//! strip = true
 //! ```
 //!
 //! `src/lib.rs`:
@@ -69,7 +75,8 @@
 //! }
 //! ```
 //!
-//! Build it with plain cargo, then deploy it and register a trigger:
+//! Build it with plain cargo (`rustup target add wasm32-wasip2` once, if your
+//! toolchain lacks the target), then deploy it and register a trigger:
 //!
 //! ```text
 //! cargo build --release --target wasm32-wasip2

@@ -2,14 +2,23 @@
 //!
 //! Rule: look where the test build puts them (`target/guests`), next to this
 //! executable or under the current directory; if they are not there and this
-//! is a checkout of the repository, build them with cargo, once.
+//! is a checkout of the repository, build them with cargo, once, with the
+//! workspace's small `guest` profile, installing the wasm32-wasip2 target
+//! first if it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Result, bail};
 
-const SUBDIR: &str = "wasm32-wasip2/release";
+use crate::wasm_target::{self, TARGET};
+
+/// The Cargo profile guests are built with (see the workspace manifest).
+const PROFILE: &str = "guest";
+
+fn subdir() -> PathBuf {
+    Path::new(TARGET).join(PROFILE)
+}
 
 fn candidates() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -19,9 +28,9 @@ fn candidates() -> Vec<PathBuf> {
     if let Ok(exe) = std::env::current_exe()
         && let Some(target) = exe.parent().and_then(Path::parent)
     {
-        dirs.push(target.join("guests").join(SUBDIR));
+        dirs.push(target.join("guests").join(subdir()));
     }
-    dirs.push(PathBuf::from("target/guests").join(SUBDIR));
+    dirs.push(PathBuf::from("target/guests").join(subdir()));
     dirs
 }
 
@@ -50,14 +59,20 @@ pub fn find(packages: &[&str]) -> Result<Vec<PathBuf>> {
             "the example components are not built: run `cargo test --no-run` (or scripts/build-guests.sh) in the repository, or set PICLOUD_GUESTS_DIR"
         );
     }
-    eprintln!("building the guest components for wasm32-wasip2 (once)...");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    wasm_target::ensure(Path::new(&rustc), Path::new("."), |line| {
+        eprintln!("{line}")
+    })
+    .map_err(anyhow::Error::msg)?;
+    eprintln!("building the guest components for {TARGET} (once)...");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
         "build",
-        "--release",
+        "--profile",
+        PROFILE,
         "--target",
-        "wasm32-wasip2",
+        TARGET,
         "--target-dir",
         "target/guests",
     ]);
@@ -66,9 +81,7 @@ pub fn find(packages: &[&str]) -> Result<Vec<PathBuf>> {
     }
     let status = cmd.status()?;
     if !status.success() {
-        bail!(
-            "building the guest components failed; is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`)"
-        );
+        bail!("building the guest components for {TARGET} failed (cargo's output is above)");
     }
     packages
         .iter()

@@ -19,6 +19,7 @@ mod commands;
 mod demo;
 mod guests;
 mod table;
+mod wasm_target;
 
 use args::{Cli, Command};
 
