@@ -67,6 +67,9 @@ pub(crate) fn int(
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// The variable that sets [`TriggerConfig::max_event_age`].
+pub const MAX_EVENT_AGE_VAR: &str = "PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS";
+
 /// The dispatcher's policy: depth limit, retries, retention.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TriggerConfig {
@@ -82,6 +85,11 @@ pub struct TriggerConfig {
     pub dead_letter_retention: Duration,
     /// `PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS` [7].
     pub abandoned_retention: Duration,
+    /// `PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS` [86400]: how long an event may
+    /// keep failing for reasons that are not its script's (the store was
+    /// unavailable) before it is dead-lettered anyway. Such failures cost no
+    /// attempt, so this is what bounds an event's life through an outage.
+    pub max_event_age: Duration,
 }
 
 impl Default for TriggerConfig {
@@ -93,6 +101,7 @@ impl Default for TriggerConfig {
             retry_max: Duration::from_millis(300_000),
             dead_letter_retention: Duration::from_millis(30 * DAY_MS),
             abandoned_retention: Duration::from_millis(7 * DAY_MS),
+            max_event_age: Duration::from_secs(86_400),
         }
     }
 }
@@ -132,6 +141,13 @@ impl TriggerConfig {
                     36_500,
                 )? * DAY_MS,
             ),
+            max_event_age: Duration::from_secs(int(
+                src,
+                MAX_EVENT_AGE_VAR,
+                86_400,
+                1,
+                365 * 86_400,
+            )?),
         })
     }
 
@@ -141,6 +157,16 @@ impl TriggerConfig {
         let exact = self.backoff_exact(failed_attempts);
         let jitter = 0.9 + 0.2 * fastrand_unit();
         exact.mul_f64(jitter)
+    }
+
+    /// The delay before an event whose last attempt failed for the host's
+    /// reasons (storage unavailable) is tried again. Such failures are not
+    /// counted, so the delay grows with the event's `age` instead: half of
+    /// it, between the retry base and the retry maximum, jittered by ±10%.
+    /// Over an outage the attempts thin out geometrically.
+    pub fn infrastructure_backoff(&self, age: Duration) -> Duration {
+        let exact = (age / 2).clamp(self.retry_base, self.retry_max);
+        exact.mul_f64(0.9 + 0.2 * fastrand_unit())
     }
 
     /// The delay without jitter.

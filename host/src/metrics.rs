@@ -21,6 +21,9 @@ pub struct Metrics {
     pub(crate) replied: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) postponed: AtomicU64,
+    pub(crate) store_outages: AtomicU64,
+    pub(crate) store_paused_ms: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -46,6 +49,15 @@ pub struct MetricsSnapshot {
     pub abandoned: u64,
     /// Invocation rows dropped because their trigger or script was removed.
     pub skipped: u64,
+    /// Attempts that failed for the host's reasons (storage unavailable),
+    /// rescheduled without spending an attempt.
+    pub postponed: u64,
+    /// Times the dispatcher found the store unreachable and paused claiming
+    /// (its circuit breaker opened).
+    pub store_outages: u64,
+    /// Milliseconds spent with claiming paused because the store was
+    /// unreachable.
+    pub store_paused_ms: u64,
 }
 
 impl Metrics {
@@ -67,6 +79,9 @@ impl Metrics {
             replied: r(&self.replied),
             abandoned: r(&self.abandoned),
             skipped: r(&self.skipped),
+            postponed: r(&self.postponed),
+            store_outages: r(&self.store_outages),
+            store_paused_ms: r(&self.store_paused_ms),
         }
     }
 }

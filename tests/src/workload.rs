@@ -46,6 +46,16 @@ pub struct Workload {
 
 /// Set up the workload on `store`.
 pub async fn recorder(store: &Arc<dyn Store>, events: usize) -> Workload {
+    recorder_with(store, events, |i| json!(i)).await
+}
+
+/// The workload with event `i` writing `value(i)`: `{"sleep_ms": N}` makes
+/// the recorder work N ms before its write.
+pub async fn recorder_with(
+    store: &Arc<dyn Store>,
+    events: usize,
+    value: impl Fn(usize) -> serde_json::Value,
+) -> Workload {
     let rt = h::runtime(store, h::ceiling());
     let app = h::app(store, "reliability").await;
     let recorder = h::deploy(&rt, app.id, "recorder", guests::RECORDER).await;
@@ -70,7 +80,7 @@ pub async fn recorder(store: &Arc<dyn Store>, events: usize) -> Workload {
                 KvOp::Set,
                 COLLECTION,
                 &format!("k{i}"),
-                Some(&json!(i)),
+                Some(&value(i)),
                 1,
                 0,
             )

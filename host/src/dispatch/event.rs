@@ -5,8 +5,13 @@
 //! actions in batches, so the success path costs one share of a batched
 //! delete. Every row ends in exactly one of: deleted after success, retried
 //! with backoff, fanned out per failing trigger, dead-lettered, stopped by the
-//! recursion stop, or left leased for another attempt when the database
-//! itself failed (at-least-once).
+//! recursion stop, or postponed when the host's own storage failed.
+//!
+//! Infrastructure failures are not the script's (SPEC 14): an attempt that
+//! failed because storage was unavailable, or whose row could not even be
+//! looked at, is postponed with backoff and costs no attempt; only an event
+//! older than the maximum event age is dead-lettered for it, and its dead
+//! letter says so.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,9 @@ pub(crate) enum Action {
     Complete(EventId),
     /// Failed with attempts left: record and reschedule.
     Retry(Retry),
+    /// Failed for the host's reasons (storage unavailable): record and
+    /// reschedule with the attempt count unchanged.
+    Postpone(Retry),
     /// A raw event some of whose triggers failed: replace it by invocation
     /// rows; those at `exhausted` indexes have no attempts left and go
     /// straight on to their end (dead letter or recursion stop).
@@ -38,6 +46,8 @@ pub(crate) enum Action {
         raw: EventId,
         invocations: Vec<NewEvent>,
         exhausted: Vec<usize>,
+        /// How many of the rows failed for the host's reasons.
+        postponed: usize,
     },
     /// Out of attempts (or too deep): move to dead letters.
     DeadLetter {
@@ -53,9 +63,29 @@ pub(crate) enum Action {
     Skip(EventId),
     /// Already settled (a reply was parked with its row deleted).
     Settled,
-    /// The database failed mid-way: leave the row leased; it runs again
-    /// when the lease expires.
+    /// The database failed while replying to a synchronous call: leave the
+    /// row leased; it runs again when the lease expires.
     Leave(EventId),
+}
+
+impl Action {
+    /// What went wrong, when this outcome comes from the host's storage
+    /// failing (the dispatcher's circuit breaker listens for these).
+    pub(crate) fn infrastructure_failure(&self) -> Option<String> {
+        match self {
+            Action::Postpone(r) => Some(r.last_error.clone()),
+            Action::Leave(_) => Some("storage failed while replying to a synchronous call".into()),
+            Action::FanOut {
+                invocations,
+                postponed,
+                ..
+            } if *postponed > 0 => Some(format!(
+                "{postponed} of {} triggers failed for the store's reasons",
+                invocations.len()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Per-claim-batch memo of the matching and script lookups, so a batch of
@@ -149,9 +179,17 @@ pub(crate) async fn process(
     async move {
         match decide(&s, &batch, &ev).await {
             Ok(actions) => actions,
-            Err(e) => {
-                tracing::warn!(error = %e, "database error while dispatching; the row runs again after its lease");
+            // A synchronous call is never retried: its row waits for its
+            // lease, and its caller has its own timeout.
+            Err(e) if ev.reply_to.is_some() => {
+                tracing::debug!(error = %e, "database error while replying; the row runs again after its lease");
                 vec![Action::Leave(ev.id)]
+            }
+            Err(e) => {
+                // Said once by the circuit breaker, not once per event.
+                tracing::debug!(error = %e, "database error while dispatching; postponed");
+                let error = InvokeError::Infrastructure(e.to_string());
+                vec![after_failure(&s, &ev, Timestamp::now(), &error)]
             }
         }
     }
@@ -349,21 +387,89 @@ async fn invocation(
     }
 }
 
-/// A failed attempt of an invocation row: retry, dead-letter, or stop.
-fn after_failure(s: &Shared, ev: &OutboxEvent, started: Timestamp, error: &InvokeError) -> Action {
-    let attempts = ev.attempt_count.max(0) + 1;
-    let first = ev.first_attempt_at.unwrap_or(started);
-    if attempts < s.config.retry_max_attempts && error.is_retryable() {
-        return Action::Retry(Retry {
-            id: ev.id,
-            attempt_count: attempts,
-            first_attempt_at: first,
-            last_attempt_at: started,
-            last_error: error.to_string(),
-            due_at: Timestamp::now().plus(s.config.backoff(attempts)),
-        });
+/// What a failed attempt leads to.
+enum Next {
+    /// Try again at `due_at`; `attempt_count` attempts are spent so far.
+    Retry {
+        attempt_count: i32,
+        due_at: Timestamp,
+        postponed: bool,
+    },
+    /// No more attempts: the row ends (dead letter or recursion stop).
+    Exhausted { attempt_count: i32, error: String },
+}
+
+/// How one failed attempt of `ev` counts. The script's own failure spends an
+/// attempt and backs off by attempt; the host's (storage unavailable) spends
+/// none and backs off by the event's age, until the event is older than the
+/// maximum event age.
+fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError) -> Next {
+    let spent = ev.attempt_count.max(0);
+    if error.is_infrastructure() {
+        let born = ev
+            .first_attempt_at
+            .unwrap_or(ev.created_at)
+            .min(ev.created_at);
+        let age = (Timestamp::now().0 - born.0).to_std().unwrap_or_default();
+        let max = s.config.max_event_age;
+        if age > max {
+            return Next::Exhausted {
+                attempt_count: spent,
+                error: format!(
+                    "{error}; gave up: the event is older than the maximum event age of {} s ({})",
+                    max.as_secs(),
+                    crate::config::MAX_EVENT_AGE_VAR
+                ),
+            };
+        }
+        return Next::Retry {
+            attempt_count: spent,
+            due_at: Timestamp::now().plus(s.config.infrastructure_backoff(age)),
+            postponed: true,
+        };
     }
-    exhausted(ev.id, ev, attempts, first, started, error.to_string())
+    let attempts = spent + 1;
+    if attempts < s.config.retry_max_attempts && error.is_retryable() {
+        return Next::Retry {
+            attempt_count: attempts,
+            due_at: Timestamp::now().plus(s.config.backoff(attempts)),
+            postponed: false,
+        };
+    }
+    Next::Exhausted {
+        attempt_count: attempts,
+        error: error.to_string(),
+    }
+}
+
+/// A failed attempt of an invocation row: retry, postpone, dead-letter, or stop.
+fn after_failure(s: &Shared, ev: &OutboxEvent, started: Timestamp, error: &InvokeError) -> Action {
+    let first = ev.first_attempt_at.unwrap_or(started);
+    match next_after(s, ev, error) {
+        Next::Retry {
+            attempt_count,
+            due_at,
+            postponed,
+        } => {
+            let retry = Retry {
+                id: ev.id,
+                attempt_count,
+                first_attempt_at: first,
+                last_attempt_at: started,
+                last_error: error.to_string(),
+                due_at,
+            };
+            if postponed {
+                Action::Postpone(retry)
+            } else {
+                Action::Retry(retry)
+            }
+        }
+        Next::Exhausted {
+            attempt_count,
+            error,
+        } => exhausted(ev.id, ev, attempt_count, first, started, error),
+    }
 }
 
 /// The end of a row with no attempts left (SPEC 5.6 and 5.7).
@@ -439,14 +545,26 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     let results = futures_util::future::join_all(runs).await;
     let mut invocations = Vec::new();
     let mut exhausted_idx = Vec::new();
+    let mut postponed = 0;
     for (trigger, result) in results {
         let Err(failure) = result? else { continue };
-        let error = failure.error.to_string();
-        let attempts = ev.attempt_count.max(0) + 1;
-        let retry = attempts < s.config.retry_max_attempts && failure.error.is_retryable();
-        if !retry {
-            exhausted_idx.push(invocations.len());
-        }
+        let (attempts, due_at, error) = match next_after(s, ev, &failure.error) {
+            Next::Retry {
+                attempt_count,
+                due_at,
+                postponed: infra,
+            } => {
+                postponed += usize::from(infra);
+                (attempt_count, due_at, failure.error.to_string())
+            }
+            Next::Exhausted {
+                attempt_count,
+                error,
+            } => {
+                exhausted_idx.push(invocations.len());
+                (attempt_count, Timestamp::now(), error)
+            }
+        };
         invocations.push(NewEvent {
             event_id: Some(ev.event_id),
             app_id: ev.app_id,
@@ -461,7 +579,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             first_attempt_at: Some(ev.first_attempt_at.unwrap_or(started)),
             last_attempt_at: Some(started),
             last_error: Some(error),
-            due_at: Some(Timestamp::now().plus(s.config.backoff(attempts))),
+            due_at: Some(due_at),
             reply_to: None,
         });
     }
@@ -472,6 +590,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
         raw: ev.id,
         invocations,
         exhausted: exhausted_idx,
+        postponed,
     }])
 }
 

@@ -7,7 +7,9 @@
 //! wait in the outbox and never fail for lack of capacity. Claims and
 //! completions are batched; a database error or a failing script never ends
 //! the loop: an action that could not be committed is kept and tried again,
-//! and a row whose outcome was lost runs again when its lease expires.
+//! and a row whose outcome was lost runs again when its lease expires. While
+//! the store is unreachable a circuit breaker ([`breaker`]) stops claiming
+//! and backs off; it resumes by itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +26,10 @@ use crate::model::{EventId, Timestamp};
 use crate::runtime::Runtime;
 use crate::store::{self, Signal, Store, Subscription};
 
+mod breaker;
 mod event;
 
+use breaker::Breaker;
 use event::{Action, BatchCache};
 
 /// How the loop runs.
@@ -147,13 +151,15 @@ pub struct Dispatcher {
     options: DispatchOptions,
 }
 
+/// A claim that takes longer than this counts as the store failing (the
+/// breaker's probe must not hang on a dead pool). Rows a late claim leased
+/// run after their lease.
+const CLAIM_LIMIT: Duration = Duration::from_secs(3);
+
 /// Commit finished rows once this many outcomes have gathered...
 const FLUSH_AT: usize = 128;
 /// ...or once the oldest has waited this long.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
-
-/// How long to wait before trying again after the database failed.
-const DB_BACKOFF: Duration = Duration::from_millis(500);
 
 impl Dispatcher {
     pub(crate) fn with_shared(shared: Arc<Shared>, options: DispatchOptions) -> Self {
@@ -168,28 +174,26 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(s.runtime.ceiling().max_instances as usize));
         let mut tasks: JoinSet<Vec<Action>> = JoinSet::new();
         let mut pending: Vec<Action> = Vec::new();
-        let mut subscription = self.subscribe().await;
-        let mut db_failed = false;
+        let mut breaker = Breaker::default();
+        let mut subscription = self.subscribe(&breaker).await;
         let low_water = (s.runtime.ceiling().max_instances / 2).max(1);
         let mut last_flush = Instant::now();
 
         loop {
             while let Some(done) = tasks.try_join_next() {
-                pending.extend(done.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
-                    Vec::new()
-                }));
+                self.finished(done, &mut pending, &mut breaker);
             }
             // Commit outcomes in batches: when enough have gathered, when
-            // nothing else is running, or when the oldest has waited long enough.
+            // nothing else is running, or when the oldest has waited long
+            // enough; while the store is away, once per probe.
             let flush_due = pending.len() >= FLUSH_AT
                 || tasks.is_empty()
                 || cancel.is_cancelled()
                 || last_flush.elapsed() >= FLUSH_EVERY;
-            if !pending.is_empty() && flush_due {
+            if !pending.is_empty() && flush_due && breaker.may_claim() {
                 last_flush = Instant::now();
-                if self.apply(&mut pending).await.is_err() {
-                    db_failed = true;
+                if let Err(e) = self.apply(&mut pending).await {
+                    breaker.trip(&e, &s.metrics);
                 }
             }
 
@@ -197,8 +201,8 @@ impl Dispatcher {
             let mut claimed_any = false;
             // Claim even when committing failed: one outcome that cannot be
             // committed must not stop the others (it is retried each round).
-            // A database that is down fails the claim too, and the loop backs off.
-            if !cancel.is_cancelled() {
+            // A store that is down fails the claim too, and the breaker opens.
+            if !cancel.is_cancelled() && breaker.may_claim() {
                 let free = slots.available_permits() as u32;
                 // Claim in batches too: wait for half the slots to free up
                 // unless nothing is running (an idle dispatcher starts at once).
@@ -206,6 +210,7 @@ impl Dispatcher {
                     let limit = free.min(self.options.batch_size);
                     match self.claim(limit).await {
                         Ok(rows) => {
+                            breaker.close(&s.metrics);
                             claimed_any = !rows.is_empty();
                             claimed_full = rows.len() as u32 == limit;
                             let batch = Arc::new(BatchCache::default());
@@ -225,10 +230,7 @@ impl Dispatcher {
                                 });
                             }
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "claim failed; retrying");
-                            db_failed = true;
-                        }
+                        Err(e) => breaker.trip(&e, &s.metrics),
                     }
                 }
             }
@@ -240,50 +242,78 @@ impl Dispatcher {
                 if cancel.is_cancelled() {
                     break;
                 }
-                if !claimed_any && !db_failed && mode != RunMode::Forever && self.idle(mode).await?
-                {
-                    break;
+                if !claimed_any && !breaker.is_open() && mode != RunMode::Forever {
+                    match self.idle(mode).await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => breaker.trip(&e, &s.metrics),
+                    }
                 }
             }
+            if cancel.is_cancelled() && tasks.is_empty() && breaker.is_open() {
+                // Shutting down with outcomes the store will not take: their
+                // rows run again after their leases (at-least-once).
+                tracing::warn!(
+                    outcomes = pending.len(),
+                    "stopping while the store is unreachable; those rows run again after their leases"
+                );
+                break;
+            }
 
-            let pause = if db_failed {
-                DB_BACKOFF
-            } else {
-                self.options.poll_interval
-            };
-            db_failed = false;
+            let pause = breaker.pause().unwrap_or(self.options.poll_interval);
             tokio::select! {
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => {}
-                _ = tokio::time::sleep_until((last_flush + FLUSH_EVERY).into()), if !pending.is_empty() => {}
-                Some(done) = tasks.join_next() => {
-                    pending.extend(done.unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
-                        Vec::new()
-                    }));
-                }
+                _ = tokio::time::sleep_until((last_flush + FLUSH_EVERY).into()), if !pending.is_empty() && !breaker.is_open() => {}
+                Some(done) = tasks.join_next() => self.finished(done, &mut pending, &mut breaker),
                 signal = next_signal(&mut subscription) => {
                     match signal {
                         Ok(Signal::Outbox) => {}
                         Ok(Signal::Reply(inbox)) => self.reply_arrived(&inbox).await,
                         Err(e) => {
-                            tracing::warn!(error = %e, "store subscription broke; polling until it is back");
+                            tracing::debug!(error = %e, "store subscription broke; polling until it is back");
                             subscription = None;
                         }
                     }
                 }
                 _ = tokio::time::sleep(pause) => {
-                    if subscription.is_none() {
-                        subscription = self.subscribe().await;
+                    breaker.count(&s.metrics);
+                    if subscription.is_none() && breaker.may_claim() {
+                        subscription = self.subscribe(&breaker).await;
                     }
                 }
             }
         }
+        breaker.close(&s.metrics);
         Ok(())
     }
 
-    async fn subscribe(&self) -> Option<Box<dyn Subscription>> {
+    /// A task finished: keep its actions for the next commit. A row that
+    /// failed for the store's reasons opens the breaker.
+    fn finished(
+        &self,
+        done: Result<Vec<Action>, tokio::task::JoinError>,
+        pending: &mut Vec<Action>,
+        breaker: &mut Breaker,
+    ) {
+        let actions = done.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
+            Vec::new()
+        });
+        if !breaker.is_open()
+            && let Some(why) = actions.iter().find_map(Action::infrastructure_failure)
+        {
+            breaker.trip(&why, &self.shared.metrics);
+        }
+        pending.extend(actions);
+    }
+
+    async fn subscribe(&self, breaker: &Breaker) -> Option<Box<dyn Subscription>> {
         match self.shared.store.subscribe().await {
             Ok(sub) => Some(sub),
+            Err(e) if breaker.is_open() => {
+                tracing::debug!(error = %e, "cannot subscribe to store signals yet; polling");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot subscribe to store signals; polling");
                 None
@@ -298,11 +328,16 @@ impl Dispatcher {
             claimed = tracing::field::Empty
         );
         async {
-            let rows = self
-                .shared
-                .store
-                .claim_due(&self.options.worker_id, limit, self.options.lease)
-                .await?;
+            let claim =
+                self.shared
+                    .store
+                    .claim_due(&self.options.worker_id, limit, self.options.lease);
+            let rows = tokio::time::timeout(CLAIM_LIMIT, claim)
+                .await
+                .map_err(|_| store::Error::Unreachable {
+                    url: "the store".into(),
+                    reason: format!("a claim got no answer within {CLAIM_LIMIT:?}"),
+                })??;
             tracing::Span::current().record("claimed", rows.len());
             Metrics::add(&self.shared.metrics.claimed, rows.len() as u64);
             Ok(rows)
@@ -336,22 +371,22 @@ impl Dispatcher {
     }
 
     /// Commit the actions: one batched delete, one batched reschedule, and the
-    /// rare per-row transactions. What fails stays in `pending`.
-    async fn apply(&self, pending: &mut Vec<Action>) -> Result<(), ()> {
+    /// rare per-row transactions. What fails stays in `pending`, and the
+    /// first failure is returned (the breaker says it, once).
+    async fn apply(&self, pending: &mut Vec<Action>) -> store::Result<()> {
         let s = &self.shared;
         let m = &s.metrics;
         let mut done: Vec<EventId> = Vec::new();
-        let mut skipped = 0u64;
+        let mut skipped: Vec<EventId> = Vec::new();
         let mut retries = Vec::new();
+        let mut postponed = Vec::new();
         let mut rest = Vec::new();
         for action in pending.drain(..) {
             match action {
                 Action::Complete(id) => done.push(id),
-                Action::Skip(id) => {
-                    done.push(id);
-                    skipped += 1;
-                }
+                Action::Skip(id) => skipped.push(id),
                 Action::Retry(r) => retries.push(r),
+                Action::Postpone(r) => postponed.push(r),
                 Action::Settled => {}
                 Action::Leave(id) => {
                     tracing::debug!(event.id = %id, "left leased for a later attempt")
@@ -359,38 +394,50 @@ impl Dispatcher {
                 other => rest.push(other),
             }
         }
-        let mut failed = false;
-        if !done.is_empty() {
-            match s.store.complete(&done).await {
+        let mut failed = None;
+        if !done.is_empty() || !skipped.is_empty() {
+            let ids: Vec<EventId> = done.iter().chain(&skipped).copied().collect();
+            match s.store.complete(&ids).await {
                 Ok(_) => {
-                    Metrics::add(&m.succeeded, done.len() as u64 - skipped);
-                    Metrics::add(&m.skipped, skipped);
+                    Metrics::add(&m.succeeded, done.len() as u64);
+                    Metrics::add(&m.skipped, skipped.len() as u64);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, rows = done.len(), "batched delete failed; will retry");
+                    tracing::debug!(error = %e, rows = ids.len(), "batched delete failed; will retry");
                     pending.extend(done.into_iter().map(Action::Complete));
-                    failed = true;
+                    pending.extend(skipped.into_iter().map(Action::Skip));
+                    failed.get_or_insert(e);
                 }
             }
         }
-        if !retries.is_empty() {
-            match s.store.reschedule(&retries).await {
-                Ok(()) => Metrics::add(&m.retried, retries.len() as u64),
+        for (rows, counter, wrap) in [
+            (
+                retries,
+                &m.retried,
+                Action::Retry as fn(store::Retry) -> Action,
+            ),
+            (postponed, &m.postponed, Action::Postpone),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            match s.store.reschedule(&rows).await {
+                Ok(()) => Metrics::add(counter, rows.len() as u64),
                 Err(e) => {
-                    tracing::warn!(error = %e, rows = retries.len(), "batched reschedule failed; will retry");
-                    pending.extend(retries.into_iter().map(Action::Retry));
-                    failed = true;
+                    tracing::debug!(error = %e, rows = rows.len(), "batched reschedule failed; will retry");
+                    pending.extend(rows.into_iter().map(wrap));
+                    failed.get_or_insert(e);
                 }
             }
         }
         for action in rest {
             if let Err((e, action)) = self.apply_one(action).await {
-                tracing::warn!(error = %e, "could not commit a dispatch outcome; will retry");
+                tracing::debug!(error = %e, "could not commit a dispatch outcome; will retry");
                 pending.push(action);
-                failed = true;
+                failed.get_or_insert(e);
             }
         }
-        if failed { Err(()) } else { Ok(()) }
+        failed.map_or(Ok(()), Err)
     }
 
     async fn apply_one(&self, action: Action) -> Result<(), (store::Error, Action)> {
@@ -428,10 +475,15 @@ impl Dispatcher {
                 raw,
                 invocations,
                 exhausted,
+                postponed,
             } => match s.store.fan_out(raw, &invocations).await {
                 Ok(ids) => {
                     Metrics::add(&m.fanned_out, 1);
-                    Metrics::add(&m.retried, (invocations.len() - exhausted.len()) as u64);
+                    Metrics::add(&m.postponed, postponed as u64);
+                    Metrics::add(
+                        &m.retried,
+                        (invocations.len() - exhausted.len() - postponed) as u64,
+                    );
                     for i in exhausted {
                         // Committed next round with the rest of the dead letters.
                         let next = event::exhausted_invocation(ids[i], &invocations[i]);
@@ -449,6 +501,7 @@ impl Dispatcher {
                         raw,
                         invocations,
                         exhausted,
+                        postponed,
                     },
                 )),
             },

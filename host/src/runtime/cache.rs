@@ -69,7 +69,7 @@ impl ScriptCache {
 
     /// The ready script for `sha256`, built by `load_code` (which returns the
     /// component bytes) only if neither memory nor disk has it.
-    pub async fn get_or_load<F, Fut, E>(
+    pub async fn get_or_load<F, Fut>(
         &self,
         linker: &Linker<State>,
         sha256: &str,
@@ -77,8 +77,7 @@ impl ScriptCache {
     ) -> Result<TriggerPre<State>, LoadError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
-        E: std::fmt::Display,
+        Fut: std::future::Future<Output = Result<Vec<u8>, LoadError>>,
     {
         let slot = self.slot(sha256);
         if let Some(pre) = slot.get() {
@@ -90,9 +89,7 @@ impl ScriptCache {
                 let component = match self.load_artifact(sha256).await {
                     Some(c) => c,
                     None => {
-                        let code = load_code()
-                            .await
-                            .map_err(|e| LoadError::Code(e.to_string()))?;
+                        let code = load_code().await?;
                         self.compile_and_store(sha256, code).await?
                     }
                 };
@@ -195,6 +192,10 @@ pub enum LoadError {
     /// Its code could not be fetched.
     #[error("cannot load script code: {0}")]
     Code(String),
+    /// Storage did not answer while fetching its code (the host's failure,
+    /// not the script's).
+    #[error("cannot load script code: {0}")]
+    Unavailable(String),
     /// It does not compile.
     #[error("cannot compile script: {0}")]
     Compile(String),

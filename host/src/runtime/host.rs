@@ -7,8 +7,18 @@
 //! `result` is an error the guest can handle (`permission denied`, `not
 //! found`, storage unavailable); the outer `wasmtime::Result` traps the guest
 //! and is reserved for limits (the log budget) and host bugs.
+//!
+//! Every call that needs storage goes through [`Call::storage`]: it waits no
+//! longer than the invocation's deadline, and it tells the invocation's
+//! [`StorageWatch`] when storage let the script down (an `unavailable`
+//! answer, or a call still waiting when the deadline passed), so the
+//! dispatcher can tell the host's failures from the script's own.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use wasmtime::component::ResourceTable;
@@ -48,6 +58,44 @@ pub struct CallContext {
     pub principal: String,
     /// The running event's depth; writes enqueue events at depth + 1.
     pub depth: i32,
+    /// When the invocation's time is up: no host call waits for storage
+    /// past it.
+    pub deadline: Instant,
+}
+
+/// Whether the host's own storage let one invocation down. Shared by the
+/// invocation's host calls and read by the runtime when the invocation ends.
+#[derive(Debug, Default)]
+pub struct StorageWatch {
+    /// Host calls waiting for storage right now. A call dropped mid-wait (the
+    /// invocation was cut off at its deadline) never comes back to lower it.
+    waiting: AtomicUsize,
+    /// The first storage failure a host call reported to the script.
+    failed: Mutex<Option<String>>,
+}
+
+impl StorageWatch {
+    fn fail(&self, why: impl Into<String>) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_none() {
+            *failed = Some(why.into());
+        }
+    }
+
+    /// Why storage let the invocation down, if it did: a host call answered
+    /// `unavailable`, or one was still waiting for storage at the end.
+    pub fn cause(&self) -> Option<String> {
+        if let Some(why) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(why);
+        }
+        (self.waiting.load(Ordering::Relaxed) > 0)
+            .then(|| "a host call was still waiting for storage at the deadline".to_owned())
+    }
 }
 
 /// The data of one invocation's `Store`: created fresh for every event.
@@ -58,6 +106,7 @@ pub struct State {
     pub(super) log: LogBuffer,
     pub(super) call: CallContext,
     pub(super) services: Arc<Services>,
+    pub(super) watch: Arc<StorageWatch>,
 }
 
 impl WasiView for State {
@@ -78,6 +127,7 @@ const MAX_LIST: u32 = 1000;
 struct Call {
     services: Arc<Services>,
     call: CallContext,
+    watch: Arc<StorageWatch>,
 }
 
 impl State {
@@ -85,25 +135,64 @@ impl State {
         Call {
             services: self.services.clone(),
             call: self.call.clone(),
+            watch: self.watch.clone(),
         }
     }
 }
 
+/// What a guest is told when storage does not answer in time.
+const STORAGE_LATE: &str = "storage did not answer before the invocation's deadline, try again";
+
 impl Call {
+    /// Wait for a storage operation, at most until the invocation's
+    /// deadline, and translate its error for the guest. A storage failure
+    /// (not a refusal of the arguments) is reported to the [`StorageWatch`].
+    async fn storage<T>(&self, op: impl Future<Output = store::Result<T>>) -> Result<T, HostError> {
+        self.watch.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::time::timeout_at(self.call.deadline, op).await;
+        self.watch.waiting.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.guest_error(e)),
+            Err(_) => {
+                self.watch.fail(STORAGE_LATE);
+                Err(HostError::Unavailable(STORAGE_LATE.into()))
+            }
+        }
+    }
+
+    /// Translate a store error into what a guest may see: no raw database
+    /// text. Storage trouble is noted on the watch.
+    fn guest_error(&self, e: store::Error) -> HostError {
+        let error = guest_error(e);
+        if let HostError::Unavailable(why) = &error {
+            self.watch.fail(why.clone());
+        }
+        error
+    }
+
     /// `Ok(())` when the principal holds `cap` now, else the guest-visible error.
     async fn check(&self, cap: Capability) -> Result<(), HostError> {
-        match self
-            .services
-            .authorizer
-            .allowed(&self.call.principal, cap)
-            .await
-        {
+        let authorizer = self.services.authorizer.clone();
+        let principal = self.call.principal.clone();
+        let allowed = self
+            .storage(async move {
+                authorizer.allowed(&principal, cap).await.map_err(|e| {
+                    tracing::debug!(error = %e, "authorizer failed during a host call");
+                    store::Error::Unreachable {
+                        url: "the authorizer".into(),
+                        reason: e.to_string(),
+                    }
+                })
+            })
+            .await;
+        match allowed {
             Ok(true) => Ok(()),
             Ok(false) => Err(HostError::PermissionDenied),
-            Err(e) => {
-                tracing::warn!(error = %e, "authorizer failed during a host call");
-                Err(HostError::Unavailable("authorization check failed".into()))
-            }
+            Err(HostError::Unavailable(_)) => Err(HostError::Unavailable(
+                "authorization check failed, try again".into(),
+            )),
+            Err(other) => Err(other),
         }
     }
 
@@ -118,40 +207,51 @@ impl Call {
                 "'{id}' is not a dead letter id"
             )));
         };
-        match self.store().get_dead_letter(id).await {
-            Ok(dl) if dl.app_id == self.call.app_id => Ok(Some(dl)),
-            Ok(_) => Ok(None),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(guest_error(e)),
-        }
+        let found = self
+            .storage(async {
+                match self.store().get_dead_letter(id).await {
+                    Err(e) if e.is_not_found() => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        Ok(found.filter(|dl| dl.app_id == self.call.app_id))
     }
 }
 
-/// Run a store write on its own task, so it always runs to completion.
-///
-/// A guest's invocation can be dropped mid-call (its deadline passed). A
-/// write future dropped while it waits for its transaction to begin would
-/// leave that transaction open on a pooled connection, holding SQLite's write
-/// lock for good; on its own task the write commits or fails, whatever
-/// happens to the guest.
-async fn to_completion<T, F, Fut>(store: Arc<dyn Store>, write: F) -> Result<T, HostError>
-where
-    T: Send + 'static,
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: std::future::Future<Output = store::Result<T>> + Send + 'static,
-{
-    match tokio::spawn(write(store)).await {
-        Ok(result) => result.map_err(guest_error),
-        Err(e) => {
-            tracing::error!(error = %e, "a store write task failed");
-            Err(HostError::Unavailable(
-                "storage is unavailable, try again".into(),
-            ))
-        }
+impl Call {
+    /// Run a store write on its own task, so it always runs to completion,
+    /// and wait for it as [`Call::storage`] does.
+    ///
+    /// A guest's invocation can be dropped mid-call (its deadline passed). A
+    /// write future dropped while it waits for its transaction to begin would
+    /// leave that transaction open on a pooled connection, holding SQLite's
+    /// write lock for good; on its own task the write commits or fails,
+    /// whatever happens to the guest. (A write that commits after the guest
+    /// was told `unavailable` is one more at-least-once repetition.)
+    async fn write<T, F, Fut>(&self, write: F) -> Result<T, HostError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = store::Result<T>> + Send + 'static,
+    {
+        let task = tokio::spawn(write(self.services.store.clone()));
+        self.storage(async {
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a store write task failed");
+                Err(store::Error::Unreachable {
+                    url: "the store".into(),
+                    reason: "the write task failed".into(),
+                })
+            })
+        })
+        .await
     }
 }
 
 /// Translate a store error into what a guest may see: no raw database text.
+/// Only trouble that trying again may cure is `unavailable`; a database
+/// refusing the arguments themselves is `invalid-argument`.
 fn guest_error(e: store::Error) -> HostError {
     match e {
         store::Error::NotFound { what, id } => HostError::NotFound(format!("{what} '{id}'")),
@@ -159,8 +259,13 @@ fn guest_error(e: store::Error) -> HostError {
         store::Error::Pattern(p) => HostError::InvalidArgument(p.to_string()),
         e @ store::Error::AlreadyResolved { .. } => HostError::Conflict(e.to_string()),
         store::Error::Conflict(m) => HostError::Conflict(m),
+        e if e.is_input_refused() => {
+            tracing::debug!(error = %e, "the database refused a host call's arguments");
+            HostError::InvalidArgument("the database refused the value (bad text or number)".into())
+        }
         other => {
-            tracing::warn!(error = %other, "store failed during a host call");
+            // Said once by the dispatcher's circuit breaker, not per call.
+            tracing::debug!(error = %other, "store failed during a host call");
             HostError::Unavailable("storage is unavailable, try again".into())
         }
     }
@@ -179,10 +284,8 @@ impl wit_kv::Host for State {
             this.check(Capability::KvRead(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
             let entry = this
-                .store()
-                .kv_get(this.call.app_id, &collection, &key)
-                .await
-                .map_err(guest_error)?;
+                .storage(this.store().kv_get(this.call.app_id, &collection, &key))
+                .await?;
             Ok(entry.map(|e| wit_kv::Entry {
                 key: e.key,
                 value: e.value.to_string(),
@@ -206,10 +309,11 @@ impl wit_kv::Host for State {
             let value: Value = serde_json::from_str(&value)
                 .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
             let (app, depth) = (this.call.app_id, this.call.depth + 1);
-            let entry = to_completion(this.services.store.clone(), move |store| async move {
-                store.kv_set(app, &collection, &key, &value, depth).await
-            })
-            .await?;
+            let entry = this
+                .write(move |store| async move {
+                    store.kv_set(app, &collection, &key, &value, depth).await
+                })
+                .await?;
             Ok(entry.version as u64)
         }
         .await)
@@ -225,9 +329,9 @@ impl wit_kv::Host for State {
             this.check(Capability::KvWrite(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
             let (app, depth) = (this.call.app_id, this.call.depth + 1);
-            to_completion(this.services.store.clone(), move |store| async move {
-                store.kv_delete(app, &collection, &key, depth).await
-            })
+            this.write(
+                move |store| async move { store.kv_delete(app, &collection, &key, depth).await },
+            )
             .await
         }
         .await)
@@ -243,15 +347,13 @@ impl wit_kv::Host for State {
         Ok(async move {
             this.check(Capability::KvRead(this.call.app_id)).await?;
             store::validate_kv_names(&collection, "-").map_err(guest_error)?;
-            this.store()
-                .kv_list_keys(
-                    this.call.app_id,
-                    &collection,
-                    after.as_deref(),
-                    limit.min(MAX_LIST),
-                )
-                .await
-                .map_err(guest_error)
+            this.storage(this.store().kv_list_keys(
+                this.call.app_id,
+                &collection,
+                after.as_deref(),
+                limit.min(MAX_LIST),
+            ))
+            .await
         }
         .await)
     }
@@ -321,10 +423,8 @@ impl wit_dl::Host for State {
                 ..DeadLetterFilter::default()
             };
             let list = this
-                .store()
-                .list_dead_letters(&filter)
-                .await
-                .map_err(guest_error)?;
+                .storage(this.store().list_dead_letters(&filter))
+                .await?;
             Ok(list.into_iter().map(to_wit_dead_letter).collect())
         }
         .await)
@@ -343,10 +443,8 @@ impl wit_dl::Host for State {
                 return Err(HostError::NotFound(format!("dead letter '{id}'")));
             };
             let resolution = from_wit_resolution(resolution);
-            to_completion(this.services.store.clone(), move |store| async move {
-                store.resolve(dl.id, resolution).await
-            })
-            .await?;
+            this.write(move |store| async move { store.resolve(dl.id, resolution).await })
+                .await?;
             Ok(())
         }
         .await)

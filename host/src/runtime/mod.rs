@@ -36,7 +36,7 @@ mod stdio;
 
 pub use cache::{CacheStats, LoadError};
 pub use deploy::{DeployError, sha256_hex, validate_name};
-pub use host::{CallContext, Services};
+pub use host::{CallContext, Services, StorageWatch};
 pub use limits::{LimitExceeded, LogLevel, LogLine};
 
 use cache::ScriptCache;
@@ -122,6 +122,12 @@ pub enum InvokeError {
     /// The script could not be loaded (removed, or no longer valid).
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The host's own storage failed the invocation: a host call answered
+    /// `unavailable` or was still waiting for storage at the deadline, or
+    /// the script's code could not be fetched. Not the script's failure: it
+    /// costs no attempt (SPEC 14).
+    #[error("storage unavailable: {0}")]
+    Infrastructure(String),
 }
 
 impl InvokeError {
@@ -132,6 +138,43 @@ impl InvokeError {
             self,
             InvokeError::Load(LoadError::Link(_) | LoadError::Export(_))
         )
+    }
+
+    /// Whether the host's infrastructure, not the script, caused the failure.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, InvokeError::Infrastructure(_))
+    }
+
+    /// The error of an invocation that ended with `self` while storage had
+    /// let it down (`cause`): the script's own failures that storage can
+    /// explain (its error, a trap such as an `unwrap` of the `unavailable`
+    /// answer, the deadline passing while it waited) become
+    /// [`InvokeError::Infrastructure`]; limits it reached by its own work stay.
+    fn blame_storage(self, cause: Option<String>) -> InvokeError {
+        match (self, cause) {
+            (
+                error @ (InvokeError::Handler(_)
+                | InvokeError::Timeout { .. }
+                | InvokeError::Trap(_)),
+                Some(cause),
+            ) => InvokeError::Infrastructure(truncate(format!(
+                "{cause} (the script then failed: {error})"
+            ))),
+            (error, _) => error,
+        }
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Failure {
+        let error = match e {
+            LoadError::Unavailable(why) => InvokeError::Infrastructure(why),
+            other => InvokeError::Load(other),
+        };
+        Failure {
+            error,
+            logs: Vec::new(),
+        }
     }
 }
 
@@ -224,17 +267,18 @@ impl Runtime {
         let id = script.id;
         self.cache
             .get_or_load(&self.linker, &script.sha256, || async move {
-                store.script_code(id).await.map(|(_, code)| code)
+                match store.script_code(id).await {
+                    Ok((_, code)) => Ok(code),
+                    Err(e) if e.is_transient() => Err(LoadError::Unavailable(e.to_string())),
+                    Err(e) => Err(LoadError::Code(e.to_string())),
+                }
             })
             .await
     }
 
     /// Run one invocation of `script` and wait for its result.
     pub async fn invoke(&self, script: &Script, input: Invocation) -> Result<Success, Failure> {
-        let pre = self.load(script).await.map_err(|e| Failure {
-            error: e.into(),
-            logs: Vec::new(),
-        })?;
+        let pre = self.load(script).await?;
         let _permit = self
             .permits
             .acquire()
@@ -267,6 +311,9 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // The guest's deadline starts before instantiation, as it always has.
+        let deadline = Instant::now() + self.ceiling.timeout;
+        let watch = Arc::new(StorageWatch::default());
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -276,8 +323,10 @@ impl Runtime {
                 app_id: input.app_id,
                 principal: input.principal.clone(),
                 depth: input.depth,
+                deadline: deadline.into(),
             },
             services: self.services.clone(),
+            watch: watch.clone(),
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -285,7 +334,6 @@ impl Runtime {
         // that spins cannot hold a worker thread for its whole deadline and
         // starve the invocations beside it (whose deadlines keep running);
         // once its own deadline has passed, the next tick traps it.
-        let deadline = Instant::now() + self.ceiling.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -317,14 +365,22 @@ impl Runtime {
         // The epoch deadline stops guest code; this outer bound also covers
         // time spent inside host calls (a stalled database).
         let timeout = self.ceiling.timeout;
-        let outcome = match tokio::time::timeout(timeout + engine::EPOCH_TICK * 4, call).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(InvokeError::Timeout {
-                    ms: timeout.as_millis(),
-                });
-            }
+        let outcome = tokio::time::timeout(timeout + engine::EPOCH_TICK * 4, call).await;
+        let result = match outcome {
+            Ok(outcome) => self.result(outcome, &log),
+            Err(_) => Err(InvokeError::Timeout {
+                ms: timeout.as_millis(),
+            }),
         };
+        result.map_err(|e| e.blame_storage(watch.cause()))
+    }
+
+    /// The guest's answer, or what its trap means.
+    fn result(
+        &self,
+        outcome: wasmtime::Result<Result<Option<Vec<u8>>, String>>,
+        log: &LogBuffer,
+    ) -> Result<Option<Vec<u8>>, InvokeError> {
         match outcome {
             Ok(Ok(reply)) => {
                 if let Some(body) = &reply
@@ -338,7 +394,7 @@ impl Runtime {
                 Ok(reply)
             }
             Ok(Err(message)) => Err(InvokeError::Handler(truncate(message))),
-            Err(trap) => Err(self.classify(trap, &log)),
+            Err(trap) => Err(self.classify(trap, log)),
         }
     }
 

@@ -95,6 +95,20 @@ impl Error {
         }
     }
 
+    /// Whether the database refused the values themselves (PostgreSQL's
+    /// data exceptions, class 22: a NUL byte in text, a number out of
+    /// range): the same call will fail again, and the caller's input is to
+    /// blame, not the store.
+    pub fn is_input_refused(&self) -> bool {
+        match self {
+            Error::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c.starts_with("22")),
+            _ => false,
+        }
+    }
+
     /// Whether this is a `NotFound`.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })

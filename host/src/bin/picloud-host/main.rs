@@ -125,6 +125,12 @@ async fn run(cli: Cli) -> Result<()> {
                         "dispatched: {} succeeded, {} retried, {} dead-lettered, {} recursion-stopped",
                         m.succeeded, m.retried, m.dead_lettered, m.recursion_stopped
                     );
+                    if m.store_outages > 0 || m.postponed > 0 {
+                        println!(
+                            "store trouble: {} attempts postponed (not counted), {} outages, claims paused {} ms",
+                            m.postponed, m.store_outages, m.store_paused_ms
+                        );
+                    }
                 }
                 Command::Serve => {
                     let host = host(&store)?;
