@@ -102,7 +102,7 @@ pub(crate) async fn insert_events<S: Dialect>(
         });
         let (sql, arguments) = q.finish()?;
         <S::DB as Runs>::with_arguments(&sql, arguments)
-            .execute(&mut *conn)
+            .run(&mut *conn)
             .await
             .map_err(rows::unknown_app_on_fk(chunk[0].app_id))?;
     }
@@ -352,7 +352,7 @@ impl<S: Dialect> AppRepo for S {
         .arg(app)
         .arg(principal)
         .arg(role.as_str())
-        .execute(&mut conn)
+        .run(&mut conn)
         .await
         .map_err(rows::unknown_app_on_fk(app))?;
         Ok(())
@@ -363,7 +363,7 @@ impl<S: Dialect> AppRepo for S {
         let done = S::query("delete from app_members where app_id = $1 and principal = $2")
             .arg(app)
             .arg(principal)
-            .execute(&mut conn)
+            .run(&mut conn)
             .await?;
         Ok(done > 0)
     }
@@ -487,7 +487,7 @@ impl<S: Dialect> ScriptRepo for S {
         let done = S::query("delete from scripts where app_id = $1 and id = $2")
             .arg(app)
             .arg(id)
-            .execute(&mut conn)
+            .run(&mut conn)
             .await?;
         Ok(done > 0)
     }
@@ -576,7 +576,7 @@ impl<S: Dialect> TriggerRepo for S {
             .arg(t.name.as_str())
             .arg(t.registered_by_principal.as_str())
             .now(S::CLOCK)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         match Details::of(&t.spec) {
             Details::Kv { pattern, ops } => {
@@ -584,14 +584,14 @@ impl<S: Dialect> TriggerRepo for S {
                     .arg(id)
                     .arg(pattern)
                     .arg(ops)
-                    .execute(&mut tx)
+                    .run(&mut tx)
                     .await?;
             }
             Details::DeadLetter { pattern } => {
                 S::query("insert into dead_letter_trigger_details (trigger_id, source_pattern) values ($1, $2)")
                     .arg(id)
                     .arg(pattern)
-                    .execute(&mut tx)
+                    .run(&mut tx)
                     .await?;
             }
         }
@@ -623,7 +623,7 @@ impl<S: Dialect> TriggerRepo for S {
             .arg(id)
             .arg(enabled)
             .now(S::CLOCK)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         if done == 0 {
             return Err(Error::not_found("trigger", id));
@@ -637,7 +637,7 @@ impl<S: Dialect> TriggerRepo for S {
         let mut conn = self.pool().acquire().await?;
         let done = S::query("delete from triggers where id = $1")
             .arg(id)
-            .execute(&mut conn)
+            .run(&mut conn)
             .await?;
         Ok(done > 0)
     }
@@ -707,7 +707,7 @@ impl<S: Dialect> OutboxRepo for S {
         let mut tx = self.begin_write().await?;
         S::query("delete from outbox where id = $1")
             .arg(raw)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         let ids = enqueue_many_in::<S>(&mut tx, invocations).await?;
         tx.commit().await?;
@@ -777,11 +777,11 @@ impl<S: Dialect> DeadLetterRepo for S {
         S::query("insert into dead_letter_depths (dead_letter_id, depth) values ($1, $2)")
             .arg(dl.id)
             .arg(dead.depth)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         S::query("delete from outbox where id = $1")
             .arg(dead.original_event_id)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         if emit_event {
             enqueue_in::<S>(&mut tx, &super::dead_letter_event(dl.id, dead)).await?;
@@ -851,13 +851,13 @@ impl<S: Dialect> DeadLetterRepo for S {
         let mut tx = self.begin_write().await?;
         S::query("delete from outbox where id = $1")
             .arg(event)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         S::query(S::SQL.resolve_dead_letter)
             .arg(dead_letter)
             .arg(Resolution::HandlerFailed.as_str())
             .now(S::CLOCK)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -867,7 +867,7 @@ impl<S: Dialect> DeadLetterRepo for S {
         let mut conn = self.pool().acquire().await?;
         Ok(S::query("delete from dead_letters where created_at < $1")
             .arg(before)
-            .execute(&mut conn)
+            .run(&mut conn)
             .await?)
     }
 }
@@ -906,7 +906,7 @@ impl<S: Dialect> AbandonedRepo for S {
         Ok(
             S::query("delete from abandoned_executions where created_at < $1")
                 .arg(before)
-                .execute(&mut conn)
+                .run(&mut conn)
                 .await?,
         )
     }
@@ -928,12 +928,12 @@ impl<S: Dialect> ReplyRepo for S {
         .arg(reply.outcome.as_str())
         .arg(reply.body.as_slice())
         .arg(reply.created_at)
-        .execute(&mut tx)
+        .run(&mut tx)
         .await
         .map_err(rows::unknown_app_on_fk(reply.app_id))?;
         S::query("delete from outbox where id = $1")
             .arg(reply.outbox_event_id)
-            .execute(&mut tx)
+            .run(&mut tx)
             .await?;
         S::notify_reply_in(&mut tx, &reply.inbox).await?;
         tx.commit().await?;

@@ -15,7 +15,8 @@
 //! it would have to be restated on every impl and function. [`Binds`],
 //! [`Decodes`] and [`Runs`] turn each of those into a bound on `DB` itself,
 //! implemented once for every database that meets the real sqlx bound, and
-//! [`Run`] gives queries the familiar `.arg(..)`, `.one(..)`, `.all(..)`.
+//! [`Run`] gives statements `.arg(..)`, `.run(..)`, `.one(..)`, `.optional(..)`
+//! and `.all(..)`.
 
 use std::future::Future;
 
@@ -191,8 +192,9 @@ pub(crate) trait Run<'q, DB: Db>: Sized {
     /// SQL text takes it; otherwise the text says `now()` and this binds
     /// nothing.
     fn now(self, clock: Clock) -> Self;
-    /// Run for the effect; how many rows changed.
-    fn execute(self, conn: &mut DB::Connection) -> impl Future<Output = sqlx::Result<u64>> + Send;
+    /// Run for the effect; how many rows changed. (Not named `execute`:
+    /// sqlx's own returns the database's result type.)
+    fn run(self, conn: &mut DB::Connection) -> impl Future<Output = sqlx::Result<u64>> + Send;
     /// Run for exactly one row ([`sqlx::Error::RowNotFound`] without one).
     fn one<T>(self, conn: &mut DB::Connection) -> impl Future<Output = sqlx::Result<T>> + Send
     where
@@ -225,7 +227,7 @@ impl<'q, DB: Db> Run<'q, DB> for Statement<'q, DB> {
         }
     }
 
-    async fn execute(self, conn: &mut DB::Connection) -> sqlx::Result<u64> {
+    async fn run(self, conn: &mut DB::Connection) -> sqlx::Result<u64> {
         Ok(DB::rows_affected(&DB::execute(self, conn).await?))
     }
 
