@@ -6,6 +6,12 @@
 //! of a dead letter's event) lives here or in [`crate::model`], once; a
 //! backend only says how to store it. A change and the outbox event that
 //! describes it always commit in one transaction.
+//!
+//! Layout: the traits are implemented once, in `shared`, for every
+//! backend's `Dialect` (`dialect`): the SQL text that differs, locking,
+//! the clock, id lists, notifications and the hot-path statements. `sql`
+//! names, in one trait, what that generic code needs from sqlx; `rows`
+//! holds the row structs both databases decode into.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +28,12 @@ use crate::model::{
 pub use crate::pattern::collection_matches;
 use crate::pattern::{self, PatternError};
 
+mod dialect;
 mod error;
 pub mod postgres;
 mod rows;
+mod shared;
+mod sql;
 pub mod sqlite;
 mod url;
 

@@ -1,19 +1,18 @@
 //! What the two backends share besides the traits: row structs that decode
 //! from either database, their conversion to the model, the column lists,
-//! the dead-letter filter, trigger matching and error classification.
+//! trigger matching and error classification.
 //!
 //! Rule: a backend differs from the other only in SQL text and binding; any
 //! decision about what a row means, which trigger matches or which error a
 //! constraint violation becomes is made here, once.
 
 use serde_json::Value;
-use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{Error, Member, Result, StoredReply};
 use crate::auth::Role;
 use crate::model::{
-    AbandonedExecution, AbandonedId, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId,
-    KvEntry, KvOp, KvOps, NewTrigger, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
+    AbandonedExecution, AbandonedId, AppId, DeadLetter, DeadLetterId, EventId, KvEntry, KvOp,
+    KvOps, NewTrigger, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
 };
 use crate::pattern::collection_matches;
 
@@ -372,42 +371,6 @@ impl TryFrom<ReplyRow> for StoredReply {
             body: r.body,
             created_at: r.created_at,
         })
-    }
-}
-
-/// Append the `where` clause, order and limit of a dead-letter listing to a
-/// query that selects from `dead_letters`.
-pub(crate) fn push_dead_letter_filter<'a, DB>(b: &mut QueryBuilder<'a, DB>, f: &'a DeadLetterFilter)
-where
-    DB: Database,
-    AppId: Encode<'a, DB> + Type<DB>,
-    TriggerId: Encode<'a, DB> + Type<DB>,
-    Timestamp: Encode<'a, DB> + Type<DB>,
-    &'a str: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    b.push(" where true");
-    if let Some(app) = f.app_id {
-        b.push(" and app_id = ").push_bind(app);
-    }
-    if f.unresolved_only {
-        b.push(" and resolved_at is null");
-    }
-    if let Some(source) = &f.source {
-        b.push(" and source = ").push_bind(source.as_str());
-    }
-    if let Some(trigger) = f.trigger_id {
-        b.push(" and trigger_id = ").push_bind(trigger);
-    }
-    if let Some(after) = f.created_after {
-        b.push(" and created_at >= ").push_bind(after);
-    }
-    if let Some(before) = f.created_before {
-        b.push(" and created_at < ").push_bind(before);
-    }
-    b.push(" order by created_at, id");
-    if let Some(limit) = f.limit {
-        b.push(" limit ").push_bind(i64::from(limit));
     }
 }
 

@@ -1,0 +1,986 @@
+//! The one implementation of the repository traits, for both backends.
+//!
+//! Rule: every repository method is written here once, generic over the
+//! backend's [`Dialect`]; a backend file holds only what truly differs
+//! (SQL text that is not the same on both, locking, the clock, binding a
+//! list of ids, notifications, and the hot-path statements of the claim,
+//! completion, retries and release, kept there whole so they can be tuned
+//! per database). A change and the outbox event that describes it commit
+//! in one transaction, begun with [`Dialect::begin_write`]; subscribers
+//! hear of new work through [`Dialect::announce`] only after that commit.
+//!
+//! Design: the traits are implemented for every `S: Dialect` (blanket
+//! impls), so `PgStore` and `SqliteStore` stay plain structs with their own
+//! constructors, and no method is forwarded twice. SQL text that is the
+//! same on both databases stands here, next to the code that runs it;
+//! statements run through [`Run`], whose bounds are implied by
+//! [`super::sql::Db`], so no signature here carries a `where` clause.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::Database;
+use sqlx::types::Json;
+
+use super::dialect::Dialect;
+use super::rows::{
+    self, AbandonedRow, CHUNK, DeadLetterRow, Details, KvRow, MemberRow, ReplyRow, ScriptCodeRow,
+    TriggerRow, dead_letter_columns, outbox_columns, reply_columns, script_columns, trigger_select,
+};
+use super::sql::{Built, Db, Run, Runs};
+use super::{
+    AbandonedRepo, AppRepo, Backend, DeadLetterRepo, Error, KvRepo, Member, NewAbandoned,
+    OutboxRepo, ReplyRepo, Result, Retry, ScriptRepo, Signal, Store, StoredReply, Subscription,
+    TriggerRepo,
+};
+use crate::auth::Role;
+use crate::model::{
+    AbandonedExecution, AbandonedId, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId,
+    EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Resolution, Script,
+    ScriptId, Timestamp, Trigger, TriggerId,
+};
+
+/// A connection of the backend `S`.
+type Conn<S> = <<S as Dialect>::DB as Database>::Connection;
+
+/// Write one event to the outbox on the caller's connection or open
+/// transaction (see the backends' public `enqueue_in`).
+pub(crate) async fn enqueue_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    event: &NewEvent,
+) -> Result<EventId> {
+    Ok(enqueue_many_in::<S>(conn, std::slice::from_ref(event)).await?[0])
+}
+
+/// Write events to the outbox on the caller's connection or transaction.
+/// The ids come back in the order of `events`.
+pub(crate) async fn enqueue_many_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    events: &[NewEvent],
+) -> Result<Vec<EventId>> {
+    let ids: Vec<EventId> = events.iter().map(|_| EventId::new()).collect();
+    S::insert_events(conn, events, &ids).await?;
+    Ok(ids)
+}
+
+/// The hot path of every enqueue and fan-out ([`Dialect::insert_events`]):
+/// insert `events` under `ids` (one per event, in order), [`CHUNK`] rows
+/// per statement. A row's `due_at` defaults to now and its `created_at` is
+/// now, by the backend's [`Dialect::CLOCK`]: `now()` on PostgreSQL, one
+/// time bound for the whole batch on SQLite.
+pub(crate) async fn insert_events<S: Dialect>(
+    conn: &mut Conn<S>,
+    events: &[NewEvent],
+    ids: &[EventId],
+) -> Result<()> {
+    let now = Timestamp::now();
+    for (chunk, chunk_ids) in events.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
+        let mut q = Built::<S::DB>::new(
+            "insert into outbox (id, event_id, app_id, source, op, trigger_id, script_id, principal, \
+             payload, depth, attempt_count, first_attempt_at, last_attempt_at, last_error, \
+             due_at, reply_to, created_at) ",
+        );
+        q.push_values(chunk.iter().zip(chunk_ids), |row, (e, id)| {
+            row.bind(*id)
+                .bind(e.event_id.unwrap_or(*id))
+                .bind(e.app_id)
+                .bind(e.source.as_str())
+                .bind(e.op.as_str())
+                .bind(e.trigger_id)
+                .bind(e.script_id)
+                .bind(e.principal.as_deref())
+                .bind(Json(&e.payload))
+                .bind(e.depth)
+                .bind(e.attempt_count)
+                .bind(e.first_attempt_at)
+                .bind(e.last_attempt_at)
+                .bind(e.last_error.as_deref())
+                .bind_or_now(e.due_at, S::CLOCK, now)
+                .bind(e.reply_to.as_deref())
+                .now(S::CLOCK, now);
+        });
+        let (sql, arguments) = q.finish()?;
+        <S::DB as Runs>::with_arguments(&sql, arguments)
+            .run(&mut *conn)
+            .await
+            .map_err(rows::unknown_app_on_fk(chunk[0].app_id))?;
+    }
+    Ok(())
+}
+
+/// Write a KV entry (version + 1) and enqueue its `kv`/`set` event at
+/// `depth` on the caller's connection or open transaction.
+pub(crate) async fn kv_set_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    value: &Value,
+    depth: i32,
+) -> Result<KvEntry> {
+    super::validate_kv_names(collection, key)?;
+    // Embedders call this directly: the limit holds here too.
+    super::validate_kv_value_len(value.to_string().len())?;
+    let row: KvRow = S::query(S::SQL.kv_upsert)
+        .arg(app)
+        .arg(collection)
+        .arg(key)
+        .arg(Json(value))
+        .now(S::CLOCK)
+        .one(&mut *conn)
+        .await
+        .map_err(rows::unknown_app_on_fk(app))?;
+    let entry = KvEntry::from(row);
+    let event = super::kv_event(
+        app,
+        KvOp::Set,
+        collection,
+        key,
+        Some(value),
+        entry.version,
+        depth,
+    );
+    enqueue_in::<S>(conn, &event).await?;
+    Ok(entry)
+}
+
+/// Delete a KV entry and, if it existed, enqueue its `kv`/`delete` event at
+/// `depth` on the caller's connection or open transaction. Whether it existed.
+pub(crate) async fn kv_delete_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    depth: i32,
+) -> Result<bool> {
+    super::validate_kv_names(collection, key)?;
+    let version: Option<(i64,)> = S::query(
+        "delete from kv_entries where app_id = $1 and collection = $2 and key = $3 returning version",
+    )
+    .arg(app)
+    .arg(collection)
+    .arg(key)
+    .optional(&mut *conn)
+    .await?;
+    let Some((version,)) = version else {
+        return Ok(false);
+    };
+    let event = super::kv_event(app, KvOp::Delete, collection, key, None, version + 1, depth);
+    enqueue_in::<S>(conn, &event).await?;
+    Ok(true)
+}
+
+/// The public functions of a backend that write on the caller's connection
+/// or transaction, for the store type `$store` and its connection `$conn`.
+macro_rules! connection_functions {
+    ($store:ty, $conn:ty) => {
+        /// Write one event to the outbox on the caller's connection or open
+        /// transaction: the change it describes commits with it or not at all.
+        pub async fn enqueue_in(conn: &mut $conn, event: &NewEvent) -> Result<EventId> {
+            super::shared::enqueue_in::<$store>(conn, event).await
+        }
+
+        /// Write events to the outbox on the caller's connection or
+        /// transaction, in multi-row inserts. The ids come back in the order
+        /// of `events`.
+        pub async fn enqueue_many_in(
+            conn: &mut $conn,
+            events: &[NewEvent],
+        ) -> Result<Vec<EventId>> {
+            super::shared::enqueue_many_in::<$store>(conn, events).await
+        }
+
+        /// Write a KV entry (version + 1) and enqueue its `kv`/`set` event at
+        /// `depth` on the caller's connection or open transaction.
+        pub async fn kv_set_in(
+            conn: &mut $conn,
+            app: AppId,
+            collection: &str,
+            key: &str,
+            value: &serde_json::Value,
+            depth: i32,
+        ) -> Result<KvEntry> {
+            super::shared::kv_set_in::<$store>(conn, app, collection, key, value, depth).await
+        }
+
+        /// Delete a KV entry and, if it existed, enqueue its `kv`/`delete`
+        /// event at `depth` on the caller's connection or open transaction.
+        /// Whether it existed.
+        pub async fn kv_delete_in(
+            conn: &mut $conn,
+            app: AppId,
+            collection: &str,
+            key: &str,
+            depth: i32,
+        ) -> Result<bool> {
+            super::shared::kv_delete_in::<$store>(conn, app, collection, key, depth).await
+        }
+    };
+}
+pub(crate) use connection_functions;
+
+async fn fetch_trigger<S: Dialect>(conn: &mut Conn<S>, id: TriggerId) -> Result<Trigger> {
+    let row: Option<TriggerRow> = S::query(concat!(trigger_select!(), "where t.id = $1"))
+        .arg(id)
+        .optional(conn)
+        .await?;
+    row.ok_or_else(|| Error::not_found("trigger", id))?
+        .try_into()
+}
+
+async fn fetch_dead_letter<S: Dialect>(conn: &mut Conn<S>, id: DeadLetterId) -> Result<DeadLetter> {
+    let row: Option<DeadLetterRow> = S::query(concat!(
+        "select ",
+        dead_letter_columns!(),
+        " from dead_letters where id = $1"
+    ))
+    .arg(id)
+    .optional(conn)
+    .await?;
+    row.ok_or_else(|| Error::not_found("dead letter", id))?
+        .try_into()
+}
+
+async fn enabled_triggers<S: Dialect>(store: &S, app: AppId, kind: &str) -> Result<Vec<Trigger>> {
+    let mut conn = store.pool().acquire().await?;
+    let rows: Vec<TriggerRow> = S::query(concat!(
+        trigger_select!(),
+        "where t.app_id = $1 and t.kind = $2 and t.enabled order by t.created_at, t.id"
+    ))
+    .arg(app)
+    .arg(kind)
+    .all(&mut conn)
+    .await?;
+    rows::triggers(rows)
+}
+
+/// The `select` of a dead-letter listing: the filter's conditions, oldest
+/// first, and its limit.
+fn dead_letter_listing<DB: Db>(f: &DeadLetterFilter) -> Built<'_, DB> {
+    let mut q = Built::new(concat!(
+        "select ",
+        dead_letter_columns!(),
+        " from dead_letters where true"
+    ));
+    if let Some(app) = f.app_id {
+        q.push(" and app_id = ").bind(app);
+    }
+    if f.unresolved_only {
+        q.push(" and resolved_at is null");
+    }
+    if let Some(source) = &f.source {
+        q.push(" and source = ").bind(source.as_str());
+    }
+    if let Some(trigger) = f.trigger_id {
+        q.push(" and trigger_id = ").bind(trigger);
+    }
+    if let Some(after) = f.created_after {
+        q.push(" and created_at >= ").bind(after);
+    }
+    if let Some(before) = f.created_before {
+        q.push(" and created_at < ").bind(before);
+    }
+    q.push(" order by created_at, id");
+    if let Some(limit) = f.limit {
+        q.push(" limit ").bind(i64::from(limit));
+    }
+    q
+}
+
+#[async_trait]
+impl<S: Dialect> AppRepo for S {
+    async fn create_app(&self, name: &str) -> Result<App> {
+        let mut conn = self.pool().acquire().await?;
+        S::query(S::SQL.create_app)
+            .arg(AppId::new())
+            .arg(name)
+            .now(S::CLOCK)
+            .one(&mut conn)
+            .await
+            .map_err(|e| {
+                if rows::is_unique_violation(&e) {
+                    Error::Conflict(format!("app '{name}' already exists"))
+                } else {
+                    Error::Database(e)
+                }
+            })
+    }
+
+    async fn get_app(&self, id: AppId) -> Result<App> {
+        let mut conn = self.pool().acquire().await?;
+        S::query("select id, name, created_at from apps where id = $1")
+            .arg(id)
+            .optional(&mut conn)
+            .await?
+            .ok_or_else(|| Error::not_found("app", id))
+    }
+
+    async fn find_app(&self, name_or_id: &str) -> Result<App> {
+        let mut conn = self.pool().acquire().await?;
+        let by_name: Option<App> =
+            S::query("select id, name, created_at from apps where name = $1")
+                .arg(name_or_id)
+                .optional(&mut conn)
+                .await?;
+        drop(conn);
+        match (by_name, name_or_id.parse::<AppId>()) {
+            (Some(app), _) => Ok(app),
+            (None, Ok(id)) => self
+                .get_app(id)
+                .await
+                .map_err(|_| Error::not_found("app", name_or_id)),
+            (None, Err(_)) => Err(Error::not_found("app", name_or_id)),
+        }
+    }
+
+    async fn list_apps(&self) -> Result<Vec<App>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(
+            S::query("select id, name, created_at from apps order by name")
+                .all(&mut conn)
+                .await?,
+        )
+    }
+
+    async fn set_member(&self, app: AppId, principal: &str, role: Role) -> Result<()> {
+        let mut conn = self.pool().acquire().await?;
+        S::query(
+            "insert into app_members (app_id, principal, role) values ($1, $2, $3)
+             on conflict (app_id, principal) do update set role = excluded.role",
+        )
+        .arg(app)
+        .arg(principal)
+        .arg(role.as_str())
+        .run(&mut conn)
+        .await
+        .map_err(rows::unknown_app_on_fk(app))?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, app: AppId, principal: &str) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let done = S::query("delete from app_members where app_id = $1 and principal = $2")
+            .arg(app)
+            .arg(principal)
+            .run(&mut conn)
+            .await?;
+        Ok(done > 0)
+    }
+
+    async fn member_role(&self, app: AppId, principal: &str) -> Result<Option<Role>> {
+        let mut conn = self.pool().acquire().await?;
+        let role: Option<(String,)> =
+            S::query("select role from app_members where app_id = $1 and principal = $2")
+                .arg(app)
+                .arg(principal)
+                .optional(&mut conn)
+                .await?;
+        role.map(|(role,)| rows::parse_role(&role)).transpose()
+    }
+
+    async fn list_members(&self, app: AppId) -> Result<Vec<Member>> {
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<MemberRow> = S::query(
+            "select app_id, principal, role from app_members where app_id = $1 order by principal",
+        )
+        .arg(app)
+        .all(&mut conn)
+        .await?;
+        rows.into_iter().map(Member::try_from).collect()
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> ScriptRepo for S {
+    async fn put_script(
+        &self,
+        app: AppId,
+        name: &str,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<Script> {
+        let mut conn = self.pool().acquire().await?;
+        S::query(S::SQL.put_script)
+            .arg(ScriptId::new())
+            .arg(app)
+            .arg(name)
+            .arg(wasm)
+            .arg(sha256)
+            .arg(wasm.len() as i64)
+            .now(S::CLOCK)
+            .one(&mut conn)
+            .await
+            .map_err(rows::unknown_app_on_fk(app))
+    }
+
+    async fn get_script(&self, id: ScriptId) -> Result<Script> {
+        let mut conn = self.pool().acquire().await?;
+        S::query(concat!(
+            "select ",
+            script_columns!(),
+            " from scripts where id = $1"
+        ))
+        .arg(id)
+        .optional(&mut conn)
+        .await?
+        .ok_or_else(|| Error::not_found("script", id))
+    }
+
+    async fn find_script(&self, app: AppId, name_or_id: &str) -> Result<Script> {
+        let mut conn = self.pool().acquire().await?;
+        let by_name: Option<Script> = S::query(concat!(
+            "select ",
+            script_columns!(),
+            " from scripts where app_id = $1 and name = $2"
+        ))
+        .arg(app)
+        .arg(name_or_id)
+        .optional(&mut conn)
+        .await?;
+        if let Some(script) = by_name {
+            return Ok(script);
+        }
+        let Ok(id) = name_or_id.parse::<ScriptId>() else {
+            return Err(Error::not_found("script", name_or_id));
+        };
+        S::query(concat!(
+            "select ",
+            script_columns!(),
+            " from scripts where app_id = $1 and id = $2"
+        ))
+        .arg(app)
+        .arg(id)
+        .optional(&mut conn)
+        .await?
+        .ok_or_else(|| Error::not_found("script", name_or_id))
+    }
+
+    async fn script_code(&self, id: ScriptId) -> Result<(Script, Vec<u8>)> {
+        let mut conn = self.pool().acquire().await?;
+        let row: Option<ScriptCodeRow> = S::query(concat!(
+            "select ",
+            script_columns!(),
+            ", wasm from scripts where id = $1"
+        ))
+        .arg(id)
+        .optional(&mut conn)
+        .await?;
+        let row = row.ok_or_else(|| Error::not_found("script", id))?;
+        Ok((row.script, row.wasm))
+    }
+
+    async fn list_scripts(&self, app: AppId) -> Result<Vec<Script>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(concat!(
+            "select ",
+            script_columns!(),
+            " from scripts where app_id = $1 order by name"
+        ))
+        .arg(app)
+        .all(&mut conn)
+        .await?)
+    }
+
+    async fn remove_script(&self, app: AppId, id: ScriptId) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let done = S::query("delete from scripts where app_id = $1 and id = $2")
+            .arg(app)
+            .arg(id)
+            .run(&mut conn)
+            .await?;
+        Ok(done > 0)
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> KvRepo for S {
+    async fn kv_get(&self, app: AppId, collection: &str, key: &str) -> Result<Option<KvEntry>> {
+        let mut conn = self.pool().acquire().await?;
+        let row: Option<KvRow> = S::query(
+            "select collection, key, value, version, updated_at from kv_entries
+             where app_id = $1 and collection = $2 and key = $3",
+        )
+        .arg(app)
+        .arg(collection)
+        .arg(key)
+        .optional(&mut conn)
+        .await?;
+        Ok(row.map(KvEntry::from))
+    }
+
+    async fn kv_list_keys(
+        &self,
+        app: AppId,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.pool().acquire().await?;
+        let keys: Vec<(String,)> = S::query(S::SQL.kv_list_keys)
+            .arg(app)
+            .arg(collection)
+            .arg(after)
+            .arg(i64::from(limit))
+            .all(&mut conn)
+            .await?;
+        Ok(keys.into_iter().map(|(key,)| key).collect())
+    }
+
+    async fn kv_set(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        depth: i32,
+    ) -> Result<KvEntry> {
+        let mut tx = self.begin_write().await?;
+        let entry = kv_set_in::<S>(&mut tx, app, collection, key, value, depth).await?;
+        tx.commit().await?;
+        self.announce(Signal::Outbox);
+        Ok(entry)
+    }
+
+    async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let existed = kv_delete_in::<S>(&mut tx, app, collection, key, depth).await?;
+        tx.commit().await?;
+        if existed {
+            self.announce(Signal::Outbox);
+        }
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> TriggerRepo for S {
+    async fn create_trigger(&self, t: &NewTrigger) -> Result<Trigger> {
+        super::validate_trigger(t)?;
+        let mut tx = self.begin_write().await?;
+        let owner: Option<(AppId,)> = S::query("select app_id from scripts where id = $1")
+            .arg(t.script_id)
+            .optional(&mut tx)
+            .await?;
+        match owner {
+            None => return Err(Error::not_found("script", t.script_id)),
+            Some((owner,)) if owner != t.app_id => return Err(rows::cross_app_script(t)),
+            Some(_) => {}
+        }
+        let id = TriggerId::new();
+        S::query(S::SQL.insert_trigger)
+            .arg(id)
+            .arg(t.app_id)
+            .arg(t.script_id)
+            .arg(t.spec.kind())
+            .arg(t.name.as_str())
+            .arg(t.registered_by_principal.as_str())
+            .now(S::CLOCK)
+            .run(&mut tx)
+            .await?;
+        match Details::of(&t.spec) {
+            Details::Kv { pattern, ops } => {
+                S::query("insert into kv_trigger_details (trigger_id, collection_pattern, ops) values ($1, $2, $3)")
+                    .arg(id)
+                    .arg(pattern)
+                    .arg(ops)
+                    .run(&mut tx)
+                    .await?;
+            }
+            Details::DeadLetter { pattern } => {
+                S::query("insert into dead_letter_trigger_details (trigger_id, source_pattern) values ($1, $2)")
+                    .arg(id)
+                    .arg(pattern)
+                    .run(&mut tx)
+                    .await?;
+            }
+        }
+        let trigger = fetch_trigger::<S>(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(trigger)
+    }
+
+    async fn get_trigger(&self, id: TriggerId) -> Result<Trigger> {
+        let mut conn = self.pool().acquire().await?;
+        fetch_trigger::<S>(&mut conn, id).await
+    }
+
+    async fn list_triggers(&self, app: AppId) -> Result<Vec<Trigger>> {
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<TriggerRow> = S::query(concat!(
+            trigger_select!(),
+            "where t.app_id = $1 order by t.created_at, t.id"
+        ))
+        .arg(app)
+        .all(&mut conn)
+        .await?;
+        rows::triggers(rows)
+    }
+
+    async fn set_trigger_enabled(&self, id: TriggerId, enabled: bool) -> Result<Trigger> {
+        let mut tx = self.begin_write().await?;
+        let done = S::query(S::SQL.set_trigger_enabled)
+            .arg(id)
+            .arg(enabled)
+            .now(S::CLOCK)
+            .run(&mut tx)
+            .await?;
+        if done == 0 {
+            return Err(Error::not_found("trigger", id));
+        }
+        let trigger = fetch_trigger::<S>(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(trigger)
+    }
+
+    async fn delete_trigger(&self, id: TriggerId) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let done = S::query("delete from triggers where id = $1")
+            .arg(id)
+            .run(&mut conn)
+            .await?;
+        Ok(done > 0)
+    }
+
+    async fn list_matching_kv(
+        &self,
+        app: AppId,
+        collection: &str,
+        op: KvOp,
+    ) -> Result<Vec<Trigger>> {
+        let candidates = enabled_triggers(self, app, "kv").await?;
+        Ok(rows::matching_kv(candidates, collection, op))
+    }
+
+    async fn list_matching_dead_letter(&self, app: AppId, source: &str) -> Result<Vec<Trigger>> {
+        let candidates = enabled_triggers(self, app, "dead_letter").await?;
+        Ok(rows::matching_dead_letter(candidates, source))
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> OutboxRepo for S {
+    async fn enqueue(&self, event: &NewEvent) -> Result<EventId> {
+        let mut conn = self.pool().acquire().await?;
+        let id = enqueue_in::<S>(&mut conn, event).await?;
+        self.announce(Signal::Outbox);
+        Ok(id)
+    }
+
+    async fn enqueue_many(&self, events: &[NewEvent]) -> Result<Vec<EventId>> {
+        let mut tx = self.begin_write().await?;
+        let ids = enqueue_many_in::<S>(&mut tx, events).await?;
+        tx.commit().await?;
+        self.announce(Signal::Outbox);
+        Ok(ids)
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut rows = self.claim(worker, limit, lease).await?;
+        rows.sort_by_key(|r| (r.due_at, r.created_at));
+        Ok(rows)
+    }
+
+    async fn complete(&self, ids: &[EventId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.delete_rows(ids).await
+    }
+
+    async fn reschedule(&self, retries: &[Retry]) -> Result<()> {
+        if retries.is_empty() {
+            return Ok(());
+        }
+        self.write_retries(retries).await
+    }
+
+    async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>> {
+        let mut tx = self.begin_write().await?;
+        S::query("delete from outbox where id = $1")
+            .arg(raw)
+            .run(&mut tx)
+            .await?;
+        let ids = enqueue_many_in::<S>(&mut tx, invocations).await?;
+        tx.commit().await?;
+        self.announce(Signal::Outbox);
+        Ok(ids)
+    }
+
+    async fn release(&self, ids: &[EventId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.unlock_rows(ids).await?;
+        self.announce(Signal::Outbox);
+        Ok(())
+    }
+
+    async fn get_event(&self, id: EventId) -> Result<Option<OutboxEvent>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(concat!(
+            "select ",
+            outbox_columns!(),
+            " from outbox where id = $1"
+        ))
+        .arg(id)
+        .optional(&mut conn)
+        .await?)
+    }
+
+    async fn count_events(&self, app: Option<AppId>) -> Result<i64> {
+        let mut conn = self.pool().acquire().await?;
+        let (count,) = S::query(S::SQL.count_events)
+            .arg(app)
+            .one(&mut conn)
+            .await?;
+        Ok(count)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        let mut conn = self.pool().acquire().await?;
+        let (at,) = S::query(S::SQL.next_due_at).one(&mut conn).await?;
+        Ok(at)
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> DeadLetterRepo for S {
+    async fn dead_letter(&self, dead: &NewDeadLetter, emit_event: bool) -> Result<DeadLetter> {
+        let mut tx = self.begin_write().await?;
+        let row: DeadLetterRow = S::query(S::SQL.insert_dead_letter)
+            .arg(DeadLetterId::new())
+            .arg(dead.app_id)
+            .arg(dead.original_event_id)
+            .arg(dead.source.as_str())
+            .arg(dead.op.as_str())
+            .arg(dead.trigger_id)
+            .arg(dead.script_id)
+            .arg(Json(&dead.payload))
+            .arg(dead.attempt_count)
+            .arg(dead.first_attempt_at)
+            .arg(dead.last_attempt_at)
+            .arg(dead.last_error.as_str())
+            .now(S::CLOCK)
+            .one(&mut tx)
+            .await
+            .map_err(rows::unknown_app_on_fk(dead.app_id))?;
+        let dl = DeadLetter::try_from(row)?;
+        S::query("insert into dead_letter_depths (dead_letter_id, depth) values ($1, $2)")
+            .arg(dl.id)
+            .arg(dead.depth)
+            .run(&mut tx)
+            .await?;
+        S::query("delete from outbox where id = $1")
+            .arg(dead.original_event_id)
+            .run(&mut tx)
+            .await?;
+        if emit_event {
+            enqueue_in::<S>(&mut tx, &super::dead_letter_event(dl.id, dead)).await?;
+        }
+        tx.commit().await?;
+        if emit_event {
+            self.announce(Signal::Outbox);
+        }
+        Ok(dl)
+    }
+
+    async fn get_dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter> {
+        let mut conn = self.pool().acquire().await?;
+        fetch_dead_letter::<S>(&mut conn, id).await
+    }
+
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        let (sql, arguments) = dead_letter_listing::<S::DB>(filter).finish()?;
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<DeadLetterRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
+            .all(&mut conn)
+            .await?;
+        rows::dead_letters(rows)
+    }
+
+    async fn unresolved_count(&self, app: AppId) -> Result<i64> {
+        let mut conn = self.pool().acquire().await?;
+        let (count,) =
+            S::query("select count(*) from dead_letters where app_id = $1 and resolved_at is null")
+                .arg(app)
+                .one(&mut conn)
+                .await?;
+        Ok(count)
+    }
+
+    async fn resolve(&self, id: DeadLetterId, resolution: Resolution) -> Result<DeadLetter> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<DeadLetterRow> = S::query(S::SQL.resolve_dead_letter_returning)
+            .arg(id)
+            .arg(resolution.as_str())
+            .now(S::CLOCK)
+            .optional(&mut tx)
+            .await?;
+        let Some(row) = row else {
+            let current = fetch_dead_letter::<S>(&mut tx, id).await?;
+            return Err(rows::already_resolved(&current));
+        };
+        let dl = DeadLetter::try_from(row)?;
+        let replayed = resolution == Resolution::Replayed;
+        if replayed {
+            let depth: Option<(i32,)> =
+                S::query("select depth from dead_letter_depths where dead_letter_id = $1")
+                    .arg(id)
+                    .optional(&mut tx)
+                    .await?;
+            let depth = depth.map_or(0, |(depth,)| depth);
+            enqueue_in::<S>(&mut tx, &super::replay_event(&dl, depth)).await?;
+        }
+        tx.commit().await?;
+        if replayed {
+            self.announce(Signal::Outbox);
+        }
+        Ok(dl)
+    }
+
+    async fn stop_recursion(&self, event: EventId, dead_letter: DeadLetterId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        S::query("delete from outbox where id = $1")
+            .arg(event)
+            .run(&mut tx)
+            .await?;
+        S::query(S::SQL.resolve_dead_letter)
+            .arg(dead_letter)
+            .arg(Resolution::HandlerFailed.as_str())
+            .now(S::CLOCK)
+            .run(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn gc_dead_letters(&self, before: Timestamp) -> Result<u64> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query("delete from dead_letters where created_at < $1")
+            .arg(before)
+            .run(&mut conn)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> AbandonedRepo for S {
+    async fn record_abandoned(&self, a: &NewAbandoned) -> Result<AbandonedExecution> {
+        let mut conn = self.pool().acquire().await?;
+        let row: AbandonedRow = S::query(S::SQL.insert_abandoned)
+            .arg(AbandonedId::new())
+            .arg(a.app_id)
+            .arg(a.outbox_event_id)
+            .arg(a.script_id)
+            .arg(a.trigger_id)
+            .arg(a.reply_to.as_str())
+            .arg(a.outcome.as_str())
+            .arg(a.detail.as_str())
+            .now(S::CLOCK)
+            .one(&mut conn)
+            .await
+            .map_err(rows::unknown_app_on_fk(a.app_id))?;
+        row.try_into()
+    }
+
+    async fn list_abandoned(&self, app: Option<AppId>) -> Result<Vec<AbandonedExecution>> {
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<AbandonedRow> = S::query(S::SQL.list_abandoned)
+            .arg(app)
+            .all(&mut conn)
+            .await?;
+        rows.into_iter().map(AbandonedExecution::try_from).collect()
+    }
+
+    async fn gc_abandoned(&self, before: Timestamp) -> Result<u64> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(
+            S::query("delete from abandoned_executions where created_at < $1")
+                .arg(before)
+                .run(&mut conn)
+                .await?,
+        )
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> ReplyRepo for S {
+    async fn put_reply(&self, reply: &StoredReply) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        S::query(
+            "insert into invocation_replies (inbox, app_id, outbox_event_id, script_id, outcome, body, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             on conflict (inbox) do nothing",
+        )
+        .arg(reply.inbox.as_str())
+        .arg(reply.app_id)
+        .arg(reply.outbox_event_id)
+        .arg(reply.script_id)
+        .arg(reply.outcome.as_str())
+        .arg(reply.body.as_slice())
+        .arg(reply.created_at)
+        .run(&mut tx)
+        .await
+        .map_err(rows::unknown_app_on_fk(reply.app_id))?;
+        S::query("delete from outbox where id = $1")
+            .arg(reply.outbox_event_id)
+            .run(&mut tx)
+            .await?;
+        S::notify_reply_in(&mut tx, &reply.inbox).await?;
+        tx.commit().await?;
+        self.announce(Signal::Reply(reply.inbox.clone()));
+        Ok(())
+    }
+
+    async fn take_reply(&self, inbox: &str) -> Result<Option<StoredReply>> {
+        let mut conn = self.pool().acquire().await?;
+        let row: Option<ReplyRow> = S::query(concat!(
+            "delete from invocation_replies where inbox = $1 returning ",
+            reply_columns!()
+        ))
+        .arg(inbox)
+        .optional(&mut conn)
+        .await?;
+        row.map(StoredReply::try_from).transpose()
+    }
+
+    async fn take_stale_replies(&self, before: Timestamp) -> Result<Vec<StoredReply>> {
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<ReplyRow> = S::query(concat!(
+            "delete from invocation_replies where created_at < $1 returning ",
+            reply_columns!()
+        ))
+        .arg(before)
+        .all(&mut conn)
+        .await?;
+        rows.into_iter().map(StoredReply::try_from).collect()
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> Store for S {
+    fn backend(&self) -> Backend {
+        S::BACKEND
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        self.listen().await
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.apply_migrations().await
+    }
+
+    async fn close(&self) {
+        self.pool().close().await;
+    }
+}
