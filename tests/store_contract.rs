@@ -28,6 +28,7 @@ contract!(
     trigger_script_must_exist_in_the_same_app,
     claim_takes_due_unleased_rows_up_to_the_limit,
     complete_and_reschedule_are_batched,
+    complete_and_claim_deletes_then_leases_in_one_call,
     fan_out_replaces_the_raw_row,
     release_gives_leases_back,
     dead_letter_moves_the_event_and_emits_one_deeper,
@@ -722,6 +723,61 @@ async fn complete_and_reschedule_are_batched(db: &TestDb) {
     s(db).reschedule(&retries).await.unwrap();
     assert_eq!(s(db).complete(&many[700..]).await.unwrap(), 503);
     assert_eq!(s(db).count_events(None).await.unwrap(), 700);
+}
+
+async fn complete_and_claim_deletes_then_leases_in_one_call(db: &TestDb) {
+    let a = app(db, "a").await;
+    let lease = Duration::from_secs(60);
+    let evs = s(db)
+        .enqueue_many(&(0..1210).map(|n| raw(a, n)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    // Nothing finished yet: a plain claim.
+    let first = s(db)
+        .complete_and_claim(&[], "w", 600, lease)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 600);
+    assert!(first.iter().all(|r| r.locked_by.as_deref() == Some("w")));
+    // The 600 finished rows go (more than one chunk), the next 600 are leased,
+    // never one of those being deleted.
+    let done: Vec<EventId> = first.iter().map(|r| r.id).collect();
+    let second = s(db)
+        .complete_and_claim(&done, "w", 600, lease)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 600);
+    let done_set: HashSet<EventId> = done.iter().copied().collect();
+    assert!(second.iter().all(|r| !done_set.contains(&r.id)));
+    assert_eq!(s(db).count_events(Some(a)).await.unwrap(), 610);
+    assert!(s(db).get_event(done[0]).await.unwrap().is_none());
+    // A limit of 0 only completes; more than is due claims what there is.
+    let done: Vec<EventId> = second.iter().map(|r| r.id).collect();
+    assert!(
+        s(db)
+            .complete_and_claim(&done, "w", 0, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s(db).count_events(Some(a)).await.unwrap(), 10);
+    let last = s(db)
+        .complete_and_claim(&[evs[0]], "w", 600, lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        last.len(),
+        10,
+        "the ten still due; the deleted id is gone already"
+    );
+    assert!(
+        s(db)
+            .complete_and_claim(&[], "w", 600, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "all leased"
+    );
 }
 
 async fn fan_out_replaces_the_raw_row(db: &TestDb) {

@@ -2,9 +2,12 @@
 //!
 //! Rule: one loop per process selects over cancellation, store signals
 //! (LISTEN/NOTIFY on PostgreSQL, an in-process wake-up on SQLite), a polling
-//! tick, and finished tasks in a `JoinSet`. It claims only as many rows as it
-//! has free slots (a semaphore sized to the instance pool), so excess events
-//! wait in the outbox and never fail for lack of capacity. Claims and
+//! tick, and finished tasks in a `JoinSet`. It keeps a few rows per instance
+//! of the pool claimed ([`claim_ahead`]: a claimed row needs no instance
+//! until it runs, and the runtime's own semaphore bounds the instances), so
+//! excess events wait in the outbox and never fail for lack of capacity, and
+//! claims come in batches at least the pool's size. Finished rows are
+//! deleted in the same round trip as the next claim. Claims and
 //! completions are batched; a database error or a failing script never ends
 //! the loop: an action that could not be committed is kept and tried again,
 //! and a row whose outcome was lost runs again when its lease expires. While
@@ -127,6 +130,57 @@ pub enum RunMode {
     UntilEmpty,
 }
 
+/// Finished rows to delete, taken out of the pending actions to ride with
+/// the next claim.
+#[derive(Debug, Default)]
+struct Done {
+    completed: Vec<EventId>,
+    skipped: Vec<EventId>,
+}
+
+impl Done {
+    /// Move the completions (and skips) out of `pending`.
+    fn take(pending: &mut Vec<event::Action>) -> Done {
+        let mut done = Done::default();
+        pending.retain(|a| match a {
+            event::Action::Complete(id) => {
+                done.completed.push(*id);
+                false
+            }
+            event::Action::Skip(id) => {
+                done.skipped.push(*id);
+                false
+            }
+            _ => true,
+        });
+        done
+    }
+
+    /// Put them back (the claim they rode with failed).
+    fn restore(&mut self, pending: &mut Vec<event::Action>) {
+        pending.extend(self.completed.drain(..).map(event::Action::Complete));
+        pending.extend(self.skipped.drain(..).map(event::Action::Skip));
+    }
+
+    fn len(&self) -> usize {
+        self.completed.len() + self.skipped.len()
+    }
+
+    fn ids(&self) -> Vec<EventId> {
+        self.completed
+            .iter()
+            .chain(&self.skipped)
+            .copied()
+            .collect()
+    }
+
+    /// They were committed: count them.
+    fn count(&self, m: &Metrics) {
+        Metrics::add(&m.succeeded, self.completed.len() as u64);
+        Metrics::add(&m.skipped, self.skipped.len() as u64);
+    }
+}
+
 /// Everything a task needs.
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
@@ -151,6 +205,15 @@ pub struct Dispatcher {
     options: DispatchOptions,
 }
 
+/// Rows kept claimed per instance of the pool: as many as the lease covers.
+/// A row claimed `n`-th for an instance waits at most `n - 1` deadlines for
+/// it and then runs for at most one, so `n` deadlines must fit in the lease:
+/// 4 with the defaults (lease 25 s, deadline 5 s), at least 1, at most 4.
+pub fn claim_ahead(lease: Duration, timeout: Duration) -> u32 {
+    let fits = lease.as_millis() / timeout.as_millis().max(1);
+    fits.saturating_sub(1).clamp(1, 4) as u32
+}
+
 /// A claim that takes longer than this counts as the store failing (the
 /// breaker's probe must not hang on a dead pool). Rows a late claim leased
 /// run after their lease.
@@ -171,27 +234,44 @@ impl Dispatcher {
     /// (they are bounded by the sandbox deadline).
     pub async fn run(&self, cancel: CancellationToken, mode: RunMode) -> store::Result<()> {
         let s = &self.shared;
-        let slots = Arc::new(Semaphore::new(s.runtime.ceiling().max_instances as usize));
+        let instances = s.runtime.ceiling().max_instances;
+        // Claimed rows not finished yet: a few per instance.
+        let ahead = claim_ahead(self.options.lease, s.runtime.ceiling().timeout);
+        let slots = Arc::new(Semaphore::new((instances * ahead) as usize));
         let mut tasks: JoinSet<Vec<Action>> = JoinSet::new();
         let mut pending: Vec<Action> = Vec::new();
         let mut breaker = Breaker::default();
         let mut subscription = self.subscribe(&breaker).await;
-        let low_water = (s.runtime.ceiling().max_instances / 2).max(1);
+        // Claim again once a pool's worth of slots is free.
+        let low_water = instances.max(1);
         let mut last_flush = Instant::now();
 
         loop {
             while let Some(done) = tasks.try_join_next() {
                 self.finished(done, &mut pending, &mut breaker);
             }
+            // Claim in batches: wait for a pool's worth of free slots unless
+            // nothing is running (an idle dispatcher starts at once). While
+            // the store is away, only when the breaker is due for a probe.
+            let free = slots.available_permits() as u32;
+            let claim_limit = (!cancel.is_cancelled()
+                && breaker.may_claim()
+                && free > 0
+                && (free >= low_water || tasks.is_empty()))
+            .then(|| free.min(self.options.batch_size));
             // Commit outcomes in batches: when enough have gathered, when
             // nothing else is running, or when the oldest has waited long
-            // enough; while the store is away, once per probe.
+            // enough. Completions ride with the claim when one follows.
             let flush_due = pending.len() >= FLUSH_AT
                 || tasks.is_empty()
                 || cancel.is_cancelled()
                 || last_flush.elapsed() >= FLUSH_EVERY;
-            if !pending.is_empty() && flush_due && breaker.may_claim() {
+            let mut done = Done::default();
+            if !pending.is_empty() && (flush_due || claim_limit.is_some()) && breaker.may_claim() {
                 last_flush = Instant::now();
+                if claim_limit.is_some() {
+                    done = Done::take(&mut pending);
+                }
                 if let Err(e) = self.apply(&mut pending).await {
                     breaker.trip(&e, &s.metrics);
                 }
@@ -202,37 +282,36 @@ impl Dispatcher {
             // Claim even when committing failed: one outcome that cannot be
             // committed must not stop the others (it is retried each round).
             // A store that is down fails the claim too, and the breaker opens.
-            if !cancel.is_cancelled() && breaker.may_claim() {
-                let free = slots.available_permits() as u32;
-                // Claim in batches too: wait for half the slots to free up
-                // unless nothing is running (an idle dispatcher starts at once).
-                if free > 0 && (free >= low_water || tasks.is_empty()) {
-                    let limit = free.min(self.options.batch_size);
-                    match self.claim(limit).await {
-                        Ok(rows) => {
-                            breaker.close(&s.metrics);
-                            claimed_any = !rows.is_empty();
-                            claimed_full = rows.len() as u32 == limit;
-                            let batch = Arc::new(BatchCache::default());
-                            for row in rows {
-                                if let Some(probe) = &self.options.start_latencies {
-                                    probe.record(row.created_at);
-                                }
-                                let permit = slots
-                                    .clone()
-                                    .try_acquire_owned()
-                                    .expect("claimed within free slots");
-                                let (s, batch) = (self.shared.clone(), batch.clone());
-                                tasks.spawn(async move {
-                                    let actions = event::process(s, batch, row).await;
-                                    drop(permit);
-                                    actions
-                                });
+            if let Some(limit) = claim_limit.filter(|_| breaker.may_claim()) {
+                match self.claim(limit, &done).await {
+                    Ok(rows) => {
+                        breaker.close(&s.metrics);
+                        claimed_any = !rows.is_empty();
+                        claimed_full = rows.len() as u32 == limit;
+                        let batch = Arc::new(BatchCache::default());
+                        for row in rows {
+                            if let Some(probe) = &self.options.start_latencies {
+                                probe.record(row.created_at);
                             }
+                            let permit = slots
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed within free slots");
+                            let (s, batch) = (self.shared.clone(), batch.clone());
+                            tasks.spawn(async move {
+                                let actions = event::process(s, batch, row).await;
+                                drop(permit);
+                                actions
+                            });
                         }
-                        Err(e) => breaker.trip(&e, &s.metrics),
+                    }
+                    Err(e) => {
+                        done.restore(&mut pending);
+                        breaker.trip(&e, &s.metrics);
                     }
                 }
+            } else {
+                done.restore(&mut pending);
             }
             if claimed_full && slots.available_permits() > 0 {
                 continue;
@@ -321,23 +400,45 @@ impl Dispatcher {
         }
     }
 
-    async fn claim(&self, limit: u32) -> store::Result<Vec<crate::model::OutboxEvent>> {
+    /// Commit `done` and claim up to `limit` rows, in one round trip. The
+    /// store call runs on its own task and is waited for at most
+    /// [`CLAIM_LIMIT`]: a dead pool cannot hang the loop, and a transaction
+    /// is never dropped half-begun (a late claim's rows run after their lease).
+    async fn claim(
+        &self,
+        limit: u32,
+        done: &Done,
+    ) -> store::Result<Vec<crate::model::OutboxEvent>> {
         let span = tracing::debug_span!(
             "picloud.dispatch.claim",
             limit,
+            completed = done.len(),
             claimed = tracing::field::Empty
         );
         async {
+            let store = self.shared.store.clone();
+            let ids = done.ids();
+            let (worker, lease) = (self.options.worker_id.clone(), self.options.lease);
             let claim =
-                self.shared
-                    .store
-                    .claim_due(&self.options.worker_id, limit, self.options.lease);
-            let rows = tokio::time::timeout(CLAIM_LIMIT, claim)
-                .await
-                .map_err(|_| store::Error::Unreachable {
-                    url: "the store".into(),
-                    reason: format!("a claim got no answer within {CLAIM_LIMIT:?}"),
-                })??;
+                tokio::spawn(
+                    async move { store.complete_and_claim(&ids, &worker, limit, lease).await },
+                );
+            let rows = match tokio::time::timeout(CLAIM_LIMIT, claim).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(e)) => {
+                    return Err(store::Error::Unreachable {
+                        url: "the store".into(),
+                        reason: format!("the claim task failed: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(store::Error::Unreachable {
+                        url: "the store".into(),
+                        reason: format!("a claim got no answer within {CLAIM_LIMIT:?}"),
+                    });
+                }
+            };
+            done.count(&self.shared.metrics);
             tracing::Span::current().record("claimed", rows.len());
             Metrics::add(&self.shared.metrics.claimed, rows.len() as u64);
             Ok(rows)
@@ -531,6 +632,15 @@ mod tests {
                 .find(|(var, _)| *var == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn claims_ahead_only_what_the_lease_covers() {
+        let s = Duration::from_secs;
+        assert_eq!(claim_ahead(s(25), s(5)), 4, "the defaults");
+        assert_eq!(claim_ahead(s(3), s(1)), 2);
+        assert_eq!(claim_ahead(Duration::from_millis(1001), s(1)), 1);
+        assert_eq!(claim_ahead(s(3600), s(1)), 4);
     }
 
     #[test]

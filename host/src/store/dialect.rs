@@ -84,6 +84,16 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// Hot path: delete the outbox rows `ids` (not empty). How many went.
     fn delete_rows(&self, ids: &[EventId]) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Hot path: delete the outbox rows `done` (not empty) and lease up to
+    /// `limit` (at least 1) due rows, atomically, in one round trip.
+    fn delete_and_claim(
+        &self,
+        done: &[EventId],
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>>> + Send;
+
     /// Hot path: record failed attempts (not none) and release their leases.
     fn write_retries(&self, retries: &[Retry]) -> impl Future<Output = Result<()>> + Send;
 
@@ -95,6 +105,11 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
 
     /// Apply this backend's embedded migrations.
     fn apply_migrations(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Close every pool the store opened.
+    fn close_pools(&self) -> impl Future<Output = ()> + Send {
+        self.pool().close()
+    }
 }
 
 /// SQL text that differs between the databases, for the statements that

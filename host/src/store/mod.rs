@@ -190,6 +190,17 @@ pub trait OutboxRepo: Send + Sync {
     ) -> Result<Vec<OutboxEvent>>;
     /// Delete finished rows (batched completion). Returns how many went.
     async fn complete(&self, ids: &[EventId]) -> Result<u64>;
+    /// [`OutboxRepo::complete`] `done`, then [`OutboxRepo::claim_due`], in
+    /// one round trip: one write transaction on SQLite, one statement on
+    /// PostgreSQL. The dispatcher's steady state. Returns the claimed rows;
+    /// if it fails, neither happened.
+    async fn complete_and_claim(
+        &self,
+        done: &[EventId],
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>>;
     /// Record failed attempts and release their leases until `due_at`.
     async fn reschedule(&self, retries: &[Retry]) -> Result<()>;
     /// Replace a raw event by per-trigger invocation rows, atomically. Each

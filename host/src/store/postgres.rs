@@ -192,6 +192,38 @@ impl Dialect for PgStore {
         .await?)
     }
 
+    /// One statement: the delete (a data-modifying `with`, which always
+    /// runs to completion) and the claim share one snapshot; the rows being
+    /// deleted are leased, so the claim never picks them.
+    async fn delete_and_claim(
+        &self,
+        done: &[EventId],
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>> {
+        Ok(sqlx::query_as(concat!(
+            "with done as (delete from outbox where id = any($4))
+             update outbox
+             set locked_until = now() + make_interval(secs => $2), locked_by = $1
+             where id in (
+                 select id from outbox
+                 where due_at <= now() and (locked_until is null or locked_until < now())
+                 order by due_at
+                 limit $3
+                 for update skip locked
+             )
+             returning ",
+            outbox_columns!()
+        ))
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .bind(i64::from(limit))
+        .bind(uuids(done, |i| i.0))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {
         let done = sqlx::query("delete from outbox where id = any($1)")
             .bind(uuids(ids, |i| i.0))

@@ -696,6 +696,25 @@ impl<S: Dialect> OutboxRepo for S {
         self.delete_rows(ids).await
     }
 
+    async fn complete_and_claim(
+        &self,
+        done: &[EventId],
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>> {
+        if done.is_empty() {
+            return self.claim_due(worker, limit, lease).await;
+        }
+        if limit == 0 {
+            self.delete_rows(done).await?;
+            return Ok(Vec::new());
+        }
+        let mut rows = self.delete_and_claim(done, worker, limit, lease).await?;
+        rows.sort_by_key(|r| (r.due_at, r.created_at));
+        Ok(rows)
+    }
+
     async fn reschedule(&self, retries: &[Retry]) -> Result<()> {
         if retries.is_empty() {
             return Ok(());
@@ -981,6 +1000,6 @@ impl<S: Dialect> Store for S {
     }
 
     async fn close(&self) {
-        self.pool().close().await;
+        self.close_pools().await;
     }
 }
