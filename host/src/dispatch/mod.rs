@@ -2,12 +2,13 @@
 //!
 //! Rule: one loop per process selects over cancellation, store signals
 //! (LISTEN/NOTIFY on PostgreSQL, an in-process wake-up on SQLite), a polling
-//! tick, and finished tasks in a `JoinSet`. It keeps a few rows per instance
-//! of the pool claimed ([`claim_ahead`]: a claimed row needs no instance
+//! tick, and finished tasks ([`running`]). It claims no more rows than the
+//! instance pool can run, so excess events wait in the outbox and never fail
+//! for lack of capacity; while invocations are short it keeps a few rows per
+//! instance claimed ahead ([`claim_ahead`]: a claimed row needs no instance
 //! until it runs, and the runtime's own semaphore bounds the instances), so
-//! excess events wait in the outbox and never fail for lack of capacity, and
-//! claims come in batches at least the pool's size. Finished rows are
-//! deleted in the same round trip as the next claim. Claims and
+//! that claims come in large batches. Finished rows are deleted in the same
+//! round trip as the next claim. Claims and
 //! completions are batched; a database error or a failing script never ends
 //! the loop: an action that could not be committed is kept and tried again,
 //! and a row whose outcome was lost runs again when its lease expires. While
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -31,9 +31,11 @@ use crate::store::{self, Signal, Store, Subscription};
 
 mod breaker;
 mod event;
+mod running;
 
 use breaker::Breaker;
 use event::{Action, BatchCache};
+use running::Running;
 
 /// How the loop runs.
 #[derive(Clone, Debug)]
@@ -205,7 +207,14 @@ pub struct Dispatcher {
     options: DispatchOptions,
 }
 
-/// Rows kept claimed per instance of the pool: as many as the lease covers.
+/// Invocations shorter than this on average make the dispatcher claim
+/// ahead. Longer ones gain nothing from it (the pool, not the claim, is the
+/// bottleneck), and with CPU-bound guests a pool kept full to the brim
+/// leaves each guest a thinner slice of the cores before its deadline.
+pub const CLAIM_AHEAD_BELOW: Duration = Duration::from_millis(1);
+
+/// Rows kept claimed per instance of the pool while invocations are short:
+/// as many as the lease covers.
 /// A row claimed `n`-th for an instance waits at most `n - 1` deadlines for
 /// it and then runs for at most one, so `n` deadlines must fit in the lease:
 /// 4 with the defaults (lease 25 s, deadline 5 s), at least 1, at most 4.
@@ -237,33 +246,46 @@ impl Dispatcher {
         let instances = s.runtime.ceiling().max_instances;
         // Claimed rows not finished yet: a few per instance.
         let ahead = claim_ahead(self.options.lease, s.runtime.ceiling().timeout);
-        let slots = Arc::new(Semaphore::new((instances * ahead) as usize));
-        let mut tasks: JoinSet<Vec<Action>> = JoinSet::new();
+        let most = instances * ahead;
+        let slots = Arc::new(Semaphore::new(most as usize));
+        let tasks = Running::new();
         let mut pending: Vec<Action> = Vec::new();
         let mut breaker = Breaker::default();
         let mut subscription = self.subscribe(&breaker).await;
-        // Claim again once a pool's worth of slots is free.
-        let low_water = instances.max(1);
         let mut last_flush = Instant::now();
+        // Whether there may be rows to claim: at start, on a signal, on the
+        // poll tick, and when running tasks free half the slots.
+        let mut look = true;
 
         loop {
-            while let Some(done) = tasks.try_join_next() {
-                self.finished(done, &mut pending, &mut breaker);
-            }
-            // Claim in batches: wait for a pool's worth of free slots unless
+            self.collect(&tasks, &mut pending, &mut breaker);
+            // Rows claimed and not finished may be `in_flight`: the pool, or
+            // a few per instance while invocations are short.
+            let in_flight = if s.runtime.recent_run_time() < CLAIM_AHEAD_BELOW {
+                most
+            } else {
+                instances
+            };
+            let used = most - slots.available_permits() as u32;
+            let free = in_flight.saturating_sub(used);
+            // Claim again once half of them are free: batches of at least half.
+            let low_water = (in_flight / 2).max(1);
+            tasks.wake_at((in_flight - low_water) as usize);
+            let idle = tasks.count() == 0;
+            // Claim in batches: wait for half the slots to be free unless
             // nothing is running (an idle dispatcher starts at once). While
             // the store is away, only when the breaker is due for a probe.
-            let free = slots.available_permits() as u32;
-            let claim_limit = (!cancel.is_cancelled()
+            let claim_limit = (look
+                && !cancel.is_cancelled()
                 && breaker.may_claim()
                 && free > 0
-                && (free >= low_water || tasks.is_empty()))
-            .then(|| free.min(self.options.batch_size));
+                && (free >= low_water || idle))
+                .then(|| free.min(self.options.batch_size));
             // Commit outcomes in batches: when enough have gathered, when
             // nothing else is running, or when the oldest has waited long
             // enough. Completions ride with the claim when one follows.
             let flush_due = pending.len() >= FLUSH_AT
-                || tasks.is_empty()
+                || idle
                 || cancel.is_cancelled()
                 || last_flush.elapsed() >= FLUSH_EVERY;
             let mut done = Done::default();
@@ -283,6 +305,7 @@ impl Dispatcher {
             // committed must not stop the others (it is retried each round).
             // A store that is down fails the claim too, and the breaker opens.
             if let Some(limit) = claim_limit.filter(|_| breaker.may_claim()) {
+                look = false;
                 match self.claim(limit, &done).await {
                     Ok(rows) => {
                         breaker.close(&s.metrics);
@@ -298,55 +321,66 @@ impl Dispatcher {
                                 .try_acquire_owned()
                                 .expect("claimed within free slots");
                             let (s, batch) = (self.shared.clone(), batch.clone());
-                            tasks.spawn(async move {
-                                let actions = event::process(s, batch, row).await;
-                                drop(permit);
-                                actions
-                            });
+                            tasks.spawn(permit, event::process(s, batch, row));
                         }
                     }
                     Err(e) => {
                         done.restore(&mut pending);
                         breaker.trip(&e, &s.metrics);
+                        look = true;
                     }
                 }
             } else {
                 done.restore(&mut pending);
             }
-            if claimed_full && slots.available_permits() > 0 {
-                continue;
+            if claimed_full {
+                // More may be due: look again as soon as slots allow.
+                look = true;
+                if slots.available_permits() > 0 {
+                    continue;
+                }
             }
 
-            if tasks.is_empty() && pending.is_empty() {
-                if cancel.is_cancelled() {
-                    break;
+            if tasks.count() == 0 {
+                // Whatever finished since the top of the loop.
+                self.collect(&tasks, &mut pending, &mut breaker);
+                if !pending.is_empty() && breaker.may_claim() {
+                    continue;
                 }
-                if !claimed_any && !breaker.is_open() && mode != RunMode::Forever {
-                    match self.idle(mode).await {
-                        Ok(true) => break,
-                        Ok(false) => {}
-                        Err(e) => breaker.trip(&e, &s.metrics),
+                if pending.is_empty() {
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    if !claimed_any && !breaker.is_open() && mode != RunMode::Forever {
+                        match self.idle(mode).await {
+                            Ok(true) => break,
+                            Ok(false) => look = true,
+                            Err(e) => breaker.trip(&e, &s.metrics),
+                        }
                     }
                 }
-            }
-            if cancel.is_cancelled() && tasks.is_empty() && breaker.is_open() {
-                // Shutting down with outcomes the store will not take: their
-                // rows run again after their leases (at-least-once).
-                tracing::warn!(
-                    outcomes = pending.len(),
-                    "stopping while the store is unreachable; those rows run again after their leases"
-                );
-                break;
+                if cancel.is_cancelled() && breaker.is_open() {
+                    // Shutting down with outcomes the store will not take:
+                    // their rows run again after their leases (at-least-once).
+                    tracing::warn!(
+                        outcomes = pending.len(),
+                        "stopping while the store is unreachable; those rows run again after their leases"
+                    );
+                    break;
+                }
             }
 
             let pause = breaker.pause().unwrap_or(self.options.poll_interval);
+            let flush_at = (last_flush + FLUSH_EVERY).max(Instant::now() + FLUSH_EVERY / 5);
             tokio::select! {
                 _ = cancel.cancelled(), if !cancel.is_cancelled() => {}
-                _ = tokio::time::sleep_until((last_flush + FLUSH_EVERY).into()), if !pending.is_empty() && !breaker.is_open() => {}
-                Some(done) = tasks.join_next() => self.finished(done, &mut pending, &mut breaker),
+                // Collect and commit what finished while tasks run: they wake
+                // the loop only at the thresholds (see `running`).
+                _ = tokio::time::sleep_until(flush_at.into()), if tasks.count() > 0 && !breaker.is_open() => {}
+                _ = tasks.woken() => look = true,
                 signal = next_signal(&mut subscription) => {
                     match signal {
-                        Ok(Signal::Outbox) => {}
+                        Ok(Signal::Outbox) => look = true,
                         Ok(Signal::Reply(inbox)) => self.reply_arrived(&inbox).await,
                         Err(e) => {
                             tracing::debug!(error = %e, "store subscription broke; polling until it is back");
@@ -355,6 +389,7 @@ impl Dispatcher {
                     }
                 }
                 _ = tokio::time::sleep(pause) => {
+                    look = true;
                     breaker.count(&s.metrics);
                     if subscription.is_none() && breaker.may_claim() {
                         subscription = self.subscribe(&breaker).await;
@@ -366,18 +401,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// A task finished: keep its actions for the next commit. A row that
-    /// failed for the store's reasons opens the breaker.
-    fn finished(
-        &self,
-        done: Result<Vec<Action>, tokio::task::JoinError>,
-        pending: &mut Vec<Action>,
-        breaker: &mut Breaker,
-    ) {
-        let actions = done.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "dispatch task panicked; its row runs again after its lease");
-            Vec::new()
-        });
+    /// Keep the actions of the tasks that finished for the next commit. A
+    /// row that failed for the store's reasons opens the breaker.
+    fn collect(&self, tasks: &Running, pending: &mut Vec<Action>, breaker: &mut Breaker) {
+        let actions = tasks.take();
         if !breaker.is_open()
             && let Some(why) = actions.iter().find_map(Action::infrastructure_failure)
         {

@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -195,6 +196,8 @@ pub struct Runtime {
     services: Arc<Services>,
     ceiling: SandboxCeiling,
     permits: Arc<Semaphore>,
+    /// Recent invocations' wall time, µs (an exponential moving average).
+    recent_us: AtomicU64,
 }
 
 impl Runtime {
@@ -222,6 +225,7 @@ impl Runtime {
             linker,
             services: Arc::new(Services { store, authorizer }),
             ceiling,
+            recent_us: AtomicU64::new(0),
         })
     }
 
@@ -238,6 +242,21 @@ impl Runtime {
     /// Compile-cache counters.
     pub fn cache_stats(&self) -> &CacheStats {
         &self.cache.stats
+    }
+
+    /// How long recent invocations ran, from instantiation to their end: a
+    /// moving average over about the last eight. The dispatcher claims ahead
+    /// only while it is short.
+    pub fn recent_run_time(&self) -> Duration {
+        Duration::from_micros(self.recent_us.load(Ordering::Relaxed))
+    }
+
+    fn record_run_time(&self, took: Duration) {
+        let took = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.recent_us.load(Ordering::Relaxed);
+        // Racy by design: a lost update only nudges an estimate.
+        self.recent_us
+            .store(old - old / 8 + took / 8, Ordering::Relaxed);
     }
 
     /// Instances that could start right now without waiting.
@@ -287,12 +306,14 @@ impl Runtime {
         let log = LogBuffer::new(self.ceiling.log_bytes);
         let started = Instant::now();
         let result = self.run(&pre, &input, log.clone()).await;
+        let elapsed = started.elapsed();
+        self.record_run_time(elapsed);
         let logs = log.take();
         match result {
             Ok(reply) => Ok(Success {
                 reply,
                 logs,
-                elapsed: started.elapsed(),
+                elapsed,
             }),
             Err(error) => Err(Failure { error, logs }),
         }
