@@ -238,7 +238,12 @@ pub enum HostError {
     InvalidArgument(String),
     /// The call conflicts with current state (e.g. a dead letter already resolved).
     Conflict(String),
-    /// The host could not complete the call now; a retry may succeed.
+    /// The host's storage could not complete the call now (the database is
+    /// down, or did not answer before your invocation's deadline). Pass it on
+    /// with `?`: the host knows the failure is its own, and the attempt is
+    /// tried again later without counting against your retries, however long
+    /// the outage (up to the host's maximum event age). Don't loop on it
+    /// yourself; your deadline keeps running.
     Unavailable(String),
 }
 

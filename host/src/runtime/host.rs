@@ -8,6 +8,9 @@
 //! found`, storage unavailable); the outer `wasmtime::Result` traps the guest
 //! and is reserved for limits (the log budget) and host bugs.
 //!
+//! A call's arguments are checked before its capability, so a malformed
+//! call is refused without a round trip to storage.
+//!
 //! Every call that needs storage goes through [`Call::storage`]: it waits no
 //! longer than the invocation's deadline, and it tells the invocation's
 //! [`StorageWatch`] when storage let the script down (an `unavailable`
@@ -281,8 +284,8 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<Option<wit_kv::Entry>, HostError>> {
         let this = self.call();
         Ok(async move {
-            this.check(Capability::KvRead(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+            this.check(Capability::KvRead(this.call.app_id)).await?;
             let entry = this
                 .storage(this.store().kv_get(this.call.app_id, &collection, &key))
                 .await?;
@@ -303,11 +306,11 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<u64, HostError>> {
         let this = self.call();
         Ok(async move {
-            this.check(Capability::KvWrite(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
             store::validate_kv_value_len(value.len()).map_err(guest_error)?;
             let value: Value = serde_json::from_str(&value)
                 .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
+            this.check(Capability::KvWrite(this.call.app_id)).await?;
             let (app, depth) = (this.call.app_id, this.call.depth + 1);
             let entry = this
                 .write(move |store| async move {
@@ -326,8 +329,8 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<bool, HostError>> {
         let this = self.call();
         Ok(async move {
-            this.check(Capability::KvWrite(this.call.app_id)).await?;
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+            this.check(Capability::KvWrite(this.call.app_id)).await?;
             let (app, depth) = (this.call.app_id, this.call.depth + 1);
             this.write(
                 move |store| async move { store.kv_delete(app, &collection, &key, depth).await },
@@ -345,8 +348,8 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
         let this = self.call();
         Ok(async move {
-            this.check(Capability::KvRead(this.call.app_id)).await?;
             store::validate_kv_names(&collection, "-").map_err(guest_error)?;
+            this.check(Capability::KvRead(this.call.app_id)).await?;
             this.storage(this.store().kv_list_keys(
                 this.call.app_id,
                 &collection,

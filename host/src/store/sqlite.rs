@@ -24,13 +24,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::broadcast;
 
 use super::dialect::{Dialect, Statements};
-use super::rows::{
-    self, CHUNK, abandoned_columns, dead_letter_columns, outbox_columns, script_columns,
-};
+use super::rows::{self, abandoned_columns, dead_letter_columns, outbox_columns, script_columns};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Error, Result, Retry, Signal, Subscription};
 use crate::model::{AppId, EventId, KvEntry, NewEvent, OutboxEvent, Timestamp};
@@ -133,25 +131,23 @@ impl Db for Sqlite {
     }
 }
 
-/// Run `sql` (ending in `in (`) once per chunk of `ids`, inside `conn`'s
-/// transaction. Returns the rows affected.
-async fn for_id_chunks(conn: &mut SqliteConnection, sql: &str, ids: &[EventId]) -> Result<u64> {
-    let mut affected = 0;
-    for chunk in ids.chunks(CHUNK) {
-        let mut b = QueryBuilder::<Sqlite>::new(sql);
-        let mut list = b.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        list.push_unseparated(")");
-        affected += b.build().execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(affected)
+/// Run `sql` for a list of ids bound as one JSON array: `sql` reads them as
+/// `in (select value from json_each($1))`, so it is one prepared statement
+/// whatever the number of ids (a list of placeholders was a new statement
+/// to prepare for every batch size). Returns the rows affected.
+async fn for_ids(conn: &mut SqliteConnection, sql: &'static str, ids: &[EventId]) -> Result<u64> {
+    let list = serde_json::to_string(ids).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(sqlx::query(sql)
+        .bind(list)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }
 
-/// Lease up to `limit` due rows on `conn`, in one statement. Rows are picked
-/// by rowid: the claim walks the due-time index and updates each row in
-/// place, without a lookup through the text primary key.
+/// Delete the rows whose ids are in the JSON array `$1`.
+const DELETE_IDS: &str = "delete from outbox where id in (select value from json_each($1))";
+
+/// Lease up to `limit` due rows on `conn`, in one statement.
 async fn claim_on(
     conn: &mut SqliteConnection,
     worker: &str,
@@ -261,7 +257,7 @@ impl Dialect for SqliteStore {
 
     async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
-        let n = for_id_chunks(&mut tx, "delete from outbox where id in (", ids).await?;
+        let n = for_ids(&mut tx, DELETE_IDS, ids).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -276,7 +272,7 @@ impl Dialect for SqliteStore {
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>> {
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
-        for_id_chunks(&mut tx, "delete from outbox where id in (", done).await?;
+        for_ids(&mut tx, DELETE_IDS, done).await?;
         let rows = claim_on(&mut tx, worker, limit, lease).await?;
         tx.commit().await?;
         Ok(rows)
@@ -306,9 +302,10 @@ impl Dialect for SqliteStore {
 
     async fn unlock_rows(&self, ids: &[EventId]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for_id_chunks(
+        for_ids(
             &mut tx,
-            "update outbox set locked_until = null, locked_by = null where id in (",
+            "update outbox set locked_until = null, locked_by = null
+             where id in (select value from json_each($1))",
             ids,
         )
         .await?;
