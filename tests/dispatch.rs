@@ -27,6 +27,7 @@ picloud_tests::contract!(
     synchronous_invocation_replies_fails_and_abandons,
     rows_of_a_dead_dispatcher_are_picked_up_after_the_lease,
     revoked_principal_gets_permission_denied_dead_letters,
+    stopping_leaves_no_row_leased_and_loses_none,
 );
 
 async fn kv_trigger(
@@ -443,6 +444,65 @@ async fn revoked_principal_gets_permission_denied_dead_letters(db: &TestDb) {
         dls[0].last_error.contains("permission denied"),
         "{}",
         dls[0].last_error
+    );
+}
+
+async fn stopping_leaves_no_row_leased_and_loses_none(db: &TestDb) {
+    let s = &db.store;
+    // Two instances and a no-op script: the dispatcher claims several rows
+    // per instance ahead of running them. Stopped mid-way, it finishes what
+    // it started, gives back the leases of the rest and commits everything.
+    let ceiling = picloud_host::config::SandboxCeiling {
+        max_instances: 2,
+        ..h::ceiling()
+    };
+    let host = Arc::new(h::host(s, h::fast_retries(3), ceiling));
+    let app = h::app(s, "busy").await;
+    let noop = h::deploy(rt(&host), app.id, "noop", guests::NOOP).await;
+    kv_trigger(s, app.id, noop.id, "in", ADMIN).await;
+    let events: Vec<_> = (0..20_000)
+        .map(|i| {
+            picloud_host::store::kv_event(
+                app.id,
+                picloud_host::model::KvOp::Set,
+                "in",
+                &format!("k{i}"),
+                Some(&json!(i)),
+                1,
+                0,
+            )
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        s.enqueue_many(chunk).await.unwrap();
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = tokio::spawn({
+        let (host, cancel) = (host.clone(), cancel.clone());
+        async move { host.run(cancel).await }
+    });
+    while host.metrics().succeeded < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), runner)
+        .await
+        .expect("the dispatcher stops")
+        .unwrap()
+        .unwrap();
+    let m = host.metrics();
+    let left = s.count_events(None).await.unwrap();
+    assert!(left > 0, "stopped before the end: {m:?}");
+    assert_eq!(
+        db.count("select count(*) from outbox where locked_by is not null")
+            .await,
+        0,
+        "no row stays leased by a dispatcher that stopped: {m:?}"
+    );
+    assert_eq!(
+        left as u64 + m.succeeded,
+        20_000,
+        "every event ran or is waiting, none twice"
     );
 }
 

@@ -401,6 +401,17 @@ async fn flapping_server_with_scripts_inside_host_calls_dead_letters_nothing() {
     );
 }
 
+/// A SQLite file in a new directory with the slow workload migrated into it.
+async fn slow_sqlite(events: usize) -> (TempDir, String, workload::Workload) {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}", dir.0.join("picloud.db").display());
+    let store = picloud_host::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let work = workload::recorder_with(&store, events, slow_event).await;
+    store.close().await;
+    (dir, url, work)
+}
+
 /// One count on the SQLite file (readers are not blocked by a writer in WAL mode).
 async fn sqlite_count(url: &str, sql: &str) -> i64 {
     let mut conn = SqliteConnection::connect(url)
@@ -438,15 +449,7 @@ async fn hold_write_lock(url: &str, hold: Duration, p: &mut HostProcess) -> Dura
 async fn sqlite_locked_by_another_process_dead_letters_nothing() {
     let _serial = serial();
     let events = 200;
-    let dir = TempDir::new();
-    let url = format!("sqlite://{}", dir.0.join("picloud.db").display());
-    let work = {
-        let store = picloud_host::store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let work = workload::recorder_with(&store, events, slow_event).await;
-        store.close().await;
-        work
-    };
+    let (dir, url, work) = slow_sqlite(events).await;
     let mut p = spawn_dispatcher(&url, &outage_env(&dir.0), &dir.0, "dispatcher");
     let deadline = Instant::now() + PHASE_LIMIT;
     while sqlite_count(&url, SEEN_SQL).await < 20 {
@@ -500,15 +503,7 @@ async fn sqlite_locked_by_another_process_dead_letters_nothing() {
 async fn an_event_older_than_the_maximum_age_is_dead_lettered_saying_so() {
     let _serial = serial();
     let events = 40;
-    let dir = TempDir::new();
-    let url = format!("sqlite://{}", dir.0.join("picloud.db").display());
-    let work = {
-        let store = picloud_host::store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let work = workload::recorder_with(&store, events, slow_event).await;
-        store.close().await;
-        work
-    };
+    let (dir, url, work) = slow_sqlite(events).await;
     let mut env = outage_env(&dir.0);
     env.push(("PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS", "1".to_owned()));
     env.push(("PICLOUD_SANDBOX_MAX_INSTANCES", "4".to_owned()));

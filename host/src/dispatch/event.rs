@@ -63,6 +63,9 @@ pub(crate) enum Action {
     Skip(EventId),
     /// Already settled (a reply was parked with its row deleted).
     Settled,
+    /// Never started (the dispatcher is stopping): give the lease back, so
+    /// the row runs soon, here or in another dispatcher.
+    Release(EventId),
     /// The database failed while replying to a synchronous call: leave the
     /// row leased; it runs again when the lease expires.
     Leave(EventId),

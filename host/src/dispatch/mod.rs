@@ -239,7 +239,8 @@ impl Dispatcher {
     }
 
     /// Run the loop until `cancel` fires or `mode` says it is done. On
-    /// cancellation it stops claiming and lets running invocations finish
+    /// cancellation it stops claiming, gives back the leases of rows claimed
+    /// ahead that have not started, and lets running invocations finish
     /// (they are bounded by the sandbox deadline).
     pub async fn run(&self, cancel: CancellationToken, mode: RunMode) -> store::Result<()> {
         let s = &self.shared;
@@ -249,6 +250,9 @@ impl Dispatcher {
         let most = instances * ahead;
         let slots = Arc::new(Semaphore::new(most as usize));
         let tasks = Running::new();
+        // Instances the claimed rows take turns on. A row claimed ahead
+        // waits here; if the dispatcher stops first, its lease is given back.
+        let starts = Arc::new(Semaphore::new(instances as usize));
         let mut pending: Vec<Action> = Vec::new();
         let mut breaker = Breaker::default();
         let mut subscription = self.subscribe(&breaker).await;
@@ -321,7 +325,17 @@ impl Dispatcher {
                                 .try_acquire_owned()
                                 .expect("claimed within free slots");
                             let (s, batch) = (self.shared.clone(), batch.clone());
-                            tasks.spawn(permit, event::process(s, batch, row));
+                            let (starts, cancel) = (starts.clone(), cancel.clone());
+                            tasks.spawn(permit, async move {
+                                let start = tokio::select! {
+                                    biased;
+                                    _ = cancel.cancelled() => return vec![Action::Release(row.id)],
+                                    start = starts.acquire_owned() => start,
+                                };
+                                let actions = event::process(s, batch, row).await;
+                                drop(start);
+                                actions
+                            });
                         }
                     }
                     Err(e) => {
@@ -508,6 +522,7 @@ impl Dispatcher {
         let mut skipped: Vec<EventId> = Vec::new();
         let mut retries = Vec::new();
         let mut postponed = Vec::new();
+        let mut released = Vec::new();
         let mut rest = Vec::new();
         for action in pending.drain(..) {
             match action {
@@ -515,6 +530,7 @@ impl Dispatcher {
                 Action::Skip(id) => skipped.push(id),
                 Action::Retry(r) => retries.push(r),
                 Action::Postpone(r) => postponed.push(r),
+                Action::Release(id) => released.push(id),
                 Action::Settled => {}
                 Action::Leave(id) => {
                     tracing::debug!(event.id = %id, "left leased for a later attempt")
@@ -534,6 +550,18 @@ impl Dispatcher {
                     tracing::debug!(error = %e, rows = ids.len(), "batched delete failed; will retry");
                     pending.extend(done.into_iter().map(Action::Complete));
                     pending.extend(skipped.into_iter().map(Action::Skip));
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if !released.is_empty() {
+            match s.store.release(&released).await {
+                Ok(()) => {
+                    tracing::debug!(rows = released.len(), "gave back rows that never started")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, rows = released.len(), "giving back leases failed; will retry");
+                    pending.extend(released.into_iter().map(Action::Release));
                     failed.get_or_insert(e);
                 }
             }

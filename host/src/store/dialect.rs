@@ -72,10 +72,14 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         super::shared::insert_events::<Self>(conn, events, ids)
     }
 
-    /// Hot path: lease up to `limit` (at least 1) due rows to `worker` for
-    /// `lease` in one statement and return them, in any order.
+    /// Hot path: delete the outbox rows `done` (finished; there may be none)
+    /// and lease up to `limit` (at least 1) due rows to `worker` for
+    /// `lease`, atomically and in one round trip, and return the leased
+    /// rows in any order. The rows being deleted are leased, so they are
+    /// never the ones claimed.
     fn claim(
         &self,
+        done: &[EventId],
         worker: &str,
         limit: u32,
         lease: Duration,
@@ -83,16 +87,6 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
 
     /// Hot path: delete the outbox rows `ids` (not empty). How many went.
     fn delete_rows(&self, ids: &[EventId]) -> impl Future<Output = Result<u64>> + Send;
-
-    /// Hot path: delete the outbox rows `done` (not empty) and lease up to
-    /// `limit` (at least 1) due rows, atomically, in one round trip.
-    fn delete_and_claim(
-        &self,
-        done: &[EventId],
-        worker: &str,
-        limit: u32,
-        lease: Duration,
-    ) -> impl Future<Output = Result<Vec<OutboxEvent>>> + Send;
 
     /// Hot path: record failed attempts (not none) and release their leases.
     fn write_retries(&self, retries: &[Retry]) -> impl Future<Output = Result<()>> + Send;

@@ -171,31 +171,10 @@ impl Dialect for PgStore {
         Ok(())
     }
 
-    async fn claim(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<OutboxEvent>> {
-        Ok(sqlx::query_as(concat!(
-            "update outbox
-             set locked_until = now() + make_interval(secs => $2), locked_by = $1
-             where id in (
-                 select id from outbox
-                 where due_at <= now() and (locked_until is null or locked_until < now())
-                 order by due_at
-                 limit $3
-                 for update skip locked
-             )
-             returning ",
-            outbox_columns!()
-        ))
-        .bind(worker)
-        .bind(lease.as_secs_f64())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// One statement: the delete (a data-modifying `with`, which always
-    /// runs to completion) and the claim share one snapshot; the rows being
-    /// deleted are leased, so the claim never picks them.
-    async fn delete_and_claim(
+    /// runs to completion; an empty list deletes nothing) and the claim
+    /// share one snapshot.
+    async fn claim(
         &self,
         done: &[EventId],
         worker: &str,

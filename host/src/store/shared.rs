@@ -681,12 +681,7 @@ impl<S: Dialect> OutboxRepo for S {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut rows = self.claim(worker, limit, lease).await?;
-        rows.sort_by_key(|r| (r.due_at, r.created_at));
-        Ok(rows)
+        self.complete_and_claim(&[], worker, limit, lease).await
     }
 
     async fn complete(&self, ids: &[EventId]) -> Result<u64> {
@@ -703,14 +698,11 @@ impl<S: Dialect> OutboxRepo for S {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>> {
-        if done.is_empty() {
-            return self.claim_due(worker, limit, lease).await;
-        }
         if limit == 0 {
-            self.delete_rows(done).await?;
+            self.complete(done).await?;
             return Ok(Vec::new());
         }
-        let mut rows = self.delete_and_claim(done, worker, limit, lease).await?;
+        let mut rows = self.claim(done, worker, limit, lease).await?;
         rows.sort_by_key(|r| (r.due_at, r.created_at));
         Ok(rows)
     }

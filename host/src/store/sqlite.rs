@@ -250,9 +250,25 @@ impl Dialect for SqliteStore {
         let _ = self.signals.send(signal);
     }
 
-    async fn claim(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<OutboxEvent>> {
-        let mut conn = self.hot.acquire().await?;
-        claim_on(&mut conn, worker, limit, lease).await
+    /// With rows to delete, one write transaction: the pages the delete and
+    /// the claim share are written to the WAL once, and the commit is paid
+    /// once. Without, the claim is one statement.
+    async fn claim(
+        &self,
+        done: &[EventId],
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEvent>> {
+        if done.is_empty() {
+            let mut conn = self.hot.acquire().await?;
+            return claim_on(&mut conn, worker, limit, lease).await;
+        }
+        let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
+        for_ids(&mut tx, DELETE_IDS, done).await?;
+        let rows = claim_on(&mut tx, worker, limit, lease).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {
@@ -260,22 +276,6 @@ impl Dialect for SqliteStore {
         let n = for_ids(&mut tx, DELETE_IDS, ids).await?;
         tx.commit().await?;
         Ok(n)
-    }
-
-    /// One write transaction: the pages the delete and the claim share are
-    /// written to the WAL once, and the commit is paid once.
-    async fn delete_and_claim(
-        &self,
-        done: &[EventId],
-        worker: &str,
-        limit: u32,
-        lease: Duration,
-    ) -> Result<Vec<OutboxEvent>> {
-        let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
-        for_ids(&mut tx, DELETE_IDS, done).await?;
-        let rows = claim_on(&mut tx, worker, limit, lease).await?;
-        tx.commit().await?;
-        Ok(rows)
     }
 
     async fn write_retries(&self, retries: &[Retry]) -> Result<()> {
