@@ -208,9 +208,10 @@ pub struct Dispatcher {
 }
 
 /// Invocations shorter than this on average make the dispatcher claim
-/// ahead. Longer ones gain nothing from it (the pool, not the claim, is the
-/// bottleneck), and with CPU-bound guests a pool kept full to the brim
-/// leaves each guest a thinner slice of the cores before its deadline.
+/// ahead, as long as at least half the instances are idle. Longer ones gain
+/// nothing from it (the pool, not the claim, is the bottleneck), and with
+/// CPU-bound guests a pool kept full to the brim leaves each guest a
+/// thinner slice of the cores before its deadline.
 pub const CLAIM_AHEAD_BELOW: Duration = Duration::from_millis(1);
 
 /// Rows kept claimed per instance of the pool while invocations are short:
@@ -222,6 +223,10 @@ pub fn claim_ahead(lease: Duration, timeout: Duration) -> u32 {
     let fits = lease.as_millis() / timeout.as_millis().max(1);
     fits.saturating_sub(1).clamp(1, 4) as u32
 }
+
+/// What a row's lease must still cover beyond its deadline when it starts:
+/// the commit of its outcome.
+const START_MARGIN: Duration = Duration::from_secs(1);
 
 /// A claim that takes longer than this counts as the store failing (the
 /// breaker's probe must not hang on a dead pool). Rows a late claim leased
@@ -264,12 +269,11 @@ impl Dispatcher {
         loop {
             self.collect(&tasks, &mut pending, &mut breaker);
             // Rows claimed and not finished may be `in_flight`: the pool, or
-            // a few per instance while invocations are short.
-            let in_flight = if s.runtime.recent_run_time() < CLAIM_AHEAD_BELOW {
-                most
-            } else {
-                instances
-            };
+            // a few per instance while invocations are short and the pool is
+            // not busy with long ones.
+            let short = s.runtime.recent_run_time() < CLAIM_AHEAD_BELOW
+                && s.runtime.available_instances() * 2 >= instances as usize;
+            let in_flight = if short { most } else { instances };
             let used = most - slots.available_permits() as u32;
             let free = in_flight.saturating_sub(used);
             // Claim again once half of them are free: batches of at least half.
@@ -332,6 +336,15 @@ impl Dispatcher {
                                     _ = cancel.cancelled() => return vec![Action::Release(row.id)],
                                     start = starts.acquire_owned() => start,
                                 };
+                                // A row starts only while its lease still covers
+                                // its run; one that waited too long is given back.
+                                let needed = s.runtime.ceiling().timeout + START_MARGIN;
+                                if row
+                                    .locked_until
+                                    .is_some_and(|l| l < Timestamp::now().plus(needed))
+                                {
+                                    return vec![Action::Release(row.id)];
+                                }
                                 let actions = event::process(s, batch, row).await;
                                 drop(start);
                                 actions
