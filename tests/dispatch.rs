@@ -77,6 +77,26 @@ async fn drain(host: &TriggerHost) {
         .expect("dispatch ran");
 }
 
+/// `n` kv `set` events on `collection` (keys `k0`..), written in batches.
+async fn enqueue_kv_events(s: &Arc<dyn Store>, app: AppId, collection: &str, n: usize) {
+    let events: Vec<_> = (0..n)
+        .map(|i| {
+            picloud_host::store::kv_event(
+                app,
+                picloud_host::model::KvOp::Set,
+                collection,
+                &format!("k{i}"),
+                Some(&json!(i)),
+                1,
+                0,
+            )
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        s.enqueue_many(chunk).await.unwrap();
+    }
+}
+
 fn rt(host: &TriggerHost) -> &Runtime {
     host.runtime()
 }
@@ -460,22 +480,7 @@ async fn stopping_leaves_no_row_leased_and_loses_none(db: &TestDb) {
     let app = h::app(s, "busy").await;
     let noop = h::deploy(rt(&host), app.id, "noop", guests::NOOP).await;
     kv_trigger(s, app.id, noop.id, "in", ADMIN).await;
-    let events: Vec<_> = (0..20_000)
-        .map(|i| {
-            picloud_host::store::kv_event(
-                app.id,
-                picloud_host::model::KvOp::Set,
-                "in",
-                &format!("k{i}"),
-                Some(&json!(i)),
-                1,
-                0,
-            )
-        })
-        .collect();
-    for chunk in events.chunks(1000) {
-        s.enqueue_many(chunk).await.unwrap();
-    }
+    enqueue_kv_events(s, app.id, "in", 20_000).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = tokio::spawn({
         let (host, cancel) = (host.clone(), cancel.clone());
@@ -520,22 +525,7 @@ async fn two_dispatcher_processes_share_one_postgres_database() {
     let app = h::app(s, "shared").await;
     let recorder = h::deploy(&rt, app.id, "recorder", guests::RECORDER).await;
     kv_trigger(s, app.id, recorder.id, "in", ADMIN).await;
-    let batch: Vec<_> = (0..events)
-        .map(|i| {
-            picloud_host::store::kv_event(
-                app.id,
-                picloud_host::model::KvOp::Set,
-                "in",
-                &format!("k{i}"),
-                Some(&json!(i)),
-                1,
-                0,
-            )
-        })
-        .collect();
-    for chunk in batch.chunks(1000) {
-        s.enqueue_many(chunk).await.unwrap();
-    }
+    enqueue_kv_events(s, app.id, "in", events).await;
 
     let spawn = || {
         std::process::Command::new(picloud_tests::db::host_bin())
