@@ -18,11 +18,9 @@ use std::time::Instant;
 #[path = "../host/src/bin/picloud-host/wasm_target.rs"]
 mod wasm_target;
 
-use wasm_target::TARGET;
+use wasm_target::{PROFILE, TARGET};
 
 const GUEST_DIRS: [&str; 2] = ["examples", "tests/fixtures"];
-/// The Cargo profile guests are built with (see the workspace manifest).
-const PROFILE: &str = "guest";
 
 /// A guest crate: its package name and the folder it lives in.
 struct Guest {

@@ -11,10 +11,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::wasm_target::{self, TARGET};
-
-/// The Cargo profile guests are built with (see the workspace manifest).
-const PROFILE: &str = "guest";
+use crate::wasm_target::{self, PROFILE, TARGET};
 
 fn subdir() -> PathBuf {
     Path::new(TARGET).join(PROFILE)

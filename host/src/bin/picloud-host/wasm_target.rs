@@ -15,6 +15,10 @@ use std::process::Command;
 /// The target guest components are built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
+/// The Cargo profile this repository's guests are built with (see the
+/// workspace manifest): small components.
+pub const PROFILE: &str = "guest";
+
 /// Whether `rustc` (run in `dir`, so its `rust-toolchain.toml` applies) has
 /// the target's standard library.
 fn installed(rustc: &Path, dir: &Path) -> bool {
