@@ -127,6 +127,14 @@ id_type!(
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
+    /// The due time of an outbox row that is held, not scheduled: a retry
+    /// or replay of a disabled trigger waits at this time (never due) until
+    /// the trigger is enabled again. 9999-01-01T00:00:00Z, which both
+    /// backends store.
+    pub fn held() -> Self {
+        Self(DateTime::from_timestamp(253_370_764_800, 0).expect("9999-01-01 is a valid time"))
+    }
+
     /// The current time, truncated to microseconds (what both backends keep).
     pub fn now() -> Self {
         Self::from_datetime(Utc::now())
@@ -232,6 +240,11 @@ pub struct Script {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: i64,
+    /// Who deployed the current code: the principal the deploy was made
+    /// for, or `None` for the operator or the embedding application. The
+    /// script's host calls need this principal's rights as well as those of
+    /// the principal it runs as.
+    pub deployed_by: Option<String>,
     /// First deploy.
     pub created_at: Timestamp,
     /// Last deploy.
@@ -485,8 +498,10 @@ impl NewEvent {
     }
 }
 
-/// A row of the outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+/// A row of the outbox. Decoded row by row: a row whose payload cannot be
+/// decoded still comes back, marked [`OutboxEvent::undecodable`], so it
+/// fails alone instead of failing the batch it was claimed with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEvent {
     /// The row's own id.
     pub id: EventId,
@@ -505,9 +520,15 @@ pub struct OutboxEvent {
     pub script_id: Option<ScriptId>,
     /// Run-as principal for direct invocations.
     pub principal: Option<String>,
-    /// The payload.
-    #[sqlx(json)]
+    /// The payload. For an [`OutboxEvent::undecodable`] row: its stored text,
+    /// as a JSON string (at most 64 KiB of it).
     pub payload: Value,
+    /// Why the stored payload could not be decoded (nested past what the
+    /// JSON decoder accepts, for example: a row written around the host's
+    /// checks). The dispatcher dead-letters such a row with this reason,
+    /// without running it. `None` for every row the host's own checks let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
     /// Trigger depth.
     pub depth: i32,
     /// Attempts made so far.

@@ -147,6 +147,9 @@ pub(crate) struct Statements {
     /// script_id, trigger_id, reply_to, outcome, detail. Returns the
     /// abandoned-execution columns.
     pub insert_abandoned: &'static str,
+    /// An expression over a `dead_letters` row: the bytes of its payload (as
+    /// JSON text) and its last error.
+    pub dead_letter_bytes: &'static str,
     /// Abandoned executions of an app (null: all apps), oldest first.
     /// Binds app_id.
     pub list_abandoned: &'static str,

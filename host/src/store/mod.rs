@@ -86,8 +86,17 @@ pub trait AppRepo: Send + Sync {
 pub trait ScriptRepo: Send + Sync {
     /// Store a script's code under `name`, replacing the code of an existing
     /// script of that name (its id stays). `sha256` is the hex digest of `wasm`.
-    async fn put_script(&self, app: AppId, name: &str, wasm: &[u8], sha256: &str)
-    -> Result<Script>;
+    /// `deployed_by` is the principal the deploy was made for (`None`: the
+    /// operator or the embedding application itself); scripts then act with
+    /// no more rights than it has (see [`crate::auth`]).
+    async fn put_script(
+        &self,
+        app: AppId,
+        name: &str,
+        wasm: &[u8],
+        sha256: &str,
+        deployed_by: Option<&str>,
+    ) -> Result<Script>;
     /// A script's metadata by id.
     async fn get_script(&self, id: ScriptId) -> Result<Script>;
     /// A script of `app` by name, or by id written as text.
@@ -138,7 +147,8 @@ pub trait TriggerRepo: Send + Sync {
     async fn get_trigger(&self, id: TriggerId) -> Result<Trigger>;
     /// An app's triggers, oldest first.
     async fn list_triggers(&self, app: AppId) -> Result<Vec<Trigger>>;
-    /// Enable or disable a trigger.
+    /// Enable or disable a trigger. Enabling it makes its held rows (see
+    /// [`OutboxRepo::hold`]) due now, in the same transaction.
     async fn set_trigger_enabled(&self, id: TriggerId, enabled: bool) -> Result<Trigger>;
     /// Remove a trigger (its details go by cascade); whether it existed.
     async fn delete_trigger(&self, id: TriggerId) -> Result<bool>;
@@ -209,6 +219,10 @@ pub trait OutboxRepo: Send + Sync {
     async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>>;
     /// Give leases back without recording an attempt (graceful shutdown).
     async fn release(&self, ids: &[EventId]) -> Result<()>;
+    /// Hold the leased rows `ids` (retries and replays of a disabled
+    /// trigger): release them at [`Timestamp::held`], never due, until
+    /// [`TriggerRepo::set_trigger_enabled`] enables their trigger again.
+    async fn hold(&self, ids: &[EventId]) -> Result<()>;
     /// One row, if it is still there.
     async fn get_event(&self, id: EventId) -> Result<Option<OutboxEvent>>;
     /// How many rows are waiting (all apps when `app` is `None`).
@@ -228,6 +242,17 @@ pub trait DeadLetterRepo: Send + Sync {
     async fn get_dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter>;
     /// Dead letters matching the filter, oldest first.
     async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    /// [`DeadLetterRepo::list_dead_letters`], paged by bytes as well: the
+    /// oldest matching dead letters that begin within `max_bytes` of
+    /// payload and error text (so at least one, if any match and
+    /// `max_bytes` is not 0; at most one dead letter past the budget). The
+    /// database adds the sizes up, so what is past the page never reaches
+    /// the host's memory.
+    async fn list_dead_letters_within(
+        &self,
+        filter: &DeadLetterFilter,
+        max_bytes: u64,
+    ) -> Result<Vec<DeadLetter>>;
     /// Unresolved dead letters of an app (the dashboard badge).
     async fn unresolved_count(&self, app: AppId) -> Result<i64>;
     /// Settle a dead letter. `Replayed` enqueues the original event for the
@@ -235,6 +260,16 @@ pub trait DeadLetterRepo: Send + Sync {
     /// same transaction. An already-resolved one is
     /// [`Error::AlreadyResolved`] and nothing changes.
     async fn resolve(&self, id: DeadLetterId, resolution: Resolution) -> Result<DeadLetter>;
+    /// [`DeadLetterRepo::resolve`] by a script running an event at `depth`:
+    /// a replay is an event the script caused, so it is enqueued at
+    /// `depth + 1` (SPEC 14), and the depth limit ends a handler that
+    /// replays what it is handling. An operator's replay keeps the depth.
+    async fn resolve_from_script(
+        &self,
+        id: DeadLetterId,
+        resolution: Resolution,
+        depth: i32,
+    ) -> Result<DeadLetter>;
     /// The recursion stop, in one transaction: delete the outbox row of a
     /// failed dead-letter handler and resolve its dead letter
     /// `handler_failed` if it is still unresolved.
@@ -346,8 +381,70 @@ pub fn validate_kv_names(collection: &str, key: &str) -> Result<()> {
                 v.len()
             )));
         }
+        validate_printable(what, v)?;
     }
     Ok(())
+}
+
+/// Refuse a name with a control character (NUL, line breaks, escapes...).
+/// Both databases then agree: PostgreSQL cannot store a NUL in text at all,
+/// and SQLite would store it; and a name never breaks a log line or a table.
+pub fn validate_printable(what: &str, v: &str) -> Result<()> {
+    match v.char_indices().find(|(_, c)| c.is_control()) {
+        None => Ok(()),
+        Some((at, c)) => Err(Error::Invalid(format!(
+            "{what} has a control character (U+{:04X}) at byte {at}: use printable text",
+            c as u32
+        ))),
+    }
+}
+
+/// Deepest nesting of arrays and objects accepted in any JSON value that
+/// enters the host (a KV value, an event or invocation payload). Well
+/// below what the JSON decoder accepts (128), so the envelopes the host
+/// wraps around a value (a kv event, a dead-letter event, a dead letter's
+/// replay) always decode again.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// The nesting depth of `value`: 0 for a scalar, 1 for `[]` or `{}`.
+/// Iterative, so an absurdly deep value costs no stack.
+pub fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth + 1);
+    }
+    deepest
+}
+
+/// Refuse a JSON value nested deeper than [`MAX_JSON_DEPTH`].
+pub fn validate_json_depth(what: &str, value: &Value) -> Result<()> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(Error::Invalid(format!(
+            "{what} is nested {depth} deep, over the limit of {MAX_JSON_DEPTH}: flatten it"
+        )));
+    }
+    Ok(())
+}
+
+/// Check an event written from outside the host (an embedder's
+/// `enqueue_in`, an invocation): printable names and a payload no deeper
+/// than [`MAX_JSON_DEPTH`]. Events the host derives from one (a kv write's
+/// event, a dead letter's) wrap it a level or two deeper, which is why the
+/// bound sits well below the decoder's.
+pub fn validate_event(event: &NewEvent) -> Result<()> {
+    validate_printable("source", &event.source)?;
+    validate_printable("op", &event.op)?;
+    if let Some(p) = &event.principal {
+        validate_printable("principal", p)?;
+    }
+    validate_json_depth("payload", &event.payload)
 }
 
 /// The `kv` event a write causes. Its payload carries the collection, the

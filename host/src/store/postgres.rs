@@ -103,10 +103,11 @@ impl Dialect for PgStore {
     const SQL: Statements = Statements {
         create_app: "insert into apps (id, name) values ($1, $2) returning id, name, created_at",
         put_script: concat!(
-            "insert into scripts (id, app_id, name, wasm, sha256, size) values ($1, $2, $3, $4, $5, $6)
+            "insert into scripts (id, app_id, name, wasm, sha256, size, deployed_by)
+             values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (app_id, name) do update
                  set wasm = excluded.wasm, sha256 = excluded.sha256, size = excluded.size,
-                     updated_at = now()
+                     deployed_by = excluded.deployed_by, updated_at = now()
              returning ",
             script_columns!()
         ),
@@ -147,6 +148,7 @@ impl Dialect for PgStore {
              returning ",
             abandoned_columns!()
         ),
+        dead_letter_bytes: "octet_length(payload::text) + octet_length(last_error)",
         list_abandoned: concat!(
             "select ",
             abandoned_columns!(),

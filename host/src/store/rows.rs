@@ -7,18 +7,100 @@
 //! constraint violation becomes is made here, once.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
+use sqlx::types::Json;
 
 use super::{Error, Member, Result, StoredReply};
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, AbandonedId, AppId, DeadLetter, DeadLetterId, EventId, KvEntry, KvOp,
-    KvOps, NewTrigger, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
+    KvOps, NewTrigger, OutboxEvent, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
 };
 use crate::pattern::collection_matches;
 
 /// Rows per statement when a slice of ids or rows is written in chunks
 /// (SQLite allows 32766 bound values; PostgreSQL 65535).
 pub(crate) const CHUNK: usize = 500;
+
+/// An outbox row as the database returns it, the payload still raw JSON
+/// text: [`OutboxEvent`] decodes it row by row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct OutboxRow {
+    id: EventId,
+    event_id: EventId,
+    app_id: AppId,
+    source: String,
+    op: String,
+    trigger_id: Option<TriggerId>,
+    script_id: Option<ScriptId>,
+    principal: Option<String>,
+    payload: Json<Box<RawValue>>,
+    depth: i32,
+    attempt_count: i32,
+    first_attempt_at: Option<Timestamp>,
+    last_attempt_at: Option<Timestamp>,
+    last_error: Option<String>,
+    due_at: Timestamp,
+    locked_until: Option<Timestamp>,
+    locked_by: Option<String>,
+    reply_to: Option<String>,
+    created_at: Timestamp,
+}
+
+/// Most of an undecodable payload's text kept in its dead letter.
+const UNDECODABLE_KEPT: usize = 64 * 1024;
+
+impl From<OutboxRow> for OutboxEvent {
+    fn from(r: OutboxRow) -> OutboxEvent {
+        let raw = r.payload.0.get();
+        let (payload, undecodable) = match serde_json::from_str::<Value>(raw) {
+            Ok(v) => (v, None),
+            Err(e) => {
+                let mut cut = raw.len().min(UNDECODABLE_KEPT);
+                while !raw.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                (
+                    Value::String(raw[..cut].to_owned()),
+                    Some(format!("the stored payload cannot be decoded ({e})")),
+                )
+            }
+        };
+        OutboxEvent {
+            id: r.id,
+            event_id: r.event_id,
+            app_id: r.app_id,
+            source: r.source,
+            op: r.op,
+            trigger_id: r.trigger_id,
+            script_id: r.script_id,
+            principal: r.principal,
+            payload,
+            undecodable,
+            depth: r.depth,
+            attempt_count: r.attempt_count,
+            first_attempt_at: r.first_attempt_at,
+            last_attempt_at: r.last_attempt_at,
+            last_error: r.last_error,
+            due_at: r.due_at,
+            locked_until: r.locked_until,
+            locked_by: r.locked_by,
+            reply_to: r.reply_to,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Outbox rows decode through [`OutboxRow`] on either database, so one
+/// row's payload never fails the statement that fetched it.
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for OutboxEvent
+where
+    OutboxRow: sqlx::FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        OutboxRow::from_row(row).map(OutboxEvent::from)
+    }
+}
 
 /// The columns of [`crate::model::OutboxEvent`], in `select` order.
 macro_rules! outbox_columns {
@@ -34,7 +116,7 @@ pub(crate) use outbox_columns;
 /// The columns of [`crate::model::Script`].
 macro_rules! script_columns {
     () => {
-        "id, app_id, name, sha256, size, created_at, updated_at"
+        "id, app_id, name, sha256, size, deployed_by, created_at, updated_at"
     };
 }
 pub(crate) use script_columns;

@@ -120,7 +120,9 @@ pub(crate) async fn kv_set_in<S: Dialect>(
     depth: i32,
 ) -> Result<KvEntry> {
     super::validate_kv_names(collection, key)?;
-    // Embedders call this directly: the limit holds here too.
+    // Embedders call this directly: the limits hold here too. Depth first:
+    // it is checked without recursion, and makes the size check safe.
+    super::validate_json_depth("value", value)?;
     super::validate_kv_value_len(value.to_string().len())?;
     let row: KvRow = S::query(S::SQL.kv_upsert)
         .arg(app)
@@ -178,6 +180,7 @@ macro_rules! connection_functions {
         /// Write one event to the outbox on the caller's connection or open
         /// transaction: the change it describes commits with it or not at all.
         pub async fn enqueue_in(conn: &mut $conn, event: &NewEvent) -> Result<EventId> {
+            super::validate_event(event)?;
             super::shared::enqueue_in::<$store>(conn, event).await
         }
 
@@ -188,6 +191,7 @@ macro_rules! connection_functions {
             conn: &mut $conn,
             events: &[NewEvent],
         ) -> Result<Vec<EventId>> {
+            events.iter().try_for_each(super::validate_event)?;
             super::shared::enqueue_many_in::<$store>(conn, events).await
         }
 
@@ -263,6 +267,12 @@ fn dead_letter_listing<DB: Db>(f: &DeadLetterFilter) -> Built<'_, DB> {
         dead_letter_columns!(),
         " from dead_letters where true"
     ));
+    filter_dead_letters(&mut q, f);
+    q
+}
+
+/// Append `f`'s conditions, order and limit to a `... where true`.
+fn filter_dead_letters<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q DeadLetterFilter) {
     if let Some(app) = f.app_id {
         q.push(" and app_id = ").bind(app);
     }
@@ -285,12 +295,54 @@ fn dead_letter_listing<DB: Db>(f: &DeadLetterFilter) -> Built<'_, DB> {
     if let Some(limit) = f.limit {
         q.push(" limit ").bind(i64::from(limit));
     }
-    q
+}
+
+/// Resolve a dead letter; a replay is enqueued at `replay_depth`, or at
+/// the original event's depth when that is `None` (an operator's replay).
+async fn resolve_at<S: Dialect>(
+    store: &S,
+    id: DeadLetterId,
+    resolution: Resolution,
+    replay_depth: Option<i32>,
+) -> Result<DeadLetter> {
+    let mut tx = store.begin_write().await?;
+    let row: Option<DeadLetterRow> = S::query(S::SQL.resolve_dead_letter_returning)
+        .arg(id)
+        .arg(resolution.as_str())
+        .now(S::CLOCK)
+        .optional(&mut tx)
+        .await?;
+    let Some(row) = row else {
+        let current = fetch_dead_letter::<S>(&mut tx, id).await?;
+        return Err(rows::already_resolved(&current));
+    };
+    let dl = DeadLetter::try_from(row)?;
+    let replayed = resolution == Resolution::Replayed;
+    if replayed {
+        let depth = match replay_depth {
+            Some(depth) => depth,
+            None => {
+                let depth: Option<(i32,)> =
+                    S::query("select depth from dead_letter_depths where dead_letter_id = $1")
+                        .arg(id)
+                        .optional(&mut tx)
+                        .await?;
+                depth.map_or(0, |(depth,)| depth)
+            }
+        };
+        enqueue_in::<S>(&mut tx, &super::replay_event(&dl, depth)).await?;
+    }
+    tx.commit().await?;
+    if replayed {
+        store.announce(Signal::Outbox);
+    }
+    Ok(dl)
 }
 
 #[async_trait]
 impl<S: Dialect> AppRepo for S {
     async fn create_app(&self, name: &str) -> Result<App> {
+        super::validate_printable("app name", name)?;
         let mut conn = self.pool().acquire().await?;
         S::query(S::SQL.create_app)
             .arg(AppId::new())
@@ -344,6 +396,7 @@ impl<S: Dialect> AppRepo for S {
     }
 
     async fn set_member(&self, app: AppId, principal: &str, role: Role) -> Result<()> {
+        super::validate_printable("principal", principal)?;
         let mut conn = self.pool().acquire().await?;
         S::query(
             "insert into app_members (app_id, principal, role) values ($1, $2, $3)
@@ -399,7 +452,11 @@ impl<S: Dialect> ScriptRepo for S {
         name: &str,
         wasm: &[u8],
         sha256: &str,
+        deployed_by: Option<&str>,
     ) -> Result<Script> {
+        if let Some(p) = deployed_by {
+            super::validate_printable("principal", p)?;
+        }
         let mut conn = self.pool().acquire().await?;
         S::query(S::SQL.put_script)
             .arg(ScriptId::new())
@@ -408,6 +465,7 @@ impl<S: Dialect> ScriptRepo for S {
             .arg(wasm)
             .arg(sha256)
             .arg(wasm.len() as i64)
+            .arg(deployed_by)
             .now(S::CLOCK)
             .one(&mut conn)
             .await
@@ -557,6 +615,8 @@ impl<S: Dialect> KvRepo for S {
 impl<S: Dialect> TriggerRepo for S {
     async fn create_trigger(&self, t: &NewTrigger) -> Result<Trigger> {
         super::validate_trigger(t)?;
+        super::validate_printable("trigger name", &t.name)?;
+        super::validate_printable("principal", &t.registered_by_principal)?;
         let mut tx = self.begin_write().await?;
         let owner: Option<(AppId,)> = S::query("select app_id from scripts where id = $1")
             .arg(t.script_id)
@@ -628,8 +688,20 @@ impl<S: Dialect> TriggerRepo for S {
         if done == 0 {
             return Err(Error::not_found("trigger", id));
         }
+        let mut released = 0;
+        if enabled {
+            released = S::query("update outbox set due_at = $1 where trigger_id = $2 and due_at = $3")
+                .arg(Timestamp::now())
+                .arg(id)
+                .arg(Timestamp::held())
+                .run(&mut tx)
+                .await?;
+        }
         let trigger = fetch_trigger::<S>(&mut tx, id).await?;
         tx.commit().await?;
+        if released > 0 {
+            self.announce(Signal::Outbox);
+        }
         Ok(trigger)
     }
 
@@ -661,6 +733,7 @@ impl<S: Dialect> TriggerRepo for S {
 #[async_trait]
 impl<S: Dialect> OutboxRepo for S {
     async fn enqueue(&self, event: &NewEvent) -> Result<EventId> {
+        super::validate_event(event)?;
         let mut conn = self.pool().acquire().await?;
         let id = enqueue_in::<S>(&mut conn, event).await?;
         self.announce(Signal::Outbox);
@@ -668,6 +741,7 @@ impl<S: Dialect> OutboxRepo for S {
     }
 
     async fn enqueue_many(&self, events: &[NewEvent]) -> Result<Vec<EventId>> {
+        events.iter().try_for_each(super::validate_event)?;
         let mut tx = self.begin_write().await?;
         let ids = enqueue_many_in::<S>(&mut tx, events).await?;
         tx.commit().await?;
@@ -732,6 +806,35 @@ impl<S: Dialect> OutboxRepo for S {
         }
         self.unlock_rows(ids).await?;
         self.announce(Signal::Outbox);
+        Ok(())
+    }
+
+    async fn hold(&self, ids: &[EventId]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for id in ids {
+            // Only while the trigger is still disabled, and with its row
+            // locked to the end of this transaction: an enable that comes
+            // first leaves the row to run; one that comes after releases it.
+            let disabled: Option<(AppId,)> = S::query(
+                "update triggers set enabled = enabled
+                 where not enabled and id = (select trigger_id from outbox where id = $1)
+                 returning app_id",
+            )
+            .arg(*id)
+            .optional(&mut tx)
+            .await?;
+            let held = disabled.map(|_| Timestamp::held());
+            S::query(
+                "update outbox set due_at = coalesce($1, due_at), locked_until = null,
+                     locked_by = null
+                 where id = $2",
+            )
+            .arg(held)
+            .arg(*id)
+            .run(&mut tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -818,6 +921,35 @@ impl<S: Dialect> DeadLetterRepo for S {
         rows::dead_letters(rows)
     }
 
+    async fn list_dead_letters_within(
+        &self,
+        filter: &DeadLetterFilter,
+        max_bytes: u64,
+    ) -> Result<Vec<DeadLetter>> {
+        // The filtered page, then the bytes before each row: only the rows
+        // that begin within the budget leave the database.
+        let mut q = Built::<S::DB>::new(concat!(
+            "select ",
+            dead_letter_columns!(),
+            " from (select *, coalesce(sum("
+        ));
+        q.push(S::SQL.dead_letter_bytes).push(
+            ") over (order by created_at, id rows between unbounded preceding and 1 preceding), 0)
+                 as bytes_before
+             from (select * from dead_letters where true",
+        );
+        filter_dead_letters(&mut q, filter);
+        q.push(") listed) sized where bytes_before < ")
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .push(" order by created_at, id");
+        let (sql, arguments) = q.finish()?;
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<DeadLetterRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
+            .all(&mut conn)
+            .await?;
+        rows::dead_letters(rows)
+    }
+
     async fn unresolved_count(&self, app: AppId) -> Result<i64> {
         let mut conn = self.pool().acquire().await?;
         let (count,) =
@@ -829,33 +961,16 @@ impl<S: Dialect> DeadLetterRepo for S {
     }
 
     async fn resolve(&self, id: DeadLetterId, resolution: Resolution) -> Result<DeadLetter> {
-        let mut tx = self.begin_write().await?;
-        let row: Option<DeadLetterRow> = S::query(S::SQL.resolve_dead_letter_returning)
-            .arg(id)
-            .arg(resolution.as_str())
-            .now(S::CLOCK)
-            .optional(&mut tx)
-            .await?;
-        let Some(row) = row else {
-            let current = fetch_dead_letter::<S>(&mut tx, id).await?;
-            return Err(rows::already_resolved(&current));
-        };
-        let dl = DeadLetter::try_from(row)?;
-        let replayed = resolution == Resolution::Replayed;
-        if replayed {
-            let depth: Option<(i32,)> =
-                S::query("select depth from dead_letter_depths where dead_letter_id = $1")
-                    .arg(id)
-                    .optional(&mut tx)
-                    .await?;
-            let depth = depth.map_or(0, |(depth,)| depth);
-            enqueue_in::<S>(&mut tx, &super::replay_event(&dl, depth)).await?;
-        }
-        tx.commit().await?;
-        if replayed {
-            self.announce(Signal::Outbox);
-        }
-        Ok(dl)
+        resolve_at(self, id, resolution, None).await
+    }
+
+    async fn resolve_from_script(
+        &self,
+        id: DeadLetterId,
+        resolution: Resolution,
+        depth: i32,
+    ) -> Result<DeadLetter> {
+        resolve_at(self, id, resolution, Some(depth.saturating_add(1))).await
     }
 
     async fn stop_recursion(&self, event: EventId, dead_letter: DeadLetterId) -> Result<()> {

@@ -181,11 +181,12 @@ impl Dialect for SqliteStore {
     const SQL: Statements = Statements {
         create_app: "insert into apps (id, name, created_at) values ($1, $2, $3) returning id, name, created_at",
         put_script: concat!(
-            "insert into scripts (id, app_id, name, wasm, sha256, size, created_at, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $7)
+            "insert into scripts (id, app_id, name, wasm, sha256, size, deployed_by, created_at,
+                 updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
              on conflict (app_id, name) do update
                  set wasm = excluded.wasm, sha256 = excluded.sha256, size = excluded.size,
-                     updated_at = excluded.updated_at
+                     deployed_by = excluded.deployed_by, updated_at = excluded.updated_at
              returning ",
             script_columns!()
         ),
@@ -229,6 +230,7 @@ impl Dialect for SqliteStore {
              returning ",
             abandoned_columns!()
         ),
+        dead_letter_bytes: "length(cast(payload as blob)) + length(cast(last_error as blob))",
         list_abandoned: concat!(
             "select ",
             abandoned_columns!(),
