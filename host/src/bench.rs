@@ -230,7 +230,7 @@ pub async fn first_call(
         .set_member(app.id, BENCH_PRINCIPAL, Role::Admin)
         .await?;
     let sha = crate::runtime::sha256_hex(wasm);
-    let script = store.put_script(app.id, "noop", wasm, &sha).await?;
+    let script = store.put_script(app.id, "noop", wasm, &sha, None).await?;
     let setup = started.elapsed();
     runtime.invoke(&script, noop_invocation(&script)).await?;
     Ok(started.elapsed() - setup)

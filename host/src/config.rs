@@ -199,6 +199,42 @@ pub struct SandboxCeiling {
     pub script_max_bytes: u64,
     /// `PICLOUD_SANDBOX_REPLY_BYTES` [1 MiB]: largest reply body.
     pub reply_max_bytes: u64,
+    /// `PICLOUD_SANDBOX_HOST_CALLS` [1000]: `kv` and `dead-letters` calls
+    /// per invocation.
+    pub max_host_calls: u32,
+    /// `PICLOUD_SANDBOX_ENQUEUED_EVENTS` [100]: events one invocation may
+    /// cause (each `kv.set`, `kv.delete` and replay enqueues one).
+    pub max_enqueued: u32,
+    /// `PICLOUD_SANDBOX_HOST_BYTES` [16 MiB]: bytes of host-call answers
+    /// (values, keys, dead letters) per invocation, counted as the host
+    /// reads them, before they reach the guest's memory.
+    pub host_bytes: u64,
+    /// `PICLOUD_COMPONENT_MAX_CORE_INSTANCES` [16]: core module instances a
+    /// deployable component may contain (a Rust trigger script has 3 to 5).
+    pub component_core_instances: u32,
+    /// `PICLOUD_COMPONENT_MAX_MEMORIES` [2]: linear memories a deployable
+    /// component may define. The memory limit covers all of them together.
+    pub component_memories: u32,
+    /// `PICLOUD_COMPONENT_MAX_TABLES` [16]: tables a deployable component
+    /// may define.
+    pub component_tables: u32,
+}
+
+/// The variables of the per-invocation budgets and per-component caps, as
+/// named in the errors that report them.
+pub mod vars {
+    /// [`super::SandboxCeiling::max_host_calls`].
+    pub const HOST_CALLS: &str = "PICLOUD_SANDBOX_HOST_CALLS";
+    /// [`super::SandboxCeiling::max_enqueued`].
+    pub const ENQUEUED_EVENTS: &str = "PICLOUD_SANDBOX_ENQUEUED_EVENTS";
+    /// [`super::SandboxCeiling::host_bytes`].
+    pub const HOST_BYTES: &str = "PICLOUD_SANDBOX_HOST_BYTES";
+    /// [`super::SandboxCeiling::component_core_instances`].
+    pub const CORE_INSTANCES: &str = "PICLOUD_COMPONENT_MAX_CORE_INSTANCES";
+    /// [`super::SandboxCeiling::component_memories`].
+    pub const MEMORIES: &str = "PICLOUD_COMPONENT_MAX_MEMORIES";
+    /// [`super::SandboxCeiling::component_tables`].
+    pub const TABLES: &str = "PICLOUD_COMPONENT_MAX_TABLES";
 }
 
 impl Default for SandboxCeiling {
@@ -210,6 +246,12 @@ impl Default for SandboxCeiling {
             max_instances: 64,
             script_max_bytes: 32 << 20,
             reply_max_bytes: 1 << 20,
+            max_host_calls: 1000,
+            max_enqueued: 100,
+            host_bytes: 16 << 20,
+            component_core_instances: 16,
+            component_memories: 2,
+            component_tables: 16,
         }
     }
 }
@@ -235,6 +277,12 @@ impl SandboxCeiling {
             max_instances: int(src, "PICLOUD_SANDBOX_MAX_INSTANCES", 64, 1, 10_000)? as u32,
             script_max_bytes: int(src, "PICLOUD_SCRIPT_MAX_BYTES", 32 << 20, 1, 1 << 30)?,
             reply_max_bytes: int(src, "PICLOUD_SANDBOX_REPLY_BYTES", 1 << 20, 1, 1 << 30)?,
+            max_host_calls: int(src, vars::HOST_CALLS, 1000, 1, 1 << 24)? as u32,
+            max_enqueued: int(src, vars::ENQUEUED_EVENTS, 100, 1, 1 << 24)? as u32,
+            host_bytes: int(src, vars::HOST_BYTES, 16 << 20, 1, 1 << 32)?,
+            component_core_instances: int(src, vars::CORE_INSTANCES, 16, 1, 1000)? as u32,
+            component_memories: int(src, vars::MEMORIES, 2, 1, 100)? as u32,
+            component_tables: int(src, vars::TABLES, 16, 1, 1000)? as u32,
         })
     }
 

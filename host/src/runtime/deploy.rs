@@ -9,6 +9,7 @@ use wasmtime::component::Component;
 
 use super::Runtime;
 use super::cache::LoadError;
+use crate::config::vars;
 use crate::model::{AppId, Script};
 use crate::store;
 
@@ -59,6 +60,21 @@ pub enum DeployError {
         "component exports `handle` with the wrong type ({0}): it does not implement the picloud:trigger/trigger world (build it against picloud-sdk's #[picloud_sdk::handler])"
     )]
     WrongExport(String),
+    /// More core instances, memories or tables than a component may have:
+    /// each invocation would take that many slots of the shared pool.
+    #[error(
+        "component contains {count} {what}, over the limit of {limit} per component ({var}): a trigger script built with picloud-sdk has far fewer; do not bundle other modules into it"
+    )]
+    OverCap {
+        /// What there are too many of.
+        what: &'static str,
+        /// How many it has.
+        count: u64,
+        /// The cap.
+        limit: u32,
+        /// The variable that sets the cap.
+        var: &'static str,
+    },
     /// A bad script name.
     #[error("invalid script name '{0}': use 1 to 128 letters, digits, '-', '_' or '.'")]
     BadName(String),
@@ -116,9 +132,39 @@ impl Runtime {
             tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
                 .await
                 .map_err(|e| DeployError::Invalid(e.to_string()))?
-                .map_err(|e| DeployError::Invalid(first_line(&e)))?;
+                .map_err(|e| self.compile_error(&e))?;
         self.check_links(&component)?;
         Ok(component)
+    }
+
+    /// The engine's refusal of a component over a per-component cap (it
+    /// counts them when compiling), named with our variable; any other
+    /// compile error as it is.
+    fn compile_error(&self, e: &wasmtime::Error) -> DeployError {
+        let text = format!("{e:#}");
+        let c = self.ceiling();
+        let caps = [
+            ("core module instances", "core module instances", c.component_core_instances, vars::CORE_INSTANCES),
+            ("Wasm linear memories", "linear memories", c.component_memories, vars::MEMORIES),
+            ("tables, which exceeds", "tables", c.component_tables, vars::TABLES),
+        ];
+        let count = text
+            .split_once("transitively contains ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(count) = count {
+            for (marker, what, limit, var) in caps {
+                if text.contains(marker) {
+                    return DeployError::OverCap {
+                        what,
+                        count,
+                        limit,
+                        var,
+                    };
+                }
+            }
+        }
+        DeployError::Invalid(first_line(e))
     }
 
     fn check_links(&self, component: &Component) -> Result<(), DeployError> {
@@ -131,16 +177,31 @@ impl Runtime {
     }
 
     /// Validate `wasm` and store it as script `name` of `app` (replacing the
-    /// code of an existing script of that name). The compiled form goes into
-    /// the cache, so the first invocation does not compile again.
+    /// code of an existing script of that name), as deployed by the operator
+    /// or the embedding application itself. The compiled form goes into the
+    /// cache, so the first invocation does not compile again.
     pub async fn deploy(&self, app: AppId, name: &str, wasm: &[u8]) -> Result<Script, DeployError> {
+        self.deploy_as(app, name, wasm, None).await
+    }
+
+    /// [`Runtime::deploy`] for `principal` (check its `ScriptDeploy` first):
+    /// the script's host calls then need `principal`'s rights as well as
+    /// those of whoever it runs as, so redeploying the script behind
+    /// someone else's trigger never lends the deployer their rights.
+    pub async fn deploy_as(
+        &self,
+        app: AppId,
+        name: &str,
+        wasm: &[u8],
+        principal: Option<&str>,
+    ) -> Result<Script, DeployError> {
         validate_name(name)?;
         let component = self.validate(wasm).await?;
         let sha = sha256_hex(wasm);
         let script = self
             .services()
             .store
-            .put_script(app, name, wasm, &sha)
+            .put_script(app, name, wasm, &sha, principal)
             .await?;
         if let Err(e) = self.cache().insert(self.linker(), &sha, &component).await {
             // Validation linked it a moment ago; this would be a host bug.

@@ -1,7 +1,8 @@
 //! The one wasmtime `Engine` of a process, and the clock that bounds guests.
 //!
 //! Rule: the engine is built once, with the pooling allocator sized from the
-//! [`SandboxCeiling`] and epoch interruption on; a ticker thread that holds
+//! [`SandboxCeiling`] (its per-component caps times its instances, so a full
+//! pool of the largest deployable components fits) and epoch interruption on; a ticker thread that holds
 //! only a weak reference to the engine advances the epoch every
 //! [`EPOCH_TICK`], so a guest's deadline is its timeout rounded up to a tick,
 //! and the thread ends by itself when the engine is dropped.
@@ -26,14 +27,18 @@ pub const MAX_WASM_STACK: usize = 512 * 1024;
 pub fn build(ceiling: &SandboxCeiling) -> wasmtime::Result<Engine> {
     let instances = ceiling.max_instances;
     let mut pool = PoolingAllocationConfig::default();
-    // A Rust component is one main core module plus a few small shim
-    // instances; leave room for those, per component instance.
+    // Every component is capped at deploy (the engine refuses to compile
+    // one over a cap), and the pool holds `instances` components at the
+    // caps: a full pool of maximal components fits, so no component can
+    // take the slots another app's invocation needs.
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(8))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(8))
+        .max_core_instances_per_component(ceiling.component_core_instances)
+        .max_memories_per_component(ceiling.component_memories)
+        .max_tables_per_component(ceiling.component_tables)
+        .total_core_instances(instances.saturating_mul(ceiling.component_core_instances))
+        .total_memories(instances.saturating_mul(ceiling.component_memories))
+        .total_tables(instances.saturating_mul(ceiling.component_tables))
         .total_stacks(instances)
-        .max_memories_per_component(2)
         .max_memory_size(ceiling.memory_bytes as usize)
         // Reset small dirty regions with memset instead of madvise, so a
         // reused slot does not page-fault its first pages back in; and on

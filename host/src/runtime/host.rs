@@ -11,6 +11,16 @@
 //! A call's arguments are checked before its capability, so a malformed
 //! call is refused without a round trip to storage.
 //!
+//! A script acts with no more rights than the principal it runs as *and*
+//! the principal who deployed its code (when a principal deployed it): a
+//! developer who redeploys the script behind an admin's trigger gets no
+//! admin rights through it.
+//!
+//! Every `kv` and `dead-letters` call is charged to the invocation's
+//! [`Budget`]: calls, events caused, bytes of answers. Answers are bounded
+//! before they are read (a listing is paged by bytes in the database), and
+//! the call that goes past a budget traps the guest with the limit named.
+//!
 //! Every call that needs storage goes through [`Call::storage`]: it waits no
 //! longer than the invocation's deadline, and it tells the invocation's
 //! [`StorageWatch`] when storage let the script down (an `unavailable`
@@ -27,7 +37,7 @@ use serde_json::Value;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::{Limiter, LogBuffer, LogLevel};
+use super::limits::{Budget, Limiter, LogBuffer, LogLevel};
 use crate::auth::{Authorizer, Capability};
 use crate::model::{AppId, DeadLetter, DeadLetterFilter, DeadLetterId, Resolution};
 use crate::store::{self, Store};
@@ -59,6 +69,9 @@ pub struct CallContext {
     pub app_id: AppId,
     /// The principal every host call is checked against.
     pub principal: String,
+    /// Who deployed the script's code, when a principal did: every host
+    /// call is checked against it too.
+    pub deployer: Option<String>,
     /// The running event's depth; writes enqueue events at depth + 1.
     pub depth: i32,
     /// When the invocation's time is up: no host call waits for storage
@@ -110,6 +123,7 @@ pub struct State {
     pub(super) call: CallContext,
     pub(super) services: Arc<Services>,
     pub(super) watch: Arc<StorageWatch>,
+    pub(super) budget: Budget,
 }
 
 impl WasiView for State {
@@ -123,6 +137,11 @@ impl WasiView for State {
 
 /// Largest page a guest may ask for in one list call.
 const MAX_LIST: u32 = 1000;
+
+/// Most bytes of dead letters one `list-unresolved` call reads (the
+/// invocation's byte budget may allow fewer). The page holds the dead
+/// letters that begin within it, so at least one when there is one.
+const MAX_ANSWER_BYTES: u64 = 4 << 20;
 
 /// What a host call needs, detached from the store so the call's future
 /// holds only `Send + Sync` data across its awaits.
@@ -174,10 +193,25 @@ impl Call {
         error
     }
 
-    /// `Ok(())` when the principal holds `cap` now, else the guest-visible error.
+    /// `Ok(())` when the principal the script runs as holds `cap` now, and
+    /// so does whoever deployed its code; else the guest-visible error.
     async fn check(&self, cap: Capability) -> Result<(), HostError> {
+        self.check_one(&self.call.principal, cap).await?;
+        match &self.call.deployer {
+            Some(deployer) if *deployer != self.call.principal => {
+                self.check_one(deployer, cap).await.inspect_err(|e| {
+                    if matches!(e, HostError::PermissionDenied) {
+                        tracing::debug!(%deployer, ?cap, "denied: the script's deployer lacks the capability");
+                    }
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn check_one(&self, principal: &str, cap: Capability) -> Result<(), HostError> {
         let authorizer = self.services.authorizer.clone();
-        let principal = self.call.principal.clone();
+        let principal = principal.to_owned();
         let allowed = self
             .storage(async move {
                 authorizer.allowed(&principal, cap).await.map_err(|e| {
@@ -282,8 +316,9 @@ impl wit_kv::Host for State {
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<wit_kv::Entry>, HostError>> {
+        self.budget.call()?;
         let this = self.call();
-        Ok(async move {
+        let answer = async move {
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
             this.check(Capability::KvRead(this.call.app_id)).await?;
             let entry = this
@@ -295,7 +330,11 @@ impl wit_kv::Host for State {
                 version: e.version as u64,
             }))
         }
-        .await)
+        .await;
+        if let Ok(Some(entry)) = &answer {
+            self.budget.read(entry.key.len() + entry.value.len())?;
+        }
+        Ok(answer)
     }
 
     async fn set(
@@ -304,12 +343,15 @@ impl wit_kv::Host for State {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<u64, HostError>> {
+        self.budget.call()?;
+        self.budget.enqueue()?;
         let this = self.call();
         Ok(async move {
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
             store::validate_kv_value_len(value.len()).map_err(guest_error)?;
             let value: Value = serde_json::from_str(&value)
                 .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
+            store::validate_json_depth("value", &value).map_err(guest_error)?;
             this.check(Capability::KvWrite(this.call.app_id)).await?;
             let (app, depth) = (this.call.app_id, this.call.depth + 1);
             let entry = this
@@ -327,6 +369,8 @@ impl wit_kv::Host for State {
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<bool, HostError>> {
+        self.budget.call()?;
+        self.budget.enqueue()?;
         let this = self.call();
         Ok(async move {
             store::validate_kv_names(&collection, &key).map_err(guest_error)?;
@@ -346,9 +390,13 @@ impl wit_kv::Host for State {
         after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
+        self.budget.call()?;
         let this = self.call();
-        Ok(async move {
+        let answer = async move {
             store::validate_kv_names(&collection, "-").map_err(guest_error)?;
+            if let Some(after) = &after {
+                store::validate_kv_names(&collection, after).map_err(guest_error)?;
+            }
             this.check(Capability::KvRead(this.call.app_id)).await?;
             this.storage(this.store().kv_list_keys(
                 this.call.app_id,
@@ -358,7 +406,11 @@ impl wit_kv::Host for State {
             ))
             .await
         }
-        .await)
+        .await;
+        if let Ok(keys) = &answer {
+            self.budget.read(keys.iter().map(|k| k.len()).sum())?;
+        }
+        Ok(answer)
     }
 }
 
@@ -378,6 +430,11 @@ fn from_wit_resolution(r: wit_dl::Resolution) -> Resolution {
         wit_dl::Resolution::HandledByScript => Resolution::HandledByScript,
         wit_dl::Resolution::HandlerFailed => Resolution::HandlerFailed,
     }
+}
+
+/// What a dead letter's answer costs the invocation: its text fields.
+fn dead_letter_bytes(d: &wit_dl::DeadLetter) -> usize {
+    d.payload.len() + d.last_error.len() + d.source.len() + d.op.len() + 160
 }
 
 fn to_wit_dead_letter(d: DeadLetter) -> wit_dl::DeadLetter {
@@ -404,20 +461,33 @@ impl wit_dl::Host for State {
         &mut self,
         id: String,
     ) -> wasmtime::Result<Result<Option<wit_dl::DeadLetter>, HostError>> {
+        self.budget.call()?;
         let this = self.call();
-        Ok(async move {
+        let answer = async move {
             this.check(Capability::KvRead(this.call.app_id)).await?;
             Ok(this.own_dead_letter(&id).await?.map(to_wit_dead_letter))
         }
-        .await)
+        .await;
+        if let Ok(Some(dl)) = &answer {
+            self.budget.read(dead_letter_bytes(dl))?;
+        }
+        Ok(answer)
     }
 
     async fn list_unresolved(
         &mut self,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<wit_dl::DeadLetter>, HostError>> {
+        self.budget.call()?;
+        // Paged by bytes in the database: the page is what this call may
+        // still read, so the host never holds more than that (and one dead
+        // letter) for it.
+        let page = self.budget.bytes_left().min(MAX_ANSWER_BYTES);
+        if page == 0 {
+            self.budget.read(1)?;
+        }
         let this = self.call();
-        Ok(async move {
+        let answer = async move {
             this.check(Capability::KvRead(this.call.app_id)).await?;
             let filter = DeadLetterFilter {
                 app_id: Some(this.call.app_id),
@@ -426,11 +496,15 @@ impl wit_dl::Host for State {
                 ..DeadLetterFilter::default()
             };
             let list = this
-                .storage(this.store().list_dead_letters(&filter))
+                .storage(this.store().list_dead_letters_within(&filter, page))
                 .await?;
-            Ok(list.into_iter().map(to_wit_dead_letter).collect())
+            Ok(list.into_iter().map(to_wit_dead_letter).collect::<Vec<_>>())
         }
-        .await)
+        .await;
+        if let Ok(list) = &answer {
+            self.budget.read(list.iter().map(dead_letter_bytes).sum())?;
+        }
+        Ok(answer)
     }
 
     async fn resolve(
@@ -438,6 +512,11 @@ impl wit_dl::Host for State {
         id: String,
         resolution: wit_dl::Resolution,
     ) -> wasmtime::Result<Result<(), HostError>> {
+        self.budget.call()?;
+        let resolution = from_wit_resolution(resolution);
+        if resolution == Resolution::Replayed {
+            self.budget.enqueue()?;
+        }
         let this = self.call();
         Ok(async move {
             this.check(Capability::AppDeadLetterManage(this.call.app_id))
@@ -445,9 +524,12 @@ impl wit_dl::Host for State {
             let Some(dl) = this.own_dead_letter(&id).await? else {
                 return Err(HostError::NotFound(format!("dead letter '{id}'")));
             };
-            let resolution = from_wit_resolution(resolution);
-            this.write(move |store| async move { store.resolve(dl.id, resolution).await })
-                .await?;
+            // A replay is an event this script causes: one level deeper.
+            let depth = this.call.depth;
+            this.write(move |store| async move {
+                store.resolve_from_script(dl.id, resolution, depth).await
+            })
+            .await?;
             Ok(())
         }
         .await)

@@ -24,6 +24,26 @@ pub enum LimitExceeded {
         /// The budget in bytes.
         bytes: u64,
     },
+    /// More `kv` and `dead-letters` calls than one invocation may make.
+    #[error("host call limit of {limit} per invocation exceeded (PICLOUD_SANDBOX_HOST_CALLS)")]
+    HostCalls {
+        /// The budget.
+        limit: u32,
+    },
+    /// More events caused than one invocation may cause.
+    #[error(
+        "event limit of {limit} per invocation exceeded: each kv set or delete and each replay enqueues an event (PICLOUD_SANDBOX_ENQUEUED_EVENTS)"
+    )]
+    Enqueued {
+        /// The budget.
+        limit: u32,
+    },
+    /// More bytes of host-call answers than one invocation may read.
+    #[error("host answer limit of {limit} bytes per invocation exceeded (PICLOUD_SANDBOX_HOST_BYTES)")]
+    HostBytes {
+        /// The budget.
+        limit: u64,
+    },
     /// Table growth past a sane bound.
     #[error("table limit {elements} elements exceeded")]
     Table {
@@ -37,30 +57,46 @@ pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The store's [`wasmtime::ResourceLimiter`]: refuses growth past the ceiling
 /// with a trap that names it.
+///
+/// The memory ceiling is for the whole instance: a component may define
+/// more than one linear memory, and their sizes are added up, so two
+/// memories cannot hold twice the ceiling between them.
 pub struct Limiter {
     memory_bytes: u64,
+    /// The bytes all of the instance's memories hold now. Every memory
+    /// passes through [`wasmtime::ResourceLimiter::memory_growing`] when it
+    /// is created (from 0) and on every growth.
+    in_use: u64,
 }
 
 impl Limiter {
-    /// A limiter for `memory_bytes` of linear memory.
+    /// A limiter for `memory_bytes` of linear memory in total.
     pub fn new(memory_bytes: u64) -> Self {
-        Limiter { memory_bytes }
+        Limiter {
+            memory_bytes,
+            in_use: 0,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_bytes {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.in_use.saturating_add(growth);
+        if total > self.memory_bytes {
             return Err(LimitExceeded::Memory {
                 mib: self.memory_bytes >> 20,
             }
             .into());
         }
+        // Counted when allowed: a growth that then fails (the pool's slot is
+        // smaller) leaves the count high, never low.
+        self.in_use = total;
         Ok(true)
     }
 
@@ -77,6 +113,75 @@ impl wasmtime::ResourceLimiter for Limiter {
             .into());
         }
         Ok(true)
+    }
+}
+
+/// What one invocation may still spend on host calls: calls, events it
+/// causes, and bytes of answers. Each call is charged before it runs (the
+/// bytes once the answer is known, before it reaches the guest); the call
+/// that goes past a budget traps the guest with the limit named, so a
+/// script's storm of calls ends its own invocation and nothing else.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    calls: u32,
+    max_calls: u32,
+    enqueued: u32,
+    max_enqueued: u32,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl Budget {
+    /// A full budget.
+    pub fn new(max_calls: u32, max_enqueued: u32, max_bytes: u64) -> Self {
+        Budget {
+            calls: 0,
+            max_calls,
+            enqueued: 0,
+            max_enqueued,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Charge one host call.
+    pub fn call(&mut self) -> Result<(), LimitExceeded> {
+        if self.calls >= self.max_calls {
+            return Err(LimitExceeded::HostCalls {
+                limit: self.max_calls,
+            });
+        }
+        self.calls += 1;
+        Ok(())
+    }
+
+    /// Charge one event the invocation causes.
+    pub fn enqueue(&mut self) -> Result<(), LimitExceeded> {
+        if self.enqueued >= self.max_enqueued {
+            return Err(LimitExceeded::Enqueued {
+                limit: self.max_enqueued,
+            });
+        }
+        self.enqueued += 1;
+        Ok(())
+    }
+
+    /// Bytes of answers the invocation may still read.
+    pub fn bytes_left(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
+    /// Charge `n` bytes of an answer.
+    pub fn read(&mut self, n: usize) -> Result<(), LimitExceeded> {
+        let total = self.bytes.saturating_add(n as u64);
+        if total > self.max_bytes {
+            self.bytes = self.max_bytes;
+            return Err(LimitExceeded::HostBytes {
+                limit: self.max_bytes,
+            });
+        }
+        self.bytes = total;
+        Ok(())
     }
 }
 
@@ -188,4 +293,28 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn the_memory_ceiling_covers_all_memories_together() {
+        let mib = 1 << 20;
+        let mut l = Limiter::new(64 * mib as u64);
+        // One memory created at 1 MiB and grown to 40 MiB.
+        assert!(l.memory_growing(0, mib, None).unwrap());
+        assert!(l.memory_growing(mib, 40 * mib, None).unwrap());
+        // A second memory: created, then grown past what is left.
+        assert!(l.memory_growing(0, mib, None).unwrap());
+        let e = l.memory_growing(mib, 30 * mib, None).unwrap_err();
+        assert_eq!(
+            e.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory { mib: 64 })
+        );
+        // What is left still fits.
+        assert!(l.memory_growing(mib, 23 * mib, None).unwrap());
+    }
 }

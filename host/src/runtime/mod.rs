@@ -3,7 +3,7 @@
 //! Rule: one [`Engine`] and one [`Linker`] per process, built once; a fresh
 //! `Store` and instance for every invocation, so no state leaks from one
 //! event to the next; every invocation runs under the [`SandboxCeiling`]
-//! (deadline, memory, log, reply size) and inside a semaphore sized to the
+//! (deadline, memory, log, reply size, host-call budgets) and inside a semaphore sized to the
 //! instance pool, so excess work waits instead of failing. Whatever a guest
 //! does, the result is an [`InvokeError`] for that invocation, never a crash
 //! of the host.
@@ -42,7 +42,7 @@ pub use limits::{LimitExceeded, LogLevel, LogLine};
 
 use cache::ScriptCache;
 use host::State;
-use limits::{Limiter, LogBuffer};
+use limits::{Budget, Limiter, LogBuffer};
 use stdio::LogPipe;
 
 /// One event to run through one script.
@@ -305,7 +305,9 @@ impl Runtime {
             .expect("the instance semaphore is never closed");
         let log = LogBuffer::new(self.ceiling.log_bytes);
         let started = Instant::now();
-        let result = self.run(&pre, &input, log.clone()).await;
+        let result = self
+            .run(&pre, &input, script.deployed_by.clone(), log.clone())
+            .await;
         let elapsed = started.elapsed();
         self.record_run_time(elapsed);
         let logs = log.take();
@@ -323,6 +325,7 @@ impl Runtime {
         &self,
         pre: &host::TriggerPre<State>,
         input: &Invocation,
+        deployer: Option<String>,
         log: LogBuffer,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
         let wasi = WasiCtxBuilder::new()
@@ -343,11 +346,17 @@ impl Runtime {
             call: CallContext {
                 app_id: input.app_id,
                 principal: input.principal.clone(),
+                deployer,
                 depth: input.depth,
                 deadline: deadline.into(),
             },
             services: self.services.clone(),
             watch: watch.clone(),
+            budget: Budget::new(
+                self.ceiling.max_host_calls,
+                self.ceiling.max_enqueued,
+                self.ceiling.host_bytes,
+            ),
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -152,7 +152,10 @@ pub async fn script(
             let wasm =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let host = host().await?;
-            let script = host.runtime().deploy(app.id, &name, &wasm).await?;
+            let script = host
+                .runtime()
+                .deploy_as(app.id, &name, &wasm, principal.as_deref())
+                .await?;
             println!(
                 "deployed {} to {} ({} bytes, sha256 {}, id {})",
                 script.name,
