@@ -21,6 +21,7 @@ pub struct Metrics {
     pub(crate) replied: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) held: AtomicU64,
     pub(crate) postponed: AtomicU64,
     pub(crate) store_outages: AtomicU64,
     pub(crate) store_paused_ms: AtomicU64,
@@ -49,6 +50,9 @@ pub struct MetricsSnapshot {
     pub abandoned: u64,
     /// Invocation rows dropped because their trigger or script was removed.
     pub skipped: u64,
+    /// Retries and replays of disabled triggers put on hold until their
+    /// trigger is enabled again.
+    pub held: u64,
     /// Attempts that failed for the host's reasons (storage unavailable),
     /// rescheduled without spending an attempt.
     pub postponed: u64,
@@ -79,6 +83,7 @@ impl Metrics {
             replied: r(&self.replied),
             abandoned: r(&self.abandoned),
             skipped: r(&self.skipped),
+            held: r(&self.held),
             postponed: r(&self.postponed),
             store_outages: r(&self.store_outages),
             store_paused_ms: r(&self.store_paused_ms),

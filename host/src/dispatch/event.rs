@@ -5,7 +5,9 @@
 //! actions in batches, so the success path costs one share of a batched
 //! delete. Every row ends in exactly one of: deleted after success, retried
 //! with backoff, fanned out per failing trigger, dead-lettered, stopped by the
-//! recursion stop, or postponed when the host's own storage failed.
+//! recursion stop, postponed when the host's own storage failed, or held
+//! while its trigger is disabled. A row's fate is its own: one that cannot
+//! be decoded is dead-lettered alone, without running.
 //!
 //! Infrastructure failures are not the script's (SPEC 14): an attempt that
 //! failed because storage was unavailable, or whose row could not even be
@@ -61,6 +63,9 @@ pub(crate) enum Action {
     },
     /// A trigger or script was removed: drop the row.
     Skip(EventId),
+    /// A retry or replay of a disabled trigger: hold it, not run and not
+    /// counted, until the trigger is enabled again.
+    Hold(EventId),
     /// Already settled (a reply was parked with its row deleted).
     Settled,
     /// Never started (the dispatcher is stopping): give the lease back, so
@@ -201,6 +206,13 @@ pub(crate) async fn process(
 }
 
 async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<Vec<Action>> {
+    if let Some(why) = &ev.undecodable {
+        // Nothing can run it; it must not hold up the rows claimed with it.
+        let now = Timestamp::now();
+        let first = ev.first_attempt_at.unwrap_or(now);
+        let error = format!("{why}: dead-lettered without running");
+        return Ok(vec![exhausted(ev.id, ev, ev.attempt_count, first, now, error)]);
+    }
     let max_depth = s.config.max_trigger_depth;
     if ev.depth > max_depth {
         return Ok(vec![too_deep(ev, max_depth)]);
@@ -373,6 +385,10 @@ async fn invocation(
         tracing::info!("trigger was removed; dropping its pending invocation");
         return Ok(vec![Action::Skip(ev.id)]);
     };
+    if !trigger.enabled {
+        tracing::debug!("trigger is disabled; holding its pending invocation until it is enabled");
+        return Ok(vec![Action::Hold(ev.id)]);
+    }
     let script_id = ev.script_id.unwrap_or(trigger.script_id);
     let started = Timestamp::now();
     match run(
@@ -610,6 +626,7 @@ pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
         script_id: row.script_id,
         principal: row.principal.clone(),
         payload: row.payload.clone(),
+        undecodable: None,
         depth: row.depth,
         attempt_count: row.attempt_count,
         first_attempt_at: row.first_attempt_at,

@@ -504,7 +504,13 @@ impl Dispatcher {
     /// Whether the loop may stop in `mode`; sleeps until the next due row in
     /// `UntilEmpty`.
     async fn idle(&self, mode: RunMode) -> store::Result<bool> {
-        let next = self.shared.store.next_due_at().await?;
+        // Held rows are never due: they do not keep the loop waiting.
+        let next = self
+            .shared
+            .store
+            .next_due_at()
+            .await?
+            .filter(|due| *due < Timestamp::held());
         Ok(match (mode, next) {
             (_, None) => true,
             (RunMode::UntilIdle, Some(due)) => due > Timestamp::now(),
@@ -536,6 +542,7 @@ impl Dispatcher {
         let mut retries = Vec::new();
         let mut postponed = Vec::new();
         let mut released = Vec::new();
+        let mut held = Vec::new();
         let mut rest = Vec::new();
         for action in pending.drain(..) {
             match action {
@@ -544,6 +551,7 @@ impl Dispatcher {
                 Action::Retry(r) => retries.push(r),
                 Action::Postpone(r) => postponed.push(r),
                 Action::Release(id) => released.push(id),
+                Action::Hold(id) => held.push(id),
                 Action::Settled => {}
                 Action::Leave(id) => {
                     tracing::debug!(event.id = %id, "left leased for a later attempt")
@@ -575,6 +583,16 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::debug!(error = %e, rows = released.len(), "giving back leases failed; will retry");
                     pending.extend(released.into_iter().map(Action::Release));
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if !held.is_empty() {
+            match s.store.hold(&held).await {
+                Ok(()) => Metrics::add(&m.held, held.len() as u64),
+                Err(e) => {
+                    tracing::debug!(error = %e, rows = held.len(), "holding rows failed; will retry");
+                    pending.extend(held.into_iter().map(Action::Hold));
                     failed.get_or_insert(e);
                 }
             }
