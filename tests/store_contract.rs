@@ -62,7 +62,7 @@ async fn app(db: &TestDb, name: &str) -> AppId {
 async fn script(db: &TestDb, app: AppId, name: &str) -> ScriptId {
     let wasm = format!("\0asm-{name}").into_bytes();
     s(db)
-        .put_script(app, name, &wasm, &"ab".repeat(32))
+        .put_script(app, name, &wasm, &"ab".repeat(32), None)
         .await
         .expect("storing a script")
         .id
@@ -231,13 +231,13 @@ async fn members_are_set_changed_and_removed(db: &TestDb) {
 async fn scripts_are_replaced_in_place_and_removed_with_their_triggers(db: &TestDb) {
     let a = app(db, "a").await;
     let v1 = s(db)
-        .put_script(a, "greeter", b"code-one", &"11".repeat(32))
+        .put_script(a, "greeter", b"code-one", &"11".repeat(32), None)
         .await
         .unwrap();
     assert_eq!((v1.size, v1.sha256.as_str()), (8, "11".repeat(32).as_str()));
     tick().await;
     let v2 = s(db)
-        .put_script(a, "greeter", b"code-two!", &"22".repeat(32))
+        .put_script(a, "greeter", b"code-two!", &"22".repeat(32), None)
         .await
         .unwrap();
     assert_eq!(v2.id, v1.id, "redeploying a name keeps its id");
@@ -252,7 +252,7 @@ async fn scripts_are_replaced_in_place_and_removed_with_their_triggers(db: &Test
     assert_eq!(s(db).find_script(a, &v1.id.to_string()).await.unwrap(), v2);
 
     let other = s(db)
-        .put_script(a, "audit", b"x", &"33".repeat(32))
+        .put_script(a, "audit", b"x", &"33".repeat(32), None)
         .await
         .unwrap();
     let names: Vec<String> = s(db)
@@ -274,7 +274,7 @@ async fn scripts_are_replaced_in_place_and_removed_with_their_triggers(db: &Test
             .is_not_found()
     );
     let b_greeter = s(db)
-        .put_script(b, "greeter", b"b", &"44".repeat(32))
+        .put_script(b, "greeter", b"b", &"44".repeat(32), None)
         .await
         .unwrap();
     assert_ne!(b_greeter.id, v1.id);
@@ -1762,7 +1762,7 @@ async fn unknown_ids_are_not_found(db: &TestDb) {
     );
     assert!(
         s(db)
-            .put_script(missing_app, "x", b"x", "00")
+            .put_script(missing_app, "x", b"x", "00", None)
             .await
             .unwrap_err()
             .is_not_found()

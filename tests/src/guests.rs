@@ -30,6 +30,9 @@ pub const DEPTH_BOMB: &str = env!("PICLOUD_GUEST_DEPTH_BOMB");
 pub const RECORDER: &str = env!("PICLOUD_GUEST_RECORDER");
 /// tests/fixtures/always-fails: fails with `always fails: <source>/<op>`.
 pub const ALWAYS_FAILS: &str = env!("PICLOUD_GUEST_ALWAYS_FAILS");
+/// tests/fixtures/tenant-abuse: one tenant trying to hurt the others, as
+/// `{"mode": ...}` says; replays every dead letter it is given.
+pub const TENANT_ABUSE: &str = env!("PICLOUD_GUEST_TENANT_ABUSE");
 
 /// The directory holding every built component (`<name>.wasm`).
 pub const DIR: &str = env!("PICLOUD_GUESTS_DIR");
@@ -50,6 +53,85 @@ pub const ALL: &[(&str, &str)] = lists::ALL;
 /// The bytes of a built component (one of the constants above).
 pub fn wasm(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading guest component {path}: {e}"))
+}
+
+/// A trigger component written by hand, for shapes no Rust guest has: it
+/// exports `handle` with the trigger world's type (lifted from a core
+/// function that answers `ok(none)` after running `body`), and holds
+/// `modules` (core module definitions) and `instances` (core instances of
+/// them) besides its main module, which imports `imports` (core import
+/// declarations) from the instances `with` names.
+pub fn handwritten(modules: &str, instances: &str, imports: &str, with: &str, body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(component
+  {modules}
+  (core module $main
+    {imports}
+    (memory (export "memory") 2)
+    (global $next (mut i32) (i32.const 4096))
+    ;; A bump allocator for the host's lowering of the event.
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p
+        (i32.and
+          (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
+          (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $next (i32.add (local.get $p) (local.get 3)))
+      (local.get $p))
+    (func (export "handle") (param i32) (result i32)
+      {body}
+      ;; ok(none): result tag 0 at 16, option tag 0 at 20.
+      (i32.store8 (i32.const 16) (i32.const 0))
+      (i32.store8 (i32.const 20) (i32.const 0))
+      (i32.const 16)))
+  {instances}
+  (core instance $m (instantiate $main {with}))
+  (type $event-record (record
+    (field "id" string) (field "app-id" string) (field "source" string) (field "op" string)
+    (field "payload" string) (field "depth" u32) (field "attempt" u32)
+    (field "trigger-id" (option string)) (field "script-id" string) (field "principal" string)))
+  (export $event "event" (type $event-record))
+  (func $handle (param "event" $event) (result (result (option (list u8)) (error string)))
+    (canon lift (core func $m "handle") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
+  (export "handle" (func $handle)))"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("assembling a handwritten component: {e}"))
+}
+
+/// [`handwritten`] with `n` core instances in all: the main one and `n - 1`
+/// instances of an empty module.
+pub fn with_core_instances(n: usize) -> Vec<u8> {
+    let instances: String = (1..n)
+        .map(|_| "(core instance (instantiate $empty))\n")
+        .collect();
+    handwritten("(core module $empty)", &instances, "", "", "")
+}
+
+/// [`handwritten`] with a second linear memory besides the main one; the
+/// handler grows each by `pages` (64 KiB each).
+pub fn with_two_memories(pages: u32) -> Vec<u8> {
+    let other = format!(
+        r#"(core module $other
+    (memory 1)
+    (func (export "grow") (drop (memory.grow (i32.const {pages})))))"#
+    );
+    handwritten(
+        &other,
+        "(core instance $o (instantiate $other))",
+        r#"(import "other" "grow" (func $grow))"#,
+        r#"(with "other" (instance $o))"#,
+        &format!("(call $grow) (drop (memory.grow (i32.const {pages})))"),
+    )
+}
+
+/// [`handwritten`] with `n` tables in all (`n - 1` in instances of a
+/// module that defines one).
+pub fn with_tables(n: usize) -> Vec<u8> {
+    let instances: String = (0..n)
+        .map(|_| "(core instance (instantiate $table))\n")
+        .collect();
+    handwritten("(core module $table (table 1 funcref))", &instances, "", "", "")
 }
 
 /// `tests/wat/<name>.wat`, assembled: `core-module`, `no-handle-export`,
@@ -80,7 +162,15 @@ mod tests {
         ] {
             assert!(EXAMPLES.iter().any(|(_, p)| *p == path), "{path}");
         }
-        for path in [NOOP, HOSTILE, KV_PROBE, DEPTH_BOMB, RECORDER, ALWAYS_FAILS] {
+        for path in [
+            NOOP,
+            HOSTILE,
+            KV_PROBE,
+            DEPTH_BOMB,
+            RECORDER,
+            ALWAYS_FAILS,
+            TENANT_ABUSE,
+        ] {
             assert!(FIXTURES.iter().any(|(_, p)| *p == path), "{path}");
         }
     }

@@ -23,6 +23,7 @@ pub fn ceiling() -> SandboxCeiling {
         max_instances: 16,
         script_max_bytes: 32 << 20,
         reply_max_bytes: 64 * 1024,
+        ..SandboxCeiling::default()
     }
 }
 
