@@ -793,3 +793,62 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
     assert_eq!(dead_letters(s, amplifier.id).await.len(), 243, "too deep to run");
     assert_eq!(s.count_events(None).await.unwrap(), 0);
 }
+
+/// The caps leave room: every guest of this repository, examples and
+/// fixtures, has far fewer core instances, memories and tables. Prints them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repositorys_guests_fit_well_within_the_caps() {
+    use picloud_host::runtime::DeployError;
+    let db = db::sqlite().await;
+    let s = &db.store;
+    let app = h::app(s, "sizes").await;
+    // One cap at a time set to 1 makes the engine report that count (a
+    // count of 1 or none deploys: reported as 1).
+    let count = |ceiling: SandboxCeiling, wasm: Vec<u8>| {
+        let rt = h::runtime(s, ceiling);
+        async move {
+            match rt.deploy(app.id, "probe", &wasm).await {
+                Err(DeployError::OverCap { count, .. }) => count,
+                Ok(_) => 1,
+                // The fixture that is not a trigger (a WASI command).
+                Err(DeployError::MissingExport) => 0,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let d = SandboxCeiling::default();
+    for (name, path) in guests::ALL {
+        let wasm = guests::wasm(path);
+        let instances = count(
+            SandboxCeiling {
+                component_core_instances: 1,
+                ..h::ceiling()
+            },
+            wasm.clone(),
+        )
+        .await;
+        let memories = count(
+            SandboxCeiling {
+                component_memories: 1,
+                ..h::ceiling()
+            },
+            wasm.clone(),
+        )
+        .await;
+        let tables = count(
+            SandboxCeiling {
+                component_tables: 1,
+                ..h::ceiling()
+            },
+            wasm,
+        )
+        .await;
+        if instances == 0 {
+            continue;
+        }
+        println!("{name}: {instances} core instances, {memories} memories, {tables} tables");
+        assert!(instances * 2 <= u64::from(d.component_core_instances), "{name}");
+        assert!(memories <= 1, "{name}");
+        assert!(tables * 2 <= u64::from(d.component_tables), "{name}");
+    }
+}

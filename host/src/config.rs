@@ -210,13 +210,14 @@ pub struct SandboxCeiling {
     /// reads them, before they reach the guest's memory.
     pub host_bytes: u64,
     /// `PICLOUD_COMPONENT_MAX_CORE_INSTANCES` [16]: core module instances a
-    /// deployable component may contain (a Rust trigger script has 3 to 5).
+    /// deployable component may contain (a Rust trigger script has 3).
     pub component_core_instances: u32,
     /// `PICLOUD_COMPONENT_MAX_MEMORIES` [2]: linear memories a deployable
     /// component may define. The memory limit covers all of them together.
     pub component_memories: u32,
     /// `PICLOUD_COMPONENT_MAX_TABLES` [16]: tables a deployable component
-    /// may define.
+    /// may define (a Rust trigger script has 2; a core module has one at
+    /// most, so this cap binds only when set below the core instances').
     pub component_tables: u32,
 }
 

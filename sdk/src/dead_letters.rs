@@ -191,7 +191,11 @@ pub fn get(id: &str) -> Result<Option<DeadLetter>, HostError> {
 }
 
 /// The oldest unresolved dead letters of this app, at most `limit` (the
-/// host caps it at 1000). Needs read access.
+/// host caps it at 1000) and about 4 MiB of payloads and errors: a page
+/// holds the dead letters that begin within 4 MiB (at least one, if there
+/// is one), so a page may be shorter than `limit` while more remain.
+/// Resolve what you read, then ask again. The bytes count against the
+/// invocation's answer budget (16 MiB by default). Needs read access.
 pub fn list_unresolved(limit: u32) -> Result<Vec<DeadLetter>, HostError> {
     Ok(raw::list_unresolved(limit)?
         .into_iter()

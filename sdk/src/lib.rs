@@ -146,11 +146,25 @@
 //!   the host's limit (`PICLOUD_MAX_TRIGGER_DEPTH`, 8 by default) are never
 //!   run: they become dead letters saying `max trigger depth N exceeded`. A
 //!   script that writes to the collection it listens on stops there instead
-//!   of looping forever, but it is better not to write one.
+//!   of looping forever, but it is better not to write one. A dead letter
+//!   your handler resolves `replayed` is an event it causes too: the replay
+//!   runs one level deeper, so a handler that replays what it handles ends
+//!   at the limit.
 //! - **Permissions.** Every host call is checked against the principal that
-//!   registered the trigger, at the moment of the call. A viewer's script
-//!   cannot write; a removed member's script cannot read. The refusal is
-//!   [`HostError::PermissionDenied`]. A script only ever sees its own app.
+//!   registered the trigger, at the moment of the call, *and* against the
+//!   principal who deployed the script's current code (when a principal
+//!   deployed it): a script never has more rights than either. A viewer's
+//!   script cannot write; a removed member's script cannot read; a
+//!   developer's redeploy of an admin's script cannot resolve dead letters.
+//!   The refusal is [`HostError::PermissionDenied`]. A script only ever
+//!   sees its own app.
+//! - **Budgets.** One invocation may make 1,000 `kv` and `dead_letters`
+//!   calls, cause 100 events (each [`kv::set`], [`kv::delete`] and replay
+//!   causes one) and read 16 MiB of answers, by default. The call that goes
+//!   past a budget ends the invocation with an error that names it (`event
+//!   limit of 100 per invocation exceeded ...`). A value nested more than 64
+//!   deep, or a name (collection, key) with a control character, is
+//!   [`HostError::InvalidArgument`].
 //! - **The sandbox.** Each event gets a fresh instance: nothing survives from
 //!   one event to the next except what you write to [`kv`]. No filesystem,
 //!   no network, no environment. Clocks and random numbers work; `println!`
