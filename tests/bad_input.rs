@@ -646,6 +646,45 @@ async fn more_bad_command_lines_are_refused_and_change_nothing(db: &TestDb) {
             vec![],
             "unknown script 'nope'",
         ),
+        // What could hurt other tenants (issue 10): control characters in
+        // names, values nested past the bound.
+        (
+            s(&["kv", "set", "shop", "c\u{1b}[2J", "k", "1", "--as", ADMIN]),
+            vec![],
+            "collection has a control character (U+001B) at byte 1: use printable text",
+        ),
+        (
+            s(&["kv", "set", "shop", "c", "k\tk", "1", "--as", ADMIN]),
+            vec![],
+            "key has a control character (U+0009) at byte 1: use printable text",
+        ),
+        (
+            vec![
+                "kv".into(),
+                "set".into(),
+                "shop".into(),
+                "c".into(),
+                "k".into(),
+                format!("{}1{}", "[".repeat(65), "]".repeat(65)),
+                "--as".into(),
+                ADMIN.into(),
+            ],
+            vec![],
+            "value is nested 65 deep, over the limit of 64: flatten it",
+        ),
+        (
+            vec![
+                "invoke".into(),
+                "shop".into(),
+                "greeter".into(),
+                "--payload".into(),
+                format!("{}1{}", "[".repeat(80), "]".repeat(80)),
+                "--as".into(),
+                ADMIN.into(),
+            ],
+            vec![],
+            "payload is nested 80 deep, over the limit of 64: flatten it",
+        ),
         // Malformed JSON and patterns.
         (
             s(&["kv", "set", "shop", "c", "k", "", "--as", ADMIN]),
