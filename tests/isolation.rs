@@ -819,30 +819,20 @@ async fn the_repositorys_guests_fit_well_within_the_caps() {
     let d = SandboxCeiling::default();
     for (name, path) in guests::ALL {
         let wasm = guests::wasm(path);
-        let instances = count(
-            SandboxCeiling {
-                component_core_instances: 1,
-                ..h::ceiling()
-            },
-            wasm.clone(),
-        )
-        .await;
-        let memories = count(
-            SandboxCeiling {
-                component_memories: 1,
-                ..h::ceiling()
-            },
-            wasm.clone(),
-        )
-        .await;
-        let tables = count(
-            SandboxCeiling {
-                component_tables: 1,
-                ..h::ceiling()
-            },
-            wasm,
-        )
-        .await;
+        let caps: [fn(&mut SandboxCeiling); 3] = [
+            |c| c.component_core_instances = 1,
+            |c| c.component_memories = 1,
+            |c| c.component_tables = 1,
+        ];
+        let mut counts = Vec::new();
+        for cap in caps {
+            let mut ceiling = h::ceiling();
+            cap(&mut ceiling);
+            counts.push(count(ceiling, wasm.clone()).await);
+        }
+        let [instances, memories, tables] = counts[..] else {
+            unreachable!("three caps")
+        };
         if instances == 0 {
             continue;
         }
