@@ -34,6 +34,7 @@ contract!(
     a_backlog_does_not_hold_back_another_apps_event,
     one_claim_gives_each_backlogged_app_a_share,
     fair_claims_take_the_apps_in_turns_and_wrap_round,
+    small_fair_claims_take_every_app_in_turn,
     dead_letter_moves_the_event_and_emits_one_deeper,
     dead_letter_without_event,
     dead_letters_are_listed_by_filter_and_counted,
@@ -1002,6 +1003,42 @@ async fn fair_claims_take_the_apps_in_turns_and_wrap_round(db: &TestDb) {
         .map(|r| r.id)
         .collect();
     assert_eq!(all.len(), 140);
+}
+
+async fn small_fair_claims_take_every_app_in_turn(db: &TestDb) {
+    let lease = Duration::from_secs(60);
+    // A claim smaller than the number of apps: each claim serves as many
+    // apps as it has rows, and the next goes on after the last it served,
+    // so three claims of 30 reach all 70 apps.
+    let mut apps = Vec::new();
+    for i in 0..70 {
+        let app = app(db, &format!("app-{i:02}")).await;
+        s(db)
+            .enqueue_many(&[raw(app, 0), raw(app, 1)])
+            .await
+            .unwrap();
+        apps.push(app);
+    }
+    let one = s(db).claim_due("w", 1, lease).await.unwrap();
+    s(db).release(&[one[0].id]).await.unwrap();
+
+    let mut reached = HashSet::new();
+    let mut before: HashSet<AppId> = HashSet::new();
+    for n in 1..=3 {
+        let rows = s(db).claim_due("w", 30, lease).await.unwrap();
+        let these: HashSet<AppId> = rows.iter().map(|r| r.app_id).collect();
+        assert_eq!(
+            (rows.len(), these.len()),
+            (30, 30),
+            "claim {n}: 30 apps, one row each"
+        );
+        if n == 2 {
+            assert!(these.is_disjoint(&before), "claim 2 goes on after claim 1");
+        }
+        reached.extend(these.iter().copied());
+        before = these;
+    }
+    assert_eq!(reached.len(), 70, "three claims of 30 reach all 70 apps");
 }
 
 // ---- dead letters ----

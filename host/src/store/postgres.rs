@@ -30,7 +30,7 @@ use super::dialect::{Dialect, Statements};
 use super::rows::{
     self, FairClaimRow, abandoned_columns, dead_letter_columns, outbox_columns, script_columns,
 };
-use super::shared::{ClaimPlan, Claimed, FAIR_APPS, FAIR_WALK, FairClaims};
+use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Result, Retry, Signal, Subscription};
 use crate::model::{AppId, EventId, KvEntry, NewEvent};
@@ -125,7 +125,7 @@ const CLAIM_OLDEST: &str = concat!(
 );
 
 /// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`], then the
-/// app after which the walk starts (`$5`), [`FAIR_APPS`] (`$6`) and
+/// app after which the walk starts (`$5`), [`fair_apps`] (`$6`) and
 /// [`FAIR_WALK`] (`$7`). Every row returned carries `next_app`.
 ///
 /// - `walk` steps through the distinct apps of the outbox in circle order
@@ -323,7 +323,7 @@ impl Dialect for PgStore {
                     .bind(i64::from(limit))
                     .bind(done)
                     .bind(after)
-                    .bind(FAIR_APPS)
+                    .bind(fair_apps(limit))
                     .bind(FAIR_WALK)
                     .fetch_all(&self.pool)
                     .await?;

@@ -51,10 +51,16 @@ use crate::model::{
 /// A connection of the backend `S`.
 type Conn<S> = <<S as Dialect>::DB as Database>::Connection;
 
-/// Most apps one fair claim serves: each gets at least `limit / FAIR_APPS`
+/// Most apps one fair claim serves (and never more than its limit, so that
+/// each app it serves gets a row): each gets at least `limit / FAIR_APPS`
 /// rows (4 of the dispatcher's 256), and with more apps waiting the claims
 /// take them in turns of this many.
 pub(crate) const FAIR_APPS: i64 = 64;
+
+/// How many apps a fair claim of `limit` rows serves at most.
+pub(crate) fn fair_apps(limit: u32) -> i64 {
+    FAIR_APPS.min(i64::from(limit))
+}
 
 /// Most apps one fair claim walks past (one index probe each for the next
 /// app, one for its oldest row) looking for [`FAIR_APPS`] with a row due:
@@ -70,7 +76,7 @@ pub(crate) enum ClaimPlan {
     Oldest,
     /// Apps in turn: walk the apps that have rows in the outbox in id order
     /// after `after` (wrapping round to the first), at most [`FAIR_WALK`]
-    /// of them; take the first [`FAIR_APPS`] that have a row due; if more
+    /// of them; take the first [`fair_apps`] that have a row due; if more
     /// than one, lease each one's oldest due rows round-robin, each at most
     /// `ceil(limit / apps)`; then, if the limit is not reached, the oldest
     /// due rows left, whatever their app (apps with fewer rows than their
@@ -87,7 +93,7 @@ pub(crate) struct Claimed {
     /// The leased rows, in any order.
     pub rows: Vec<OutboxEvent>,
     /// After a fair claim: where the next one resumes its walk of the apps
-    /// (the last app it served if it served [`FAIR_APPS`], else the last it
+    /// (the last app it served if it served [`fair_apps`], else the last it
     /// walked past). `None` when the claim does not say (a plain claim; on
     /// PostgreSQL, where it comes with the rows, one that leased nothing):
     /// the walk then resumes where it did last time.
@@ -150,21 +156,24 @@ impl FairClaims {
     }
 }
 
-/// The apps a fair claim serves, and where the next walk resumes, from the
-/// apps it walked past (in walk order, each with whether it has a row due):
-/// the first [`FAIR_APPS`] with a row due; the next walk resumes after the
-/// last of them if there were that many, else after the last app walked.
-/// (PostgreSQL's claim makes the same choice in its one statement.)
+/// The apps a fair claim of `limit` rows serves, and where the next walk
+/// resumes, from the apps it walked past (in walk order, each with whether
+/// it has a row due): the first [`fair_apps`] with a row due; the next walk
+/// resumes after the last of them if there were that many, else after the
+/// last app walked. (PostgreSQL's claim makes the same choice in its one
+/// statement.)
 pub(crate) fn serve(
     walked: impl IntoIterator<Item = (AppId, bool)>,
+    limit: u32,
 ) -> (Vec<AppId>, Option<AppId>) {
+    let most = fair_apps(limit);
     let mut served = Vec::new();
     let mut last = None;
     for (app, due) in walked {
         last = Some(app);
         if due {
             served.push(app);
-            if served.len() as i64 == FAIR_APPS {
+            if served.len() as i64 >= most {
                 break;
             }
         }

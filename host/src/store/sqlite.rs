@@ -246,7 +246,7 @@ async fn claim_on(
     plan: ClaimPlan,
 ) -> Result<Claimed> {
     let now = Timestamp::now();
-    let (until, limit) = (now.plus(lease), i64::from(limit));
+    let until = now.plus(lease);
     let (apps, next_app) = match plan {
         ClaimPlan::Oldest => (Vec::new(), None),
         ClaimPlan::Fair { after } => {
@@ -257,10 +257,11 @@ async fn claim_on(
                 .fetch_all(&mut *conn)
                 .await?;
             walked.sort_by_key(|(_, n, _)| *n);
-            shared::serve(walked.into_iter().map(|(app, _, due)| (app, due)))
+            shared::serve(walked.into_iter().map(|(app, _, due)| (app, due)), limit)
         }
     };
     // With one app or none, the oldest due rows are its own: the plain claim.
+    let limit = i64::from(limit);
     let rows = if apps.len() <= 1 {
         sqlx::query_as(CLAIM_OLDEST)
             .bind(until)
