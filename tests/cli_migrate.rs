@@ -13,7 +13,7 @@ const INDEXES: [&str; 7] = [
     "idx_dead_letters_gc",
     "idx_abandoned_executions_gc",
     "idx_invocation_replies_stale",
-    "idx_outbox_app",
+    "idx_outbox_app_due",
 ];
 
 fn host(args: &[&str]) -> Output {

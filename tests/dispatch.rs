@@ -28,6 +28,7 @@ picloud_tests::contract!(
     rows_of_a_dead_dispatcher_are_picked_up_after_the_lease,
     revoked_principal_gets_permission_denied_dead_letters,
     stopping_leaves_no_row_leased_and_loses_none,
+    a_backlog_does_not_hold_back_another_apps_event,
 );
 
 async fn kv_trigger(
@@ -599,4 +600,229 @@ async fn two_dispatcher_processes_share_one_postgres_database() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// SPEC section 14, claims are fair across apps: app a has a backlog of
+/// no-op events (`PICLOUD_TEST_FAIR_BACKLOG`, default 100,000) and app b one
+/// event, written last, on a trigger running the recorder. The dispatcher has
+/// just drained an outbox, so its first claim is the plain one (all of it
+/// app a's oldest rows); app b's event must still start within 2 claims.
+/// Claims are counted by watching the dispatcher's own `picloud.dispatch.claim`
+/// spans ([`claim_rounds`]).
+async fn a_backlog_does_not_hold_back_another_apps_event(db: &TestDb) {
+    let backlog: usize = std::env::var("PICLOUD_TEST_FAIR_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let s = &db.store;
+    let host = Arc::new(h::host(s, h::fast_retries(3), h::ceiling()));
+    let (a, b) = (h::app(s, "busy").await, h::app(s, "quiet").await);
+    let noop = h::deploy(rt(&host), a.id, "noop", guests::NOOP).await;
+    kv_trigger(s, a.id, noop.id, "in", ADMIN).await;
+    let recorder = h::deploy(rt(&host), b.id, "recorder", guests::RECORDER).await;
+    kv_trigger(s, b.id, recorder.id, "in", ADMIN).await;
+    // Between bursts: the last claim found less than it asked for.
+    enqueue_kv_events(s, a.id, "in", 1).await;
+    drain(&host).await;
+
+    enqueue_kv_events(s, a.id, "in", backlog).await;
+    s.kv_set(b.id, "in", "only", &json!(1), 0).await.unwrap();
+
+    let watch = claim_rounds::watch(b.id);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let runner = tokio::spawn({
+        use tracing::Instrument;
+        let (host, cancel) = (host.clone(), cancel.clone());
+        let span = claim_rounds::span(b.id);
+        async move { host.run(cancel).await }.instrument(span)
+    });
+    let first = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if let Some(first) = watch.first_event() {
+                return first;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("app b's event starts");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), runner)
+        .await
+        .expect("the dispatcher stops")
+        .unwrap()
+        .unwrap();
+    let delay = first.at.duration_since(started);
+    println!(
+        "fair claims ({:?}): app b's single event started after {} ms, {} claim rounds \
+         ({} rows claimed), with {backlog} of app a's due",
+        db.backend,
+        delay.as_millis(),
+        first.claims,
+        first.claimed
+    );
+    assert!(
+        (1..=2).contains(&first.claims),
+        "app b's event started within 2 claims: {first:?}"
+    );
+    // The dispatcher let what had started finish: the recorder ran.
+    let seen = s.kv_list_keys(b.id, "seen", None, 10).await.unwrap();
+    assert_eq!(seen.len(), 1, "app b's event ran once");
+}
+
+/// Counting a dispatcher's claims from its spans: the dispatcher runs inside
+/// a span [`span`] naming an app; every `picloud.dispatch.claim` span inside
+/// it is one claim, and its `claimed` field the rows it leased. The first
+/// `picloud.dispatch.event` span of the named app is its first event
+/// starting: [`Watch::first_event`] says how many claims had finished then.
+/// One global subscriber serves every test of this binary; each watches its
+/// own app.
+mod claim_rounds {
+    use std::collections::HashMap;
+    use std::fmt::Debug;
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Instant;
+
+    use picloud_host::model::AppId;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Metadata, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    const WATCH: &str = "picloud.test.watch";
+    const CLAIM: &str = "picloud.dispatch.claim";
+    const EVENT: &str = "picloud.dispatch.event";
+
+    /// What the watched dispatcher had done when the app's first event started.
+    #[derive(Clone, Copy, Debug)]
+    pub struct FirstEvent {
+        /// Claims finished.
+        pub claims: u64,
+        /// Rows those claims leased.
+        pub claimed: u64,
+        /// When the event started.
+        pub at: Instant,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
+        claims: u64,
+        claimed: u64,
+        first: Option<FirstEvent>,
+    }
+
+    /// One watched app.
+    #[derive(Clone)]
+    pub struct Watch(Arc<Mutex<State>>);
+
+    impl Watch {
+        /// Whether the app's first event has started, and when.
+        pub fn first_event(&self) -> Option<FirstEvent> {
+            self.0.lock().unwrap().first
+        }
+    }
+
+    type Watches = Mutex<HashMap<String, Watch>>;
+
+    fn watches() -> &'static Watches {
+        static WATCHES: OnceLock<Watches> = OnceLock::new();
+        WATCHES.get_or_init(|| {
+            let layer =
+                Counter.with_filter(tracing_subscriber::filter::filter_fn(|m: &Metadata<'_>| {
+                    matches!(m.name(), WATCH | CLAIM | EVENT)
+                }));
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+                .expect("no other global subscriber in this test binary");
+            Mutex::new(HashMap::new())
+        })
+    }
+
+    /// Start watching `app`.
+    pub fn watch(app: AppId) -> Watch {
+        let watch = Watch(Arc::default());
+        watches()
+            .lock()
+            .unwrap()
+            .insert(app.to_string(), watch.clone());
+        watch
+    }
+
+    /// The span to run the watched dispatcher in.
+    pub fn span(app: AppId) -> tracing::Span {
+        tracing::info_span!(WATCH, app.id = %app)
+    }
+
+    /// Finds one field's value as text.
+    struct Find<'a>(&'a str, Option<String>);
+
+    impl Visit for Find<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            if field.name() == self.0 {
+                self.1 = Some(format!("{value:?}"));
+            }
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == self.0 {
+                self.1 = Some(value.to_string());
+            }
+        }
+    }
+
+    /// The watch a `picloud.test.watch` span stands for (a span extension).
+    struct Watched(Watch);
+
+    struct Counter;
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Counter {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let name = attrs.metadata().name();
+            if name != WATCH && name != EVENT {
+                return;
+            }
+            let mut app = Find("app.id", None);
+            attrs.record(&mut app);
+            let Some(watch) = app
+                .1
+                .and_then(|app| watches().lock().unwrap().get(&app).cloned())
+            else {
+                return;
+            };
+            if name == WATCH {
+                if let Some(span) = ctx.span(id) {
+                    span.extensions_mut().insert(Watched(watch));
+                }
+                return;
+            }
+            let mut state = watch.0.lock().unwrap();
+            if state.first.is_none() {
+                state.first = Some(FirstEvent {
+                    claims: state.claims,
+                    claimed: state.claimed,
+                    at: Instant::now(),
+                });
+            }
+        }
+
+        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+            let Some(span) = ctx.span(id) else { return };
+            if span.name() != CLAIM {
+                return;
+            }
+            let mut claimed = Find("claimed", None);
+            values.record(&mut claimed);
+            let Some(claimed) = claimed.1.and_then(|n| n.parse::<u64>().ok()) else {
+                return;
+            };
+            for ancestor in span.scope().skip(1) {
+                if let Some(Watched(watch)) = ancestor.extensions().get::<Watched>() {
+                    let mut state = watch.0.lock().unwrap();
+                    state.claims += 1;
+                    state.claimed += claimed;
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -31,6 +31,10 @@ contract!(
     complete_and_claim_deletes_then_leases_in_one_call,
     fan_out_replaces_the_raw_row,
     release_gives_leases_back,
+    a_backlog_does_not_hold_back_another_apps_event,
+    one_claim_gives_each_backlogged_app_a_share,
+    fair_claims_take_the_apps_in_turns_and_wrap_round,
+    small_fair_claims_take_every_app_in_turn,
     dead_letter_moves_the_event_and_emits_one_deeper,
     dead_letter_without_event,
     dead_letters_are_listed_by_filter_and_counted,
@@ -835,6 +839,206 @@ async fn release_gives_leases_back(db: &TestDb) {
     );
     let again = claim_all(db, "w2").await;
     assert_eq!(ids(&again, |r| r.id), evs.iter().copied().collect());
+}
+
+// ---- fair claims (SPEC section 14) ----
+
+/// `n` due rows of `app`, written in a few large transactions.
+async fn backlog(db: &TestDb, app: AppId, n: usize) -> Vec<EventId> {
+    let events: Vec<NewEvent> = (0..n as i64).map(|i| raw(app, i)).collect();
+    let mut ids = Vec::with_capacity(n);
+    for chunk in events.chunks(10_000) {
+        ids.extend(
+            s(db)
+                .enqueue_many(chunk)
+                .await
+                .expect("enqueueing a backlog"),
+        );
+    }
+    ids
+}
+
+/// How many of `rows` belong to each app.
+fn per_app(rows: &[picloud_host::model::OutboxEvent]) -> std::collections::HashMap<AppId, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for r in rows {
+        *counts.entry(r.app_id).or_default() += 1;
+    }
+    counts
+}
+
+/// The dispatcher's batch size.
+const BATCH: u32 = 256;
+
+async fn a_backlog_does_not_hold_back_another_apps_event(db: &TestDb) {
+    let lease = Duration::from_secs(60);
+    let (a, b) = (app(db, "busy").await, app(db, "quiet").await);
+    // The store has just seen an outbox with nothing waiting (a claim that
+    // came back short), as a dispatcher sees it between bursts: its next
+    // claim is the plain one.
+    let first = s(db).enqueue(&raw(a, -1)).await.unwrap();
+    let got = s(db)
+        .complete_and_claim(&[], "w", BATCH, lease)
+        .await
+        .unwrap();
+    assert_eq!(ids(&got, |r| r.id), HashSet::from([first]));
+    s(db).complete(&[first]).await.unwrap();
+
+    // Then app a writes 100,000 events and app b one, last.
+    let backlog = backlog(db, a, 100_000).await;
+    let single = s(db).enqueue(&raw(b, 0)).await.unwrap();
+
+    // Claims as the dispatcher makes them: each completes the one before.
+    let mut done: Vec<EventId> = Vec::new();
+    let mut found = None;
+    for round in 1..=2 {
+        let rows = s(db)
+            .complete_and_claim(&done, "w", BATCH, lease)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), BATCH as usize, "round {round}: a full claim");
+        if let Some(at) = rows.iter().position(|r| r.id == single) {
+            found = Some((round, at));
+            break;
+        }
+        done = rows.iter().map(|r| r.id).collect();
+    }
+    let (round, at) = found.expect("app b's event is in the first or second claim");
+    println!(
+        "fair claims: app b's one event leased by claim {round} of {BATCH} rows \
+         (position {at} in it), with {} of app a's due",
+        backlog.len()
+    );
+    assert!(
+        at <= 1,
+        "and it starts with the first turn of that claim (at {at})"
+    );
+}
+
+async fn one_claim_gives_each_backlogged_app_a_share(db: &TestDb) {
+    let lease = Duration::from_secs(60);
+    let mut apps = Vec::new();
+    for name in ["a", "b", "c"] {
+        let app = app(db, name).await;
+        // Written one app after the other: by due time, all of a's rows come
+        // before b's, and all of b's before c's.
+        backlog(db, app, 1_000).await;
+        apps.push(app);
+    }
+    // A claim that comes back full: there is a backlog.
+    let one = s(db).claim_due("w", 1, lease).await.unwrap();
+    s(db).release(&[one[0].id]).await.unwrap();
+
+    let rows = s(db).claim_due("w", BATCH, lease).await.unwrap();
+    assert_eq!(rows.len(), BATCH as usize);
+    let counts = per_app(&rows);
+    let mut shares: Vec<usize> = apps
+        .iter()
+        .map(|a| counts.get(a).copied().unwrap_or(0))
+        .collect();
+    println!("fair claims: one claim of {BATCH} over three backlogs: {shares:?}");
+    shares.sort_unstable();
+    assert_eq!(shares, [85, 85, 86], "each app a third");
+    for app in &apps {
+        let mine: Vec<_> = rows.iter().filter(|r| r.app_id == *app).collect();
+        assert!(
+            mine.windows(2).all(|w| w[0].due_at <= w[1].due_at),
+            "each app's oldest rows, oldest first"
+        );
+    }
+    // The rows start in turns: every app's first row, then every app's
+    // second, and so on.
+    let firsts: HashSet<AppId> = rows[..3].iter().map(|r| r.app_id).collect();
+    assert_eq!(firsts, apps.iter().copied().collect());
+}
+
+async fn fair_claims_take_the_apps_in_turns_and_wrap_round(db: &TestDb) {
+    let lease = Duration::from_secs(60);
+    // More apps than one fair claim serves (64), two rows each.
+    let mut apps = Vec::new();
+    for i in 0..70 {
+        let app = app(db, &format!("app-{i:02}")).await;
+        s(db)
+            .enqueue_many(&[raw(app, 0), raw(app, 1)])
+            .await
+            .unwrap();
+        apps.push(app);
+    }
+    let one = s(db).claim_due("w", 1, lease).await.unwrap();
+    s(db).release(&[one[0].id]).await.unwrap();
+
+    // Each claim of 64 serves 64 apps, one row each; the second goes on
+    // where the first stopped, wraps round to the first apps, and so
+    // reaches the 6 the first left out.
+    let first = s(db).claim_due("w", 64, lease).await.unwrap();
+    let second = s(db).claim_due("w", 64, lease).await.unwrap();
+    for (n, rows) in [&first, &second].iter().enumerate() {
+        assert_eq!(rows.len(), 64, "claim {}", n + 1);
+        let counts = per_app(rows);
+        assert_eq!(counts.len(), 64, "claim {}: 64 apps, one row each", n + 1);
+    }
+    let first_apps: HashSet<AppId> = first.iter().map(|r| r.app_id).collect();
+    let second_apps: HashSet<AppId> = second.iter().map(|r| r.app_id).collect();
+    let left_out: HashSet<AppId> = apps
+        .iter()
+        .copied()
+        .filter(|a| !first_apps.contains(a))
+        .collect();
+    assert_eq!(left_out.len(), 6);
+    assert!(
+        left_out.is_subset(&second_apps),
+        "the apps the first claim left out come first in the second"
+    );
+    assert!(
+        second_apps.iter().any(|a| first_apps.contains(a)),
+        "the second claim wrapped round to apps the first served"
+    );
+    // What is left is claimed too, and nothing twice.
+    let rest = claim_all(db, "w").await;
+    assert_eq!(rest.len(), 140 - 128);
+    let all: HashSet<EventId> = first
+        .iter()
+        .chain(&second)
+        .chain(&rest)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all.len(), 140);
+}
+
+async fn small_fair_claims_take_every_app_in_turn(db: &TestDb) {
+    let lease = Duration::from_secs(60);
+    // A claim smaller than the number of apps: each claim serves as many
+    // apps as it has rows, and the next goes on after the last it served,
+    // so three claims of 30 reach all 70 apps.
+    let mut apps = Vec::new();
+    for i in 0..70 {
+        let app = app(db, &format!("app-{i:02}")).await;
+        s(db)
+            .enqueue_many(&[raw(app, 0), raw(app, 1)])
+            .await
+            .unwrap();
+        apps.push(app);
+    }
+    let one = s(db).claim_due("w", 1, lease).await.unwrap();
+    s(db).release(&[one[0].id]).await.unwrap();
+
+    let mut reached = HashSet::new();
+    let mut before: HashSet<AppId> = HashSet::new();
+    for n in 1..=3 {
+        let rows = s(db).claim_due("w", 30, lease).await.unwrap();
+        let these: HashSet<AppId> = rows.iter().map(|r| r.app_id).collect();
+        assert_eq!(
+            (rows.len(), these.len()),
+            (30, 30),
+            "claim {n}: 30 apps, one row each"
+        );
+        if n == 2 {
+            assert!(these.is_disjoint(&before), "claim 2 goes on after claim 1");
+        }
+        reached.extend(these.iter().copied());
+        before = these;
+    }
+    assert_eq!(reached.len(), 70, "three claims of 30 reach all 70 apps");
 }
 
 // ---- dead letters ----

@@ -1,7 +1,8 @@
 //! What a backend supplies to the one implementation of the repositories
 //! ([`super::shared`]): its pool, its SQL text where the two databases
 //! differ, how it locks, which clock decides times, how it binds a list of
-//! ids, and how it tells dispatchers about new work.
+//! ids, how it picks the rows of each kind of claim, and how it tells
+//! dispatchers about new work.
 //!
 //! Rule: a [`Dialect`] holds no decision about what a statement means,
 //! when a transaction commits or which signal a change sends; those are
@@ -12,9 +13,10 @@ use std::time::Duration;
 
 use sqlx::{Database, Pool, Transaction};
 
+use super::shared::{ClaimPlan, Claimed, FairClaims};
 use super::sql::{Clock, Db, Statement};
 use super::{Backend, Result, Retry, Signal, Subscription};
-use crate::model::{EventId, NewEvent, OutboxEvent};
+use crate::model::{EventId, NewEvent};
 
 /// A backend's store. The repository traits are implemented once for
 /// every `Dialect` (in [`super::shared`]).
@@ -31,6 +33,9 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
 
     /// The connection pool.
     fn pool(&self) -> &Pool<Self::DB>;
+
+    /// Which claim comes next: state the store keeps for its own claims.
+    fn fair_claims(&self) -> &FairClaims;
 
     /// A statement on this backend's database, to bind and run with
     /// [`super::sql::Run`].
@@ -73,9 +78,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     }
 
     /// Hot path: delete the outbox rows `done` (finished; there may be none)
-    /// and lease up to `limit` (at least 1) due rows to `worker` for
-    /// `lease`, atomically and in one round trip, and return the leased
-    /// rows in any order. The rows being deleted are leased, so they are
+    /// and lease up to `limit` (at least 1) due rows, picked as `plan` says,
+    /// to `worker` for `lease`, atomically and in one round trip, and return
+    /// the leased rows in any order (and, for a fair claim, where its walk
+    /// of the apps ended). The rows being deleted are leased, so they are
     /// never the ones claimed.
     fn claim(
         &self,
@@ -83,7 +89,8 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         worker: &str,
         limit: u32,
         lease: Duration,
-    ) -> impl Future<Output = Result<Vec<OutboxEvent>>> + Send;
+        plan: ClaimPlan,
+    ) -> impl Future<Output = Result<Claimed>> + Send;
 
     /// Hot path: delete the outbox rows `ids` (not empty). How many went.
     fn delete_rows(&self, ids: &[EventId]) -> impl Future<Output = Result<u64>> + Send;

@@ -192,6 +192,10 @@ pub trait OutboxRepo: Send + Sync {
     /// Lease up to `limit` due rows (due, and unlocked or with an expired
     /// lease) to `worker` for `lease`, in one statement, and return them.
     /// Concurrent claimers never receive the same row while its lease holds.
+    /// Claims are fair across apps (SPEC section 14): after a claim that came
+    /// back full, the next takes each app's oldest rows in turn, so one app's
+    /// backlog holds another app's event back by one claim at most; the rows
+    /// come back in turns too (every app's oldest first).
     async fn claim_due(
         &self,
         worker: &str,

@@ -12,12 +12,13 @@
 //!
 //! This file holds only what PostgreSQL does its own way; the repositories
 //! are implemented once, in `shared`. Here: the SQL text that differs
-//! (`Dialect::SQL`), the hot-path statements of the claim, completion,
-//! retries and release (ids bound as one array, `= any($1)`; retries as
-//! `unnest` arrays), the `pg_notify` of a parked reply, `LISTEN`, and the
-//! migrations. Outbox rows are inserted by the shared multi-row insert
-//! with `now()` for their times.
+//! (`Dialect::SQL`), the hot-path statements of the claim (both kinds, see
+//! `shared::ClaimPlan`), completion, retries and release (ids bound as one
+//! array, `= any($1)`; retries as `unnest` arrays), the `pg_notify` of a
+//! parked reply, `LISTEN`, and the migrations. Outbox rows are inserted by
+//! the shared multi-row insert with `now()` for their times.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,10 +27,13 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transacti
 use uuid::Uuid;
 
 use super::dialect::{Dialect, Statements};
-use super::rows::{self, abandoned_columns, dead_letter_columns, outbox_columns, script_columns};
+use super::rows::{
+    self, FairClaimRow, abandoned_columns, dead_letter_columns, outbox_columns, script_columns,
+};
+use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Result, Retry, Signal, Subscription};
-use crate::model::{AppId, EventId, KvEntry, NewEvent, OutboxEvent};
+use crate::model::{AppId, EventId, KvEntry, NewEvent};
 
 /// The notification channel of outbox inserts.
 pub const OUTBOX_CHANNEL: &str = "picloud_outbox";
@@ -47,6 +51,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Which claim comes next (shared by the clones of this store).
+    fair: Arc<FairClaims>,
 }
 
 impl PgStore {
@@ -70,12 +76,15 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| rows::unreachable(url, e))?;
-        Ok(PgStore { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// A store over an existing pool (the embedder's own).
     pub fn from_pool(pool: PgPool) -> Self {
-        PgStore { pool }
+        PgStore {
+            pool,
+            fair: Arc::default(),
+        }
     }
 
     /// The connection pool, for an embedder's own transactions.
@@ -95,6 +104,115 @@ impl Db for Postgres {
 fn uuids<T>(ids: &[T], f: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
     ids.iter().map(f).collect()
 }
+
+/// The claim of [`ClaimPlan::Oldest`]: delete `$4` (the data-modifying
+/// `with` always runs to completion; an empty list deletes nothing) and
+/// lease to `$1` for `$2` seconds the `$3` oldest due rows that no claim
+/// holds, skipping rows another claim has locked.
+const CLAIM_OLDEST: &str = concat!(
+    "with done as (delete from outbox where id = any($4))
+     update outbox
+     set locked_until = now() + make_interval(secs => $2), locked_by = $1
+     where id in (
+         select id from outbox
+         where due_at <= now() and (locked_until is null or locked_until < now())
+         order by due_at
+         limit $3
+         for update skip locked
+     )
+     returning ",
+    outbox_columns!()
+);
+
+/// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`], then the
+/// app after which the walk starts (`$5`), [`fair_apps`] (`$6`) and
+/// [`FAIR_WALK`] (`$7`). Every row returned carries `next_app`.
+///
+/// - `walk` steps through the distinct apps of the outbox in circle order
+///   after `$5` (apps after it, then from the first app up to it): one probe
+///   of `idx_outbox_app_due` per step. `prev` is the step before; a step
+///   whose app does not come after `prev` in that order has gone round, and
+///   ends the walk.
+/// - `served`: the first `$6` apps walked whose oldest row is due (one probe
+///   each), and `next_app` where the next walk resumes: the choice of
+///   `shared::serve`, made here so that the claim stays one round trip. The
+///   app ranges are written `>= x and <= x`, not `= x`: with an equality
+///   the planner may scan `idx_outbox_due` filtering on the app, which reads
+///   the whole backlog to find a small app's one row.
+/// - `picked`: with two apps or more, each one's oldest due, unleased rows
+///   (a lateral read of at most its share, locked `skip locked` as the plain
+///   claim does), round-robin: every app's first row, then every app's
+///   second. `FOR UPDATE` is not allowed beside a window function, so the
+///   rows are locked inside the lateral and ranked outside it.
+/// - `fill`: the oldest due, unleased rows not picked, up to the limit; with
+///   one app it is the whole claim, exactly [`CLAIM_OLDEST`].
+const CLAIM_FAIR: &str = concat!(
+    "with recursive
+     done as (delete from outbox where id = any($4)),
+     walk(app_id, prev, n) as (
+         select $5::uuid, null::uuid, 0
+       union all
+         select coalesce(
+                    (select o.app_id from outbox o where o.app_id > w.app_id
+                     order by o.app_id limit 1),
+                    (select o.app_id from outbox o order by o.app_id limit 1)),
+                w.app_id, w.n + 1
+         from walk w
+         where w.app_id is not null and w.n < $7
+           and (w.n <= 1 or (w.app_id <= $5) > (w.prev <= $5)
+                or ((w.app_id <= $5) = (w.prev <= $5) and w.app_id > w.prev))
+     ),
+     walked as (
+         select app_id, n from walk
+         where n >= 1 and app_id is not null
+           and (n = 1 or (app_id <= $5) > (prev <= $5)
+                or ((app_id <= $5) = (prev <= $5) and app_id > prev))
+     ),
+     served as (
+         select w.app_id, w.n from walked w
+         where (select o.due_at from outbox o
+                where o.app_id >= w.app_id and o.app_id <= w.app_id
+                order by o.app_id, o.due_at limit 1) <= now()
+         order by w.n
+         limit $6
+     ),
+     shares as (
+         select count(*) as apps, ($3 + count(*) - 1) / greatest(count(*), 1) as share
+         from served
+     ),
+     picked as (
+         select p.id
+         from served s
+         cross join lateral (
+             select o.id, o.due_at from outbox o
+             where o.app_id >= s.app_id and o.app_id <= s.app_id and o.due_at <= now()
+               and (o.locked_until is null or o.locked_until < now())
+             order by o.app_id, o.due_at
+             limit (select share from shares)
+             for update skip locked
+         ) p
+         where (select apps from shares) > 1
+         order by row_number() over (partition by s.app_id order by p.due_at), s.n
+         limit $3
+     ),
+     fill as (
+         select id from outbox
+         where due_at <= now() and (locked_until is null or locked_until < now())
+           and id <> all(array(select id from picked))
+         order by due_at
+         limit $3 - (select count(*) from picked)
+         for update skip locked
+     )
+     update outbox
+     set locked_until = now() + make_interval(secs => $2), locked_by = $1
+     where id in (select id from picked union all select id from fill)
+     returning ",
+    outbox_columns!(),
+    ", case when (select apps from shares) >= $6
+            then (select app_id from served order by n desc limit 1)
+            else (select app_id from walked order by n desc limit 1)
+       end as next_app"
+);
 
 impl Dialect for PgStore {
     type DB = Postgres;
@@ -160,6 +278,10 @@ impl Dialect for PgStore {
         &self.pool
     }
 
+    fn fair_claims(&self) -> &FairClaims {
+        &self.fair
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
@@ -182,27 +304,34 @@ impl Dialect for PgStore {
         worker: &str,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<OutboxEvent>> {
-        Ok(sqlx::query_as(concat!(
-            "with done as (delete from outbox where id = any($4))
-             update outbox
-             set locked_until = now() + make_interval(secs => $2), locked_by = $1
-             where id in (
-                 select id from outbox
-                 where due_at <= now() and (locked_until is null or locked_until < now())
-                 order by due_at
-                 limit $3
-                 for update skip locked
-             )
-             returning ",
-            outbox_columns!()
-        ))
-        .bind(worker)
-        .bind(lease.as_secs_f64())
-        .bind(i64::from(limit))
-        .bind(uuids(done, |i| i.0))
-        .fetch_all(&self.pool)
-        .await?)
+        plan: ClaimPlan,
+    ) -> Result<Claimed> {
+        let done = uuids(done, |i| i.0);
+        match plan {
+            ClaimPlan::Oldest => Ok(Claimed {
+                rows: sqlx::query_as(CLAIM_OLDEST)
+                    .bind(worker)
+                    .bind(lease.as_secs_f64())
+                    .bind(i64::from(limit))
+                    .bind(done)
+                    .fetch_all(&self.pool)
+                    .await?,
+                next_app: None,
+            }),
+            ClaimPlan::Fair { after } => {
+                let rows: Vec<FairClaimRow> = sqlx::query_as(CLAIM_FAIR)
+                    .bind(worker)
+                    .bind(lease.as_secs_f64())
+                    .bind(i64::from(limit))
+                    .bind(done)
+                    .bind(after)
+                    .bind(fair_apps(limit))
+                    .bind(FAIR_WALK)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows::fair_claimed(rows))
+            }
+        }
     }
 
     async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::types::Json;
 
+use super::shared::Claimed;
 use super::{Error, Member, Result, StoredReply};
 use crate::auth::Role;
 use crate::model::{
@@ -112,6 +113,24 @@ macro_rules! outbox_columns {
     };
 }
 pub(crate) use outbox_columns;
+
+/// A row leased by a fair claim on PostgreSQL: the outbox columns and, on
+/// every row, where the claim's walk of the apps ended (`next_app`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct FairClaimRow {
+    #[sqlx(flatten)]
+    pub event: OutboxEvent,
+    pub next_app: Option<AppId>,
+}
+
+/// What a fair claim leased, from its rows.
+pub(crate) fn fair_claimed(rows: Vec<FairClaimRow>) -> Claimed {
+    let next_app = rows.first().and_then(|r| r.next_app);
+    Claimed {
+        rows: rows.into_iter().map(|r| r.event).collect(),
+        next_app,
+    }
+}
 
 /// The columns of [`crate::model::Script`].
 macro_rules! script_columns {

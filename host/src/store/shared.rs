@@ -9,6 +9,11 @@
 //! in one transaction, begun with [`Dialect::begin_write`]; subscribers
 //! hear of new work through [`Dialect::announce`] only after that commit.
 //!
+//! Claims are fair across apps (SPEC section 14): which kind of claim comes
+//! next, where the walk of the apps resumes, and the order in which the
+//! claimed rows start are decided here ([`FairClaims`], [`round_robin`]);
+//! a backend only says how its database picks the rows of each kind.
+//!
 //! Design: the traits are implemented for every `S: Dialect` (blanket
 //! impls), so `PgStore` and `SqliteStore` stay plain structs with their own
 //! constructors, and no method is forwarded twice. SQL text that is the
@@ -16,6 +21,8 @@
 //! statements run through [`Run`], whose bounds are implied by
 //! [`super::sql::Db`], so no signature here carries a `where` clause.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +50,157 @@ use crate::model::{
 
 /// A connection of the backend `S`.
 type Conn<S> = <<S as Dialect>::DB as Database>::Connection;
+
+/// Most apps one fair claim serves (and never more than its limit, so that
+/// each app it serves gets a row): each gets at least `limit / FAIR_APPS`
+/// rows (4 of the dispatcher's 256), and with more apps waiting the claims
+/// take them in turns of this many.
+pub(crate) const FAIR_APPS: i64 = 64;
+
+/// How many apps a fair claim of `limit` rows serves at most.
+pub(crate) fn fair_apps(limit: u32) -> i64 {
+    FAIR_APPS.min(i64::from(limit))
+}
+
+/// Most apps one fair claim walks past (one index probe each for the next
+/// app, one for its oldest row) looking for [`FAIR_APPS`] with a row due:
+/// apps whose rows all wait for later (retries in backoff) are stepped over
+/// at a bounded cost, and the next claim goes on from there.
+pub(crate) const FAIR_WALK: i64 = 128;
+
+/// Which rows a claim takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimPlan {
+    /// The oldest due rows, whatever their app: the cheapest claim, and a
+    /// fair one while every due row fits in it.
+    Oldest,
+    /// Apps in turn: walk the apps that have rows in the outbox in id order
+    /// after `after` (wrapping round to the first), at most [`FAIR_WALK`]
+    /// of them; take the first [`fair_apps`] that have a row due; if more
+    /// than one, lease each one's oldest due rows round-robin, each at most
+    /// `ceil(limit / apps)`; then, if the limit is not reached, the oldest
+    /// due rows left, whatever their app (apps with fewer rows than their
+    /// share leave it to the others).
+    Fair {
+        /// Where the previous fair claim's walk ended (nil: the start).
+        after: AppId,
+    },
+}
+
+/// What a claim leased.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    /// The leased rows, in any order.
+    pub rows: Vec<OutboxEvent>,
+    /// After a fair claim: where the next one resumes its walk of the apps
+    /// (the last app it served if it served [`fair_apps`], else the last it
+    /// walked past). `None` when the claim does not say (a plain claim; on
+    /// PostgreSQL, where it comes with the rows, one that leased nothing):
+    /// the walk then resumes where it did last time.
+    pub next_app: Option<AppId>,
+}
+
+/// Which claim comes next, kept by each store for its own claims.
+///
+/// A claim that came back with fewer rows than its limit leased every due,
+/// unleased row there was, whatever its app: fair by construction, so the
+/// next claim may be the cheap [`ClaimPlan::Oldest`]. A claim that came back
+/// full may have left a backlog, in which one app's rows would hold back
+/// every other app's, so the next one is [`ClaimPlan::Fair`]. A new store
+/// does not know, and starts fair. An app's event therefore waits at most
+/// one claim behind another app's backlog: the one that found the backlog.
+#[derive(Debug)]
+pub(crate) struct FairClaims(Mutex<FairState>);
+
+#[derive(Debug)]
+struct FairState {
+    /// Whether the last claim came back full.
+    backlog: bool,
+    /// Where the next fair claim resumes its walk of the apps.
+    cursor: AppId,
+}
+
+impl Default for FairClaims {
+    fn default() -> Self {
+        FairClaims(Mutex::new(FairState {
+            backlog: true,
+            cursor: AppId(uuid::Uuid::nil()),
+        }))
+    }
+}
+
+impl FairClaims {
+    fn state(&self) -> std::sync::MutexGuard<'_, FairState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The plan of the next claim.
+    pub(crate) fn plan(&self) -> ClaimPlan {
+        let state = self.state();
+        if state.backlog {
+            ClaimPlan::Fair {
+                after: state.cursor,
+            }
+        } else {
+            ClaimPlan::Oldest
+        }
+    }
+
+    /// Learn from a claim of at most `limit` rows.
+    pub(crate) fn settle(&self, limit: u32, claimed: &Claimed) {
+        let mut state = self.state();
+        state.backlog = claimed.rows.len() as u64 >= u64::from(limit);
+        if let Some(next) = claimed.next_app {
+            state.cursor = next;
+        }
+    }
+}
+
+/// The apps a fair claim of `limit` rows serves, and where the next walk
+/// resumes, from the apps it walked past (in walk order, each with whether
+/// it has a row due): the first [`fair_apps`] with a row due; the next walk
+/// resumes after the last of them if there were that many, else after the
+/// last app walked. (PostgreSQL's claim makes the same choice in its one
+/// statement.)
+pub(crate) fn serve(
+    walked: impl IntoIterator<Item = (AppId, bool)>,
+    limit: u32,
+) -> (Vec<AppId>, Option<AppId>) {
+    let most = fair_apps(limit);
+    let mut served = Vec::new();
+    let mut last = None;
+    for (app, due) in walked {
+        last = Some(app);
+        if due {
+            served.push(app);
+            if served.len() as i64 >= most {
+                break;
+            }
+        }
+    }
+    (served, last)
+}
+
+/// Order claimed rows so that apps take turns to start: every app's oldest
+/// row, then every app's second oldest, and so on; within a turn, oldest
+/// first. The dispatcher starts rows in the order it receives them, so one
+/// app's share of a claim does not queue another app's row behind it. With
+/// one app this is due order.
+pub(crate) fn round_robin(rows: &mut Vec<OutboxEvent>) {
+    rows.sort_by_key(|r| (r.due_at, r.created_at));
+    let mut turns: HashMap<AppId, u32> = HashMap::new();
+    let mut keyed: Vec<(u32, OutboxEvent)> = rows
+        .drain(..)
+        .map(|row| {
+            let turn = turns.entry(row.app_id).or_default();
+            *turn += 1;
+            (*turn, row)
+        })
+        .collect();
+    // Stable: rows of one turn keep their due order.
+    keyed.sort_by_key(|(turn, _)| *turn);
+    rows.extend(keyed.into_iter().map(|(_, row)| row));
+}
 
 /// Write one event to the outbox on the caller's connection or open
 /// transaction (see the backends' public `enqueue_in`).
@@ -776,8 +934,11 @@ impl<S: Dialect> OutboxRepo for S {
             self.complete(done).await?;
             return Ok(Vec::new());
         }
-        let mut rows = self.claim(done, worker, limit, lease).await?;
-        rows.sort_by_key(|r| (r.due_at, r.created_at));
+        let plan = self.fair_claims().plan();
+        let claimed = self.claim(done, worker, limit, lease, plan).await?;
+        self.fair_claims().settle(limit, &claimed);
+        let mut rows = claimed.rows;
+        round_robin(&mut rows);
         Ok(rows)
     }
 

@@ -11,12 +11,14 @@
 //! This file holds only what SQLite does its own way; the repositories are
 //! implemented once, in `shared`. Here: the SQL text that differs
 //! (`Dialect::SQL`, with the time as the last parameter), the write
-//! transaction, the hot-path statements of the claim, completion, retries
-//! and release (ids in chunked `in (...)` lists, all in one write
-//! transaction), the broadcast, and the migrations. Outbox rows are
-//! inserted by the shared multi-row insert with one time for the batch.
+//! transaction, the hot-path statements of the claim (both kinds, see
+//! `shared::ClaimPlan`), completion, retries and release (ids in chunked
+//! `in (...)` lists, all in one write transaction), the broadcast, and the
+//! migrations. Outbox rows are inserted by the shared multi-row insert with
+//! one time for the batch.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,9 +31,10 @@ use tokio::sync::broadcast;
 
 use super::dialect::{Dialect, Statements};
 use super::rows::{self, abandoned_columns, dead_letter_columns, outbox_columns, script_columns};
+use super::shared::{self, ClaimPlan, Claimed, FAIR_WALK, FairClaims};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Error, Result, Retry, Signal, Subscription};
-use crate::model::{AppId, EventId, KvEntry, NewEvent, OutboxEvent, Timestamp};
+use crate::model::{AppId, EventId, KvEntry, NewEvent, Timestamp};
 
 /// How long a writer waits for the write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +55,8 @@ pub struct SqliteStore {
     /// batches instead of being read back from the file every time.
     hot: SqlitePool,
     signals: broadcast::Sender<Signal>,
+    /// Which claim comes next (shared by the clones of this store).
+    fair: Arc<FairClaims>,
 }
 
 impl SqliteStore {
@@ -113,6 +118,7 @@ impl SqliteStore {
             hot: pool.clone(),
             pool,
             signals,
+            fair: Arc::default(),
         }
     }
 
@@ -147,31 +153,135 @@ async fn for_ids(conn: &mut SqliteConnection, sql: &'static str, ids: &[EventId]
 /// Delete the rows whose ids are in the JSON array `$1`.
 const DELETE_IDS: &str = "delete from outbox where id in (select value from json_each($1))";
 
-/// Lease up to `limit` due rows on `conn`, in one statement.
+/// The claim of [`ClaimPlan::Oldest`]: lease to `$2` until `$1` the `$4`
+/// oldest rows due at `$3` that no claim holds.
+const CLAIM_OLDEST: &str = concat!(
+    "update outbox set locked_until = $1, locked_by = $2
+     where id in (
+         select id from outbox
+         where due_at <= $3 and (locked_until is null or locked_until < $3)
+         order by due_at
+         limit $4
+     )
+     returning ",
+    outbox_columns!()
+);
+
+/// The first half of a claim of [`ClaimPlan::Fair`]: the walk of the apps of
+/// PostgreSQL's claim (see `postgres.rs`), written for SQLite (`min()` of ids
+/// is one index probe; `indexed by` keeps each app's probe of its oldest row
+/// on `idx_outbox_app_due`). From after app `$1`, at most `$3` apps
+/// ([`FAIR_WALK`]), each with its place in the walk and whether it has a row
+/// due at `$2`; [`shared::serve`] chooses from them. A plain select over the
+/// walk: gathering the choice in SQL too (materialized tables, sorts, a
+/// JSON array) cost ten times the walk itself.
+const WALK_APPS: &str = "with recursive
+     walk(app_id, prev, n) as (
+         select $1, null, 0
+       union all
+         select coalesce((select min(o.app_id) from outbox o where o.app_id > w.app_id),
+                         (select min(o.app_id) from outbox o)),
+                w.app_id, w.n + 1
+         from walk w
+         where w.app_id is not null and w.n < $3
+           and (w.n <= 1 or (w.app_id <= $1) > (w.prev <= $1)
+                or ((w.app_id <= $1) = (w.prev <= $1) and w.app_id > w.prev))
+     )
+     select app_id, n,
+            coalesce((select o.due_at from outbox o indexed by idx_outbox_app_due
+                      where o.app_id = walk.app_id order by o.due_at limit 1) <= $2, false)
+     from walk
+     where n >= 1 and app_id is not null
+       and (n = 1 or (app_id <= $1) > (prev <= $1)
+            or ((app_id <= $1) = (prev <= $1) and app_id > prev))";
+
+/// The second half of a claim of [`ClaimPlan::Fair`] when the walk found two
+/// apps or more: the binds of [`CLAIM_OLDEST`], then those apps (`$5`, a
+/// JSON array). PostgreSQL's `picked` and `fill` (see `postgres.rs`); SQLite
+/// having no lateral join, each app's share is read by a correlated
+/// subquery into a JSON array, which `json_each` turns back into rows with
+/// their rank in the app (`key`).
+const CLAIM_FAIR: &str = concat!(
+    "with
+     served as materialized (select value as app_id, key as n from json_each($5)),
+     shares as materialized (
+         select count(*) as apps, ($4 + count(*) - 1) / max(count(*), 1) as share
+         from served
+     ),
+     picked as materialized (
+         select j.value as id
+         from served s,
+              json_each((
+                  select json_group_array(id) from (
+                      select o.id from outbox o indexed by idx_outbox_app_due
+                      where o.app_id = s.app_id and o.due_at <= $3
+                        and (o.locked_until is null or o.locked_until < $3)
+                      order by o.due_at
+                      limit (select share from shares)))) j
+         order by j.key, s.n
+         limit $4
+     ),
+     fill as (
+         select id from outbox
+         where due_at <= $3 and (locked_until is null or locked_until < $3)
+           and id not in (select id from picked)
+         order by due_at
+         limit max($4 - (select count(*) from picked), 0)
+     )
+     update outbox set locked_until = $1, locked_by = $2
+     where id in (select id from picked union all select id from fill)
+     returning ",
+    outbox_columns!()
+);
+
+/// Lease up to `limit` due rows on `conn` as `plan` says: one statement, or
+/// for a fair claim two (the walk of the apps, then the claim). Both read
+/// and write on `conn`, in its transaction if it is in one; the walk only
+/// chooses the apps, the claim checks every row again.
 async fn claim_on(
     conn: &mut SqliteConnection,
     worker: &str,
     limit: u32,
     lease: Duration,
-) -> Result<Vec<OutboxEvent>> {
+    plan: ClaimPlan,
+) -> Result<Claimed> {
     let now = Timestamp::now();
-    Ok(sqlx::query_as(concat!(
-        "update outbox set locked_until = $1, locked_by = $2
-         where id in (
-             select id from outbox
-             where due_at <= $3 and (locked_until is null or locked_until < $3)
-             order by due_at
-             limit $4
-         )
-         returning ",
-        outbox_columns!()
-    ))
-    .bind(now.plus(lease))
-    .bind(worker)
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?)
+    let until = now.plus(lease);
+    let (apps, next_app) = match plan {
+        ClaimPlan::Oldest => (Vec::new(), None),
+        ClaimPlan::Fair { after } => {
+            let mut walked: Vec<(AppId, i64, bool)> = sqlx::query_as(WALK_APPS)
+                .bind(after)
+                .bind(now)
+                .bind(FAIR_WALK)
+                .fetch_all(&mut *conn)
+                .await?;
+            walked.sort_by_key(|(_, n, _)| *n);
+            shared::serve(walked.into_iter().map(|(app, _, due)| (app, due)), limit)
+        }
+    };
+    // With one app or none, the oldest due rows are its own: the plain claim.
+    let limit = i64::from(limit);
+    let rows = if apps.len() <= 1 {
+        sqlx::query_as(CLAIM_OLDEST)
+            .bind(until)
+            .bind(worker)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?
+    } else {
+        let apps = serde_json::to_string(&apps).map_err(|e| Error::Invalid(e.to_string()))?;
+        sqlx::query_as(CLAIM_FAIR)
+            .bind(until)
+            .bind(worker)
+            .bind(now)
+            .bind(limit)
+            .bind(apps)
+            .fetch_all(conn)
+            .await?
+    };
+    Ok(Claimed { rows, next_app })
 }
 
 impl Dialect for SqliteStore {
@@ -242,6 +352,10 @@ impl Dialect for SqliteStore {
         &self.pool
     }
 
+    fn fair_claims(&self) -> &FairClaims {
+        &self.fair
+    }
+
     /// A transaction holding the write lock from its first statement.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
@@ -261,14 +375,15 @@ impl Dialect for SqliteStore {
         worker: &str,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<OutboxEvent>> {
+        plan: ClaimPlan,
+    ) -> Result<Claimed> {
         if done.is_empty() {
             let mut conn = self.hot.acquire().await?;
-            return claim_on(&mut conn, worker, limit, lease).await;
+            return claim_on(&mut conn, worker, limit, lease, plan).await;
         }
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
         for_ids(&mut tx, DELETE_IDS, done).await?;
-        let rows = claim_on(&mut tx, worker, limit, lease).await?;
+        let rows = claim_on(&mut tx, worker, limit, lease, plan).await?;
         tx.commit().await?;
         Ok(rows)
     }
