@@ -72,7 +72,10 @@ fn modes(timeout_ms: usize) -> Vec<(&'static str, Value, Vec<String>)> {
         (
             "memory",
             json!({"mode": "memory"}),
-            vec![format!("memory limit {MEMORY_MB} MiB exceeded"), timeout.clone()],
+            vec![
+                format!("memory limit {MEMORY_MB} MiB exceeded"),
+                timeout.clone(),
+            ],
         ),
         (
             "recursion",

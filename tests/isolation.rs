@@ -204,7 +204,11 @@ async fn components_over_a_cap_are_refused_at_deploy() {
         ),
     ];
     for (wasm, expected) in cases {
-        let err = rt.deploy(app.id, "big", &wasm).await.unwrap_err().to_string();
+        let err = rt
+            .deploy(app.id, "big", &wasm)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(expected), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
@@ -308,10 +312,8 @@ async fn deep_values_are_refused_at_every_entry_point(db: &TestDb) {
         .unwrap_err();
     assert!(matches!(err, store::Error::Invalid(_)), "{err:?}");
     assert_eq!(err.to_string(), format!("value is nested 65 deep, {limit}"));
-    let admin = picloud_host::admin::Admin::new(
-        s.clone(),
-        Arc::new(MemberAuthorizer::new(s.clone())),
-    );
+    let admin =
+        picloud_host::admin::Admin::new(s.clone(), Arc::new(MemberAuthorizer::new(s.clone())));
     let err = admin
         .kv_set(app.id, "c", "k", &nested(100).to_string(), ADMIN)
         .await
@@ -321,20 +323,32 @@ async fn deep_values_are_refused_at_every_entry_point(db: &TestDb) {
         .enqueue(&NewEvent::raw(app.id, "kv", "set", nested(65)))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("payload is nested 65 deep"), "{err}");
+    assert!(
+        err.to_string().contains("payload is nested 65 deep"),
+        "{err}"
+    );
     // A synchronous invocation's payload.
     let err = host
         .invoke(app.id, "abuse", nested(65), ADMIN, Duration::from_secs(5))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("payload is nested 65 deep"), "{err}");
+    assert!(
+        err.to_string().contains("payload is nested 65 deep"),
+        "{err}"
+    );
     // The host call: 127 deep was accepted and then poisoned the outbox.
-    let reply = invoke(host.runtime(), &abuse, json!({"mode": "deep", "depth": 127}))
-        .await
-        .unwrap();
+    let reply = invoke(
+        host.runtime(),
+        &abuse,
+        json!({"mode": "deep", "depth": 127}),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         reply,
-        json!(format!("invalid argument: value is nested 127 deep, {limit}"))
+        json!(format!(
+            "invalid argument: value is nested 127 deep, {limit}"
+        ))
     );
     // At the bound it is stored, and its events (64 + the envelope) decode.
     s.kv_set(app.id, "c", "k", &nested(64), 0).await.unwrap();
@@ -356,7 +370,11 @@ async fn an_undecodable_row_fails_alone(db: &TestDb) {
     poison(db, "k17", 200).await;
     drain(&host, Duration::from_secs(30)).await;
     let m = host.metrics();
-    assert_eq!(m.succeeded, 49 + 1, "49 good rows and the poison's dead-letter event: {m:?}");
+    assert_eq!(
+        m.succeeded,
+        49 + 1,
+        "49 good rows and the poison's dead-letter event: {m:?}"
+    );
     let dead = dead_letters(s, app.id).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
@@ -366,7 +384,11 @@ async fn an_undecodable_row_fails_alone(db: &TestDb) {
         "{}",
         dead[0].last_error
     );
-    assert!(dead[0].last_error.ends_with(": dead-lettered without running"));
+    assert!(
+        dead[0]
+            .last_error
+            .ends_with(": dead-lettered without running")
+    );
     // Its text is kept, as a string, for the operator.
     assert!(dead[0].payload.as_str().unwrap().contains("k17"));
     assert_eq!(s.count_events(None).await.unwrap(), 0);
@@ -409,13 +431,17 @@ async fn a_replaying_dead_letter_handler_ends_at_the_depth_limit(db: &TestDb) {
     };
     let by_operator = s.dead_letter(&at_3(), false).await.unwrap();
     let by_script = s.dead_letter(&at_3(), false).await.unwrap();
-    s.resolve(by_operator.id, Resolution::Replayed).await.unwrap();
+    s.resolve(by_operator.id, Resolution::Replayed)
+        .await
+        .unwrap();
     s.resolve_from_script(by_script.id, Resolution::Replayed, 3)
         .await
         .unwrap();
     let depths = (
-        db.count("select cast(min(depth) as bigint) from outbox").await,
-        db.count("select cast(max(depth) as bigint) from outbox").await,
+        db.count("select cast(min(depth) as bigint) from outbox")
+            .await,
+        db.count("select cast(max(depth) as bigint) from outbox")
+            .await,
     );
     assert_eq!(depths, (3, 4));
 }
@@ -458,7 +484,10 @@ async fn a_redeploy_lends_no_rights(db: &TestDb) {
         "the developer's code got no admin rights"
     );
     let dead = dead_letters(s, app.id).await;
-    let refused = dead.iter().find(|d| d.id != victim.id).expect("the run failed");
+    let refused = dead
+        .iter()
+        .find(|d| d.id != victim.id)
+        .expect("the run failed");
     assert_eq!(refused.last_error, "permission denied");
     // Invoked directly by the admin, the developer's code is refused too.
     let err = invoke(rt, &redeployed, order.clone()).await.unwrap_err();
@@ -490,7 +519,10 @@ async fn budgets_end_a_storm_of_host_calls(db: &TestDb) {
     let err = invoke(&rt, &abuse, json!({"mode": "write-storm"}))
         .await
         .unwrap_err();
-    assert_eq!(err, InvokeError::Limit(LimitExceeded::Enqueued { limit: 100 }));
+    assert_eq!(
+        err,
+        InvokeError::Limit(LimitExceeded::Enqueued { limit: 100 })
+    );
     assert_eq!(
         err.to_string(),
         "event limit of 100 per invocation exceeded: each kv set or delete and each replay enqueues an event (PICLOUD_SANDBOX_ENQUEUED_EVENTS)"
@@ -533,9 +565,13 @@ async fn dead_letter_listings_are_paged_by_bytes(db: &TestDb) {
     // A page holds the dead letters that begin within 4 MiB.
     assert_eq!(page["count"], json!(4), "{page}");
     // The budget of 10 MiB allows two such pages, not three.
-    let err = invoke(&rt, &abuse, json!({"mode": "read-dead-letters", "calls": 3}))
-        .await
-        .unwrap_err();
+    let err = invoke(
+        &rt,
+        &abuse,
+        json!({"mode": "read-dead-letters", "calls": 3}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "host answer limit of 10485760 bytes per invocation exceeded (PICLOUD_SANDBOX_HOST_BYTES)"
@@ -547,14 +583,26 @@ async fn dead_letter_listings_are_paged_by_bytes(db: &TestDb) {
         limit: Some(1000),
         ..DeadLetterFilter::default()
     };
-    assert_eq!(s.list_dead_letters_within(&filter, 1).await.unwrap().len(), 1);
     assert_eq!(
-        s.list_dead_letters_within(&filter, 3 << 20).await.unwrap().len(),
+        s.list_dead_letters_within(&filter, 1).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.list_dead_letters_within(&filter, 3 << 20)
+            .await
+            .unwrap()
+            .len(),
         3
     );
-    assert_eq!(s.list_dead_letters_within(&filter, 0).await.unwrap().len(), 0);
     assert_eq!(
-        s.list_dead_letters_within(&filter, u64::MAX).await.unwrap().len(),
+        s.list_dead_letters_within(&filter, 0).await.unwrap().len(),
+        0
+    );
+    assert_eq!(
+        s.list_dead_letters_within(&filter, u64::MAX)
+            .await
+            .unwrap()
+            .len(),
         40
     );
 }
@@ -576,7 +624,11 @@ async fn a_disabled_triggers_replays_are_held_until_it_is_enabled(db: &TestDb) {
     s.set_trigger_enabled(t.id, false).await.unwrap();
     s.resolve(first[0].id, Resolution::Replayed).await.unwrap();
     drain(&host, Duration::from_secs(30)).await;
-    assert_eq!(dead_letters(s, app.id).await.len(), 1, "the replay did not run");
+    assert_eq!(
+        dead_letters(s, app.id).await.len(),
+        1,
+        "the replay did not run"
+    );
     assert_eq!(host.metrics().held, 1);
     assert_eq!(s.count_events(Some(app.id)).await.unwrap(), 1, "it is kept");
     let held: i64 = db
@@ -601,7 +653,9 @@ async fn control_characters_in_names_are_invalid_arguments(db: &TestDb) {
     let rt = h::runtime(s, h::ceiling());
     let app = h::app(s, "names").await;
     let abuse = h::deploy(&rt, app.id, "abuse", guests::TENANT_ABUSE).await;
-    let reply = invoke(&rt, &abuse, json!({"mode": "nul-name"})).await.unwrap();
+    let reply = invoke(&rt, &abuse, json!({"mode": "nul-name"}))
+        .await
+        .unwrap();
     assert_eq!(
         reply,
         json!(
@@ -664,18 +718,28 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
     let storms = h::app(s, "storms").await;
     let script = deploy(storms.id, "abuse", guests::TENANT_ABUSE).await;
     trigger(s, storms.id, script.id, on("in"), ADMIN).await;
-    write_events(s, storms.id, "in", 20, |i| {
-        json!({"mode": if i % 2 == 0 { "write-storm" } else { "call-storm" }})
-    })
+    write_events(
+        s,
+        storms.id,
+        "in",
+        20,
+        |i| json!({"mode": if i % 2 == 0 { "write-storm" } else { "call-storm" }}),
+    )
     .await;
 
     // An amplifier: each write of `fan` writes 3 more, to the depth limit.
     let amplifier = h::app(s, "amplifier").await;
     let script = deploy(amplifier.id, "abuse", guests::TENANT_ABUSE).await;
     trigger(s, amplifier.id, script.id, on("fan"), ADMIN).await;
-    s.kv_set(amplifier.id, "fan", "seed", &json!({"mode": "fan-out", "n": 3}), 0)
-        .await
-        .unwrap();
+    s.kv_set(
+        amplifier.id,
+        "fan",
+        "seed",
+        &json!({"mode": "fan-out", "n": 3}),
+        0,
+    )
+    .await
+    .unwrap();
 
     // A replaying dead-letter handler.
     let replayer = h::app(s, "replayer").await;
@@ -694,9 +758,13 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
             .await
             .unwrap();
     }
-    write_events(s, hoarder.id, "in", 4, |_| {
-        json!({"mode": "read-dead-letters", "calls": 6})
-    })
+    write_events(
+        s,
+        hoarder.id,
+        "in",
+        4,
+        |_| json!({"mode": "read-dead-letters", "calls": 6}),
+    )
     .await;
 
     // Two memories past the ceiling; components at the core-instance cap;
@@ -716,9 +784,13 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
     trigger(s, shapes.id, script.id, on("names"), ADMIN).await;
     write_events(s, shapes.id, "memory", 5, |i| json!(i)).await;
     write_events(s, shapes.id, "maximal", 50, |i| json!(i)).await;
-    write_events(s, shapes.id, "names", 10, |i| {
-        json!({"mode": if i % 2 == 0 { "deep" } else { "nul-name" }})
-    })
+    write_events(
+        s,
+        shapes.id,
+        "names",
+        10,
+        |i| json!({"mode": if i % 2 == 0 { "deep" } else { "nul-name" }}),
+    )
     .await;
 
     // A backlog of 10,000 due events, and a poisoned row.
@@ -749,21 +821,29 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
             good.id
         ))
         .await;
-    assert_eq!(firsts, 1000, "every good event succeeded on its first attempt");
+    assert_eq!(
+        firsts, 1000,
+        "every good event succeeded on its first attempt"
+    );
     assert!(dead_letters(s, good.id).await.is_empty());
 
     // Each hostile tenant paid for itself, with the limit named.
-    let errors = |dead: Vec<DeadLetter>| -> Vec<String> {
-        dead.into_iter().map(|d| d.last_error).collect()
-    };
+    let errors =
+        |dead: Vec<DeadLetter>| -> Vec<String> { dead.into_iter().map(|d| d.last_error).collect() };
     let storm_errors = errors(dead_letters(s, storms.id).await);
     assert_eq!(storm_errors.len(), 20, "{storm_errors:?}");
     assert_eq!(
-        storm_errors.iter().filter(|e| e.starts_with("event limit of 20 ")).count(),
+        storm_errors
+            .iter()
+            .filter(|e| e.starts_with("event limit of 20 "))
+            .count(),
         10
     );
     assert_eq!(
-        storm_errors.iter().filter(|e| e.starts_with("host call limit of 200 ")).count(),
+        storm_errors
+            .iter()
+            .filter(|e| e.starts_with("host call limit of 200 "))
+            .count(),
         10
     );
     let hoard_errors = errors(dead_letters(s, hoarder.id).await);
@@ -776,8 +856,16 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
         "{hoard_errors:?}"
     );
     let shape_errors = errors(dead_letters(s, shapes.id).await);
-    assert_eq!(shape_errors.len(), 5, "only the memory hogs failed: {shape_errors:?}");
-    assert!(shape_errors.iter().all(|e| e == "memory limit 64 MiB exceeded"));
+    assert_eq!(
+        shape_errors.len(),
+        5,
+        "only the memory hogs failed: {shape_errors:?}"
+    );
+    assert!(
+        shape_errors
+            .iter()
+            .all(|e| e == "memory limit 64 MiB exceeded")
+    );
     // Each of the 3 failing events: dead letters at depths 0, 2 and 4; the
     // last one's event is past the limit of 4 (the recursion stop).
     let replays = dead_letters(s, replayer.id).await;
@@ -786,11 +874,18 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
     assert_eq!(poisoned.len(), 1);
     assert!(poisoned[0].contains("cannot be decoded"));
     assert_eq!(
-        s.kv_list_keys(amplifier.id, "fan", None, 1000).await.unwrap().len(),
+        s.kv_list_keys(amplifier.id, "fan", None, 1000)
+            .await
+            .unwrap()
+            .len(),
         1 + 3 + 9 + 27 + 81 + 243,
         "the seed and what it amplified to, stopped at the depth limit"
     );
-    assert_eq!(dead_letters(s, amplifier.id).await.len(), 243, "too deep to run");
+    assert_eq!(
+        dead_letters(s, amplifier.id).await.len(),
+        243,
+        "too deep to run"
+    );
     assert_eq!(s.count_events(None).await.unwrap(), 0);
 }
 
@@ -837,7 +932,10 @@ async fn the_repositorys_guests_fit_well_within_the_caps() {
             continue;
         }
         println!("{name}: {instances} core instances, {memories} memories, {tables} tables");
-        assert!(instances * 2 <= u64::from(d.component_core_instances), "{name}");
+        assert!(
+            instances * 2 <= u64::from(d.component_core_instances),
+            "{name}"
+        );
         assert!(memories <= 1, "{name}");
         assert!(tables * 2 <= u64::from(d.component_tables), "{name}");
     }

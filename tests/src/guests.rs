@@ -61,7 +61,13 @@ pub fn wasm(path: &str) -> Vec<u8> {
 /// `modules` (core module definitions) and `instances` (core instances of
 /// them) besides its main module, which imports `imports` (core import
 /// declarations) from the instances `with` names.
-pub fn handwritten(modules: &str, instances: &str, imports: &str, with: &str, body: &str) -> Vec<u8> {
+pub fn handwritten(
+    modules: &str,
+    instances: &str,
+    imports: &str,
+    with: &str,
+    body: &str,
+) -> Vec<u8> {
     let text = format!(
         r#"(component
   {modules}
@@ -131,7 +137,13 @@ pub fn with_tables(n: usize) -> Vec<u8> {
     let instances: String = (0..n)
         .map(|_| "(core instance (instantiate $table))\n")
         .collect();
-    handwritten("(core module $table (table 1 funcref))", &instances, "", "", "")
+    handwritten(
+        "(core module $table (table 1 funcref))",
+        &instances,
+        "",
+        "",
+        "",
+    )
 }
 
 /// `tests/wat/<name>.wat`, assembled: `core-module`, `no-handle-export`,

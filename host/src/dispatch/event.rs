@@ -211,7 +211,14 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
         let now = Timestamp::now();
         let first = ev.first_attempt_at.unwrap_or(now);
         let error = format!("{why}: dead-lettered without running");
-        return Ok(vec![exhausted(ev.id, ev, ev.attempt_count, first, now, error)]);
+        return Ok(vec![exhausted(
+            ev.id,
+            ev,
+            ev.attempt_count,
+            first,
+            now,
+            error,
+        )]);
     }
     let max_depth = s.config.max_trigger_depth;
     if ev.depth > max_depth {

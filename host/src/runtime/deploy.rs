@@ -144,9 +144,24 @@ impl Runtime {
         let text = format!("{e:#}");
         let c = self.ceiling();
         let caps = [
-            ("core module instances", "core module instances", c.component_core_instances, vars::CORE_INSTANCES),
-            ("Wasm linear memories", "linear memories", c.component_memories, vars::MEMORIES),
-            ("tables, which exceeds", "tables", c.component_tables, vars::TABLES),
+            (
+                "core module instances",
+                "core module instances",
+                c.component_core_instances,
+                vars::CORE_INSTANCES,
+            ),
+            (
+                "Wasm linear memories",
+                "linear memories",
+                c.component_memories,
+                vars::MEMORIES,
+            ),
+            (
+                "tables, which exceeds",
+                "tables",
+                c.component_tables,
+                vars::TABLES,
+            ),
         ];
         let count = text
             .split_once("transitively contains ")

@@ -39,7 +39,9 @@ pub enum LimitExceeded {
         limit: u32,
     },
     /// More bytes of host-call answers than one invocation may read.
-    #[error("host answer limit of {limit} bytes per invocation exceeded (PICLOUD_SANDBOX_HOST_BYTES)")]
+    #[error(
+        "host answer limit of {limit} bytes per invocation exceeded (PICLOUD_SANDBOX_HOST_BYTES)"
+    )]
     HostBytes {
         /// The budget.
         limit: u64,

@@ -848,12 +848,13 @@ impl<S: Dialect> TriggerRepo for S {
         }
         let mut released = 0;
         if enabled {
-            released = S::query("update outbox set due_at = $1 where trigger_id = $2 and due_at = $3")
-                .arg(Timestamp::now())
-                .arg(id)
-                .arg(Timestamp::held())
-                .run(&mut tx)
-                .await?;
+            released =
+                S::query("update outbox set due_at = $1 where trigger_id = $2 and due_at = $3")
+                    .arg(Timestamp::now())
+                    .arg(id)
+                    .arg(Timestamp::held())
+                    .run(&mut tx)
+                    .await?;
         }
         let trigger = fetch_trigger::<S>(&mut tx, id).await?;
         tx.commit().await?;
