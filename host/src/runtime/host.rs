@@ -393,10 +393,9 @@ impl wit_kv::Host for State {
         self.budget.call()?;
         let this = self.call();
         let answer = async move {
-            store::validate_kv_names(&collection, "-").map_err(guest_error)?;
-            if let Some(after) = &after {
-                store::validate_kv_names(&collection, after).map_err(guest_error)?;
-            }
+            // The collection, and the key to page after if there is one.
+            let after_key = after.as_deref().unwrap_or("-");
+            store::validate_kv_names(&collection, after_key).map_err(guest_error)?;
             this.check(Capability::KvRead(this.call.app_id)).await?;
             this.storage(this.store().kv_list_keys(
                 this.call.app_id,
@@ -432,9 +431,14 @@ fn from_wit_resolution(r: wit_dl::Resolution) -> Resolution {
     }
 }
 
-/// What a dead letter's answer costs the invocation: its text fields.
+/// What a dead letter's fixed-size fields (four ids, four times, counts)
+/// cost an answer, about their size as the guest receives them.
+const DEAD_LETTER_FIXED_BYTES: usize = 160;
+
+/// What a dead letter's answer costs the invocation: its text fields and
+/// [`DEAD_LETTER_FIXED_BYTES`].
 fn dead_letter_bytes(d: &wit_dl::DeadLetter) -> usize {
-    d.payload.len() + d.last_error.len() + d.source.len() + d.op.len() + 160
+    d.payload.len() + d.last_error.len() + d.source.len() + d.op.len() + DEAD_LETTER_FIXED_BYTES
 }
 
 fn to_wit_dead_letter(d: DeadLetter) -> wit_dl::DeadLetter {
@@ -482,10 +486,8 @@ impl wit_dl::Host for State {
         // Paged by bytes in the database: the page is what this call may
         // still read, so the host never holds more than that (and one dead
         // letter) for it.
+        self.budget.require_bytes()?;
         let page = self.budget.bytes_left().min(MAX_ANSWER_BYTES);
-        if page == 0 {
-            self.budget.read(1)?;
-        }
         let this = self.call();
         let answer = async move {
             this.check(Capability::KvRead(this.call.app_id)).await?;

@@ -173,6 +173,17 @@ impl Budget {
         self.max_bytes.saturating_sub(self.bytes)
     }
 
+    /// Fail as [`Budget::read`] would if no byte is left: a call that
+    /// could only answer within what is left must not answer with nothing.
+    pub fn require_bytes(&self) -> Result<(), LimitExceeded> {
+        if self.bytes_left() == 0 {
+            return Err(LimitExceeded::HostBytes {
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Charge `n` bytes of an answer.
     pub fn read(&mut self, n: usize) -> Result<(), LimitExceeded> {
         let total = self.bytes.saturating_add(n as u64);
