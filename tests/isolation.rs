@@ -429,8 +429,8 @@ async fn a_replaying_dead_letter_handler_ends_at_the_depth_limit(db: &TestDb) {
         depth: 3,
         ..big_dead_letter(app.id, 10)
     };
-    let by_operator = s.dead_letter(&at_3(), false).await.unwrap();
-    let by_script = s.dead_letter(&at_3(), false).await.unwrap();
+    let by_operator = s.dead_letter(&at_3(), false, &[]).await.unwrap();
+    let by_script = s.dead_letter(&at_3(), false, &[]).await.unwrap();
     s.resolve(by_operator.id, Resolution::Replayed)
         .await
         .unwrap();
@@ -457,7 +457,7 @@ async fn a_redeploy_lends_no_rights(db: &TestDb) {
     let app = h::app(s, "rights").await;
     s.set_member(app.id, "dave", Role::Developer).await.unwrap();
     let victim = s
-        .dead_letter(&big_dead_letter(app.id, 10), false)
+        .dead_letter(&big_dead_letter(app.id, 10), false, &[])
         .await
         .unwrap();
     let wasm = guests::wasm(guests::TENANT_ABUSE);
@@ -555,7 +555,7 @@ async fn dead_letter_listings_are_paged_by_bytes(db: &TestDb) {
     let app = h::app(s, "hoard").await;
     let abuse = h::deploy(&rt, app.id, "abuse", guests::TENANT_ABUSE).await;
     for _ in 0..40 {
-        s.dead_letter(&big_dead_letter(app.id, 1 << 20), false)
+        s.dead_letter(&big_dead_letter(app.id, 1 << 20), false, &[])
             .await
             .unwrap();
     }
@@ -754,7 +754,7 @@ async fn every_hostile_tenant_at_once_leaves_a_good_app_untouched(db: &TestDb) {
     let script = deploy(hoarder.id, "abuse", guests::TENANT_ABUSE).await;
     trigger(s, hoarder.id, script.id, on("in"), ADMIN).await;
     for _ in 0..12 {
-        s.dead_letter(&big_dead_letter(hoarder.id, 1 << 20), false)
+        s.dead_letter(&big_dead_letter(hoarder.id, 1 << 20), false, &[])
             .await
             .unwrap();
     }

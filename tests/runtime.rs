@@ -167,7 +167,7 @@ async fn dead_letter(
         last_attempt_at: now,
         last_error: error.into(),
     };
-    s.dead_letter(&dead, false)
+    s.dead_letter(&dead, false, &[])
         .await
         .expect("dead letter stored")
 }
@@ -584,7 +584,9 @@ async fn panic_is_a_trap_that_names_the_panic() {
     let (err, _) = hostile_case(json!({"mode": "trap"})).await;
     let text = err.to_string();
     assert!(text.starts_with("trap: "), "{text}");
-    assert!(text.contains("panicked"), "{text}");
+    assert!(text.contains("panicked at "), "{text}");
+    // The message too, though the guest printed it on a line of its own.
+    assert!(text.contains("hostile guest panicked on purpose"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

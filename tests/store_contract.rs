@@ -376,7 +376,7 @@ async fn deleting_an_app_removes_everything(db: &TestDb) {
         s(db).kv_set(id, "c", "k", &json!(1), 0).await.unwrap();
         let ev = s(db).enqueue(&raw(id, 1)).await.unwrap();
         s(db)
-            .dead_letter(&new_dead(id, ev, "kv", Some(t.id), 0), true)
+            .dead_letter(&new_dead(id, ev, "kv", Some(t.id), 0), true, &[])
             .await
             .unwrap();
         s(db)
@@ -392,7 +392,7 @@ async fn deleting_an_app_removes_everything(db: &TestDb) {
             .await
             .unwrap();
         s(db)
-            .put_reply(&reply(id, &format!("_INBOX.{id}"), Timestamp::now()))
+            .put_reply(&reply(id, &format!("_INBOX.{id}"), Timestamp::now()), &[])
             .await
             .unwrap();
     }
@@ -663,9 +663,9 @@ async fn complete_and_reschedule_are_batched(db: &TestDb) {
     assert_eq!(evs.len(), 4);
     assert_eq!(claim_all(db, "w").await.len(), 4);
 
-    assert_eq!(s(db).complete(&[evs[0], evs[1]]).await.unwrap(), 2);
-    assert_eq!(s(db).complete(&[evs[0]]).await.unwrap(), 0);
-    assert_eq!(s(db).complete(&[]).await.unwrap(), 0);
+    assert_eq!(s(db).complete(&[evs[0], evs[1]], &[]).await.unwrap(), 2);
+    assert_eq!(s(db).complete(&[evs[0]], &[]).await.unwrap(), 0);
+    assert_eq!(s(db).complete(&[], &[]).await.unwrap(), 0);
     assert!(s(db).get_event(evs[0]).await.unwrap().is_none());
     assert!(s(db).get_event(evs[1]).await.unwrap().is_none());
 
@@ -681,10 +681,13 @@ async fn complete_and_reschedule_are_batched(db: &TestDb) {
         due_at: due,
     };
     s(db)
-        .reschedule(&[
-            retry(evs[2], 1, later),
-            retry(evs[3], 2, last.minus(Duration::from_secs(1))),
-        ])
+        .reschedule(
+            &[
+                retry(evs[2], 1, later),
+                retry(evs[3], 2, last.minus(Duration::from_secs(1))),
+            ],
+            &[],
+        )
         .await
         .unwrap();
     let r2 = s(db).get_event(evs[2]).await.unwrap().unwrap();
@@ -711,7 +714,7 @@ async fn complete_and_reschedule_are_batched(db: &TestDb) {
         "only the one due now"
     );
     assert_eq!(again[0].attempt_count, 2);
-    assert_eq!(s(db).complete(&evs).await.unwrap(), 2);
+    assert_eq!(s(db).complete(&evs, &[]).await.unwrap(), 2);
     assert_eq!(s(db).count_events(None).await.unwrap(), 0);
 
     // Large batches cross the chunk size.
@@ -724,8 +727,8 @@ async fn complete_and_reschedule_are_batched(db: &TestDb) {
     let rows = claim_all(db, "w").await;
     assert_eq!(rows.len(), 1203);
     let retries: Vec<Retry> = many[..700].iter().map(|id| retry(*id, 1, later)).collect();
-    s(db).reschedule(&retries).await.unwrap();
-    assert_eq!(s(db).complete(&many[700..]).await.unwrap(), 503);
+    s(db).reschedule(&retries, &[]).await.unwrap();
+    assert_eq!(s(db).complete(&many[700..], &[]).await.unwrap(), 503);
     assert_eq!(s(db).count_events(None).await.unwrap(), 700);
 }
 
@@ -738,7 +741,7 @@ async fn complete_and_claim_deletes_then_leases_in_one_call(db: &TestDb) {
         .unwrap();
     // Nothing finished yet: a plain claim.
     let first = s(db)
-        .complete_and_claim(&[], "w", 600, lease)
+        .complete_and_claim(&[], &[], "w", 600, lease)
         .await
         .unwrap();
     assert_eq!(first.len(), 600);
@@ -747,7 +750,7 @@ async fn complete_and_claim_deletes_then_leases_in_one_call(db: &TestDb) {
     // never one of those being deleted.
     let done: Vec<EventId> = first.iter().map(|r| r.id).collect();
     let second = s(db)
-        .complete_and_claim(&done, "w", 600, lease)
+        .complete_and_claim(&done, &[], "w", 600, lease)
         .await
         .unwrap();
     assert_eq!(second.len(), 600);
@@ -759,14 +762,14 @@ async fn complete_and_claim_deletes_then_leases_in_one_call(db: &TestDb) {
     let done: Vec<EventId> = second.iter().map(|r| r.id).collect();
     assert!(
         s(db)
-            .complete_and_claim(&done, "w", 0, lease)
+            .complete_and_claim(&done, &[], "w", 0, lease)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(s(db).count_events(Some(a)).await.unwrap(), 10);
     let last = s(db)
-        .complete_and_claim(&[evs[0]], "w", 600, lease)
+        .complete_and_claim(&[evs[0]], &[], "w", 600, lease)
         .await
         .unwrap();
     assert_eq!(
@@ -776,7 +779,7 @@ async fn complete_and_claim_deletes_then_leases_in_one_call(db: &TestDb) {
     );
     assert!(
         s(db)
-            .complete_and_claim(&[], "w", 600, lease)
+            .complete_and_claim(&[], &[], "w", 600, lease)
             .await
             .unwrap()
             .is_empty(),
@@ -800,7 +803,7 @@ async fn fan_out_replaces_the_raw_row(db: &TestDb) {
         ..NewEvent::raw(a, &row.source, &row.op, row.payload.clone()).at_depth(row.depth)
     };
     let ids = s(db)
-        .fan_out(raw_id, &[inv(t1, 0), inv(t2, 1)])
+        .fan_out(raw_id, &[inv(t1, 0), inv(t2, 1)], &[])
         .await
         .unwrap();
     assert_eq!(ids.len(), 2);
@@ -878,11 +881,11 @@ async fn a_backlog_does_not_hold_back_another_apps_event(db: &TestDb) {
     // claim is the plain one.
     let first = s(db).enqueue(&raw(a, -1)).await.unwrap();
     let got = s(db)
-        .complete_and_claim(&[], "w", BATCH, lease)
+        .complete_and_claim(&[], &[], "w", BATCH, lease)
         .await
         .unwrap();
     assert_eq!(ids(&got, |r| r.id), HashSet::from([first]));
-    s(db).complete(&[first]).await.unwrap();
+    s(db).complete(&[first], &[]).await.unwrap();
 
     // Then app a writes 100,000 events and app b one, last.
     let backlog = backlog(db, a, 100_000).await;
@@ -893,7 +896,7 @@ async fn a_backlog_does_not_hold_back_another_apps_event(db: &TestDb) {
     let mut found = None;
     for round in 1..=2 {
         let rows = s(db)
-            .complete_and_claim(&done, "w", BATCH, lease)
+            .complete_and_claim(&done, &[], "w", BATCH, lease)
             .await
             .unwrap();
         assert_eq!(rows.len(), BATCH as usize, "round {round}: a full claim");
@@ -1048,7 +1051,7 @@ async fn dead_letter_moves_the_event_and_emits_one_deeper(db: &TestDb) {
     let ev = s(db).enqueue(&raw(a, 1).at_depth(2)).await.unwrap();
     let trig = TriggerId::new();
     let dead = new_dead(a, ev, "kv", Some(trig), 2);
-    let dl = s(db).dead_letter(&dead, true).await.unwrap();
+    let dl = s(db).dead_letter(&dead, true, &[]).await.unwrap();
     assert_eq!(dl.original_event_id, ev);
     assert_eq!(
         (dl.app_id, dl.source.as_str(), dl.op.as_str()),
@@ -1108,7 +1111,7 @@ async fn dead_letter_without_event(db: &TestDb) {
     let ev = s(db).enqueue(&raw(a, 1).at_depth(9)).await.unwrap();
     let mut dead = new_dead(a, ev, "cron", None, 9);
     dead.last_error = "max trigger depth 8 exceeded".into();
-    let dl = s(db).dead_letter(&dead, false).await.unwrap();
+    let dl = s(db).dead_letter(&dead, false, &[]).await.unwrap();
     assert_eq!(dl.last_error, "max trigger depth 8 exceeded");
     assert_eq!(
         s(db).count_events(None).await.unwrap(),
@@ -1123,17 +1126,17 @@ async fn dead_letters_are_listed_by_filter_and_counted(db: &TestDb) {
     let b = app(db, "b").await;
     let t1 = TriggerId::new();
     let d1 = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", Some(t1), 0), false)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", Some(t1), 0), false, &[])
         .await
         .unwrap();
     tick().await;
     let d2 = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "cron", None, 0), false)
+        .dead_letter(&new_dead(a, EventId::new(), "cron", None, 0), false, &[])
         .await
         .unwrap();
     tick().await;
     let d3 = s(db)
-        .dead_letter(&new_dead(b, EventId::new(), "kv", None, 0), false)
+        .dead_letter(&new_dead(b, EventId::new(), "kv", None, 0), false, &[])
         .await
         .unwrap();
     assert!(d1.created_at < d2.created_at && d2.created_at < d3.created_at);
@@ -1238,7 +1241,11 @@ async fn resolve_happens_once_and_replay_enqueues_the_original(db: &TestDb) {
     let a = app(db, "a").await;
     let trig = TriggerId::new();
     let ignored = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", Some(trig), 4), false)
+        .dead_letter(
+            &new_dead(a, EventId::new(), "kv", Some(trig), 4),
+            false,
+            &[],
+        )
         .await
         .unwrap();
     let done = s(db)
@@ -1277,7 +1284,7 @@ async fn resolve_happens_once_and_replay_enqueues_the_original(db: &TestDb) {
     );
 
     let dead = new_dead(a, EventId::new(), "kv", Some(trig), 4);
-    let dl = s(db).dead_letter(&dead, false).await.unwrap();
+    let dl = s(db).dead_letter(&dead, false, &[]).await.unwrap();
     let replayed = s(db).resolve(dl.id, Resolution::Replayed).await.unwrap();
     assert_eq!(replayed.resolution, Some(Resolution::Replayed));
     assert_eq!(s(db).unresolved_count(a).await.unwrap(), 0);
@@ -1321,7 +1328,11 @@ async fn resolve_happens_once_and_replay_enqueues_the_original(db: &TestDb) {
 
     // A dead letter without a depth row replays at depth 0.
     let bare = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", Some(trig), 7), false)
+        .dead_letter(
+            &new_dead(a, EventId::new(), "kv", Some(trig), 7),
+            false,
+            &[],
+        )
         .await
         .unwrap();
     db.execute(&format!(
@@ -1338,7 +1349,7 @@ async fn resolve_happens_once_and_replay_enqueues_the_original(db: &TestDb) {
 async fn the_database_refuses_unknown_resolutions(db: &TestDb) {
     let a = app(db, "a").await;
     let dl = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), false)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), false, &[])
         .await
         .unwrap();
     let err = db
@@ -1379,14 +1390,17 @@ async fn the_database_refuses_unknown_resolutions(db: &TestDb) {
 async fn stop_recursion_deletes_the_row_and_resolves_handler_failed(db: &TestDb) {
     let a = app(db, "a").await;
     let dl = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), true)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), true, &[])
         .await
         .unwrap();
     let handler_row = claim_all(db, "w")
         .await
         .pop()
         .expect("the dead_letter event");
-    s(db).stop_recursion(handler_row.id, dl.id).await.unwrap();
+    s(db)
+        .stop_recursion(handler_row.id, dl.id, &[])
+        .await
+        .unwrap();
     assert!(s(db).get_event(handler_row.id).await.unwrap().is_none());
     let now = s(db).get_dead_letter(dl.id).await.unwrap();
     assert_eq!(now.resolution, Some(Resolution::HandlerFailed));
@@ -1403,7 +1417,7 @@ async fn stop_recursion_deletes_the_row_and_resolves_handler_failed(db: &TestDb)
 
     // A handler that already resolved it keeps its resolution.
     let dl2 = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), true)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 0), true, &[])
         .await
         .unwrap();
     let row2 = claim_all(db, "w").await.pop().unwrap();
@@ -1411,7 +1425,7 @@ async fn stop_recursion_deletes_the_row_and_resolves_handler_failed(db: &TestDb)
         .resolve(dl2.id, Resolution::HandledByScript)
         .await
         .unwrap();
-    s(db).stop_recursion(row2.id, dl2.id).await.unwrap();
+    s(db).stop_recursion(row2.id, dl2.id, &[]).await.unwrap();
     assert!(s(db).get_event(row2.id).await.unwrap().is_none());
     assert_eq!(
         s(db).get_dead_letter(dl2.id).await.unwrap().resolution,
@@ -1423,12 +1437,12 @@ async fn dead_letters_and_abandoned_are_collected_by_age(db: &TestDb) {
     let a = app(db, "a").await;
     let b = app(db, "b").await;
     let old = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 1), false)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 1), false, &[])
         .await
         .unwrap();
     tick().await;
     let young = s(db)
-        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 1), false)
+        .dead_letter(&new_dead(a, EventId::new(), "kv", None, 1), false, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1833,7 +1847,7 @@ async fn replies_are_parked_taken_once_and_swept(db: &TestDb) {
         outbox_event_id: ev,
         ..reply(a, "_INBOX.fresh", Timestamp::now())
     };
-    s(db).put_reply(&fresh).await.unwrap();
+    s(db).put_reply(&fresh, &[]).await.unwrap();
     assert!(
         s(db).get_event(ev).await.unwrap().is_none(),
         "the answered row is deleted"
@@ -1843,13 +1857,13 @@ async fn replies_are_parked_taken_once_and_swept(db: &TestDb) {
         "_INBOX.old",
         Timestamp::now().minus(Duration::from_secs(600)),
     );
-    s(db).put_reply(&old).await.unwrap();
+    s(db).put_reply(&old, &[]).await.unwrap();
     let failed = StoredReply {
         outcome: Outcome::Error,
         body: b"trap: unreachable".to_vec(),
         ..reply(a, "_INBOX.failed", Timestamp::now())
     };
-    s(db).put_reply(&failed).await.unwrap();
+    s(db).put_reply(&failed, &[]).await.unwrap();
 
     assert_eq!(s(db).take_reply("_INBOX.fresh").await.unwrap(), Some(fresh));
     assert_eq!(
@@ -1915,7 +1929,7 @@ async fn subscribers_hear_outbox_writes_and_replies(db: &TestDb) {
         assert_eq!(next_signal(&mut sub, |_| true).await, Signal::Outbox);
     }
     s(db)
-        .put_reply(&reply(a, "_INBOX.sig", Timestamp::now()))
+        .put_reply(&reply(a, "_INBOX.sig", Timestamp::now()), &[])
         .await
         .unwrap();
     let got = next_signal(&mut sub, |sig| matches!(sig, Signal::Reply(_))).await;
@@ -1980,7 +1994,7 @@ async fn unknown_ids_are_not_found(db: &TestDb) {
     );
     assert!(s(db).get_event(EventId::new()).await.unwrap().is_none());
     s(db)
-        .stop_recursion(EventId::new(), did)
+        .stop_recursion(EventId::new(), did, &[])
         .await
         .expect("nothing to stop is fine");
     assert_eq!(s(db).list_scripts(missing_app).await.unwrap(), vec![]);

@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::auth::{Authorizer, Capability};
 use crate::model::{
     AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
-    ScriptId, Trigger, TriggerSpec,
+    RunId, ScriptId, Trigger, TriggerSpec,
 };
+use crate::runs::{Follower, Run, RunFilter};
 use crate::store::{self, Store};
 
 /// Why an operation was refused or failed.
@@ -202,6 +203,52 @@ impl Admin {
             progress(i as u64 + 1);
         }
         out
+    }
+
+    /// Runs of `filter.app_id`, newest first (oldest first when asked).
+    /// `principal` needs `AppLogs`; `None` is the operator or the
+    /// embedding application itself, unchecked.
+    pub async fn list_runs(&self, filter: &RunFilter, principal: Option<&str>) -> Result<Vec<Run>> {
+        self.may_read_logs(filter.app_id, principal).await?;
+        Ok(self.store.list_runs(filter).await?)
+    }
+
+    /// One run, with its log lines (`principal`: as [`Admin::list_runs`]).
+    pub async fn get_run(&self, id: RunId, principal: Option<&str>) -> Result<Run> {
+        let run = self.store.get_run(id).await?;
+        self.may_read_logs(run.app_id, principal).await?;
+        Ok(run)
+    }
+
+    /// A dead letter and its history: every run of its original event,
+    /// oldest first, each with its error and log lines (`principal`: as
+    /// [`Admin::list_runs`]).
+    pub async fn dead_letter_history(
+        &self,
+        id: DeadLetterId,
+        principal: Option<&str>,
+    ) -> Result<(DeadLetter, Vec<Run>)> {
+        let dead = self.store.get_dead_letter(id).await?;
+        self.may_read_logs(dead.app_id, principal).await?;
+        Ok((dead, self.store.dead_letter_runs(id).await?))
+    }
+
+    /// Follow the runs matching `filter` as they are recorded, from now on
+    /// (`principal`: as [`Admin::list_runs`]).
+    pub async fn follow_runs(
+        &self,
+        filter: RunFilter,
+        principal: Option<&str>,
+    ) -> Result<Follower> {
+        self.may_read_logs(filter.app_id, principal).await?;
+        Ok(Follower::start(self.store.clone(), filter).await?)
+    }
+
+    async fn may_read_logs(&self, app: AppId, principal: Option<&str>) -> Result<()> {
+        match principal {
+            Some(p) => require(&*self.authorizer, p, Capability::LogsRead(app)).await,
+            None => Ok(()),
+        }
     }
 
     /// Replay every unresolved dead letter matching `filter`.

@@ -101,6 +101,8 @@ pub enum Capability {
     ScriptDeploy(AppId),
     /// Invoke a script synchronously.
     ScriptInvoke(AppId),
+    /// Read run records and their log lines.
+    LogsRead(AppId),
 }
 
 impl Capability {
@@ -114,6 +116,7 @@ impl Capability {
             Capability::KvWrite(_) => Scope::AppWrite,
             Capability::ScriptDeploy(_) => Scope::AppDeploy,
             Capability::ScriptInvoke(_) => Scope::AppInvoke,
+            Capability::LogsRead(_) => Scope::AppLogs,
         }
     }
 
@@ -125,7 +128,8 @@ impl Capability {
             | Capability::KvRead(a)
             | Capability::KvWrite(a)
             | Capability::ScriptDeploy(a)
-            | Capability::ScriptInvoke(a) => a,
+            | Capability::ScriptInvoke(a)
+            | Capability::LogsRead(a) => a,
         }
     }
 }

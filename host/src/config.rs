@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::runs::RunsMode;
+
 /// A malformed configuration value. The message is one line: control
 /// characters in the value are shown escaped (`\n`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +69,21 @@ pub(crate) fn int(
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// `PICLOUD_RUNS`, one of `all`, `failures`, `off`.
+fn runs_mode(src: &dyn Source) -> Result<RunsMode, ConfigError> {
+    let Some(value) = src.get(RunsMode::VAR) else {
+        return Ok(RunsMode::default());
+    };
+    value
+        .trim()
+        .parse()
+        .map_err(|expected: String| ConfigError {
+            var: RunsMode::VAR,
+            expected: format!("expected {expected}"),
+            value,
+        })
+}
+
 /// The variable that sets [`TriggerConfig::max_event_age`].
 pub const MAX_EVENT_AGE_VAR: &str = "PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS";
 
@@ -90,6 +107,14 @@ pub struct TriggerConfig {
     /// unavailable) before it is dead-lettered anyway. Such failures cost no
     /// attempt, so this is what bounds an event's life through an outage.
     pub max_event_age: Duration,
+    /// `PICLOUD_RUNS` [all]: which run records are kept (`all`, `failures`
+    /// or `off`; see [`crate::runs`]).
+    pub runs: RunsMode,
+    /// `PICLOUD_RUN_RETENTION_DAYS` [7]: runs older than this are collected.
+    pub run_retention: Duration,
+    /// `PICLOUD_RUN_RETENTION_PER_APP` [100000]: each app keeps at most this
+    /// many runs, the newest.
+    pub run_retention_per_app: u64,
 }
 
 impl Default for TriggerConfig {
@@ -102,6 +127,9 @@ impl Default for TriggerConfig {
             dead_letter_retention: Duration::from_millis(30 * DAY_MS),
             abandoned_retention: Duration::from_millis(7 * DAY_MS),
             max_event_age: Duration::from_secs(86_400),
+            runs: RunsMode::All,
+            run_retention: Duration::from_millis(7 * DAY_MS),
+            run_retention_per_app: 100_000,
         }
     }
 }
@@ -148,6 +176,17 @@ impl TriggerConfig {
                 1,
                 365 * 86_400,
             )?),
+            runs: runs_mode(src)?,
+            run_retention: Duration::from_millis(
+                int(src, "PICLOUD_RUN_RETENTION_DAYS", 7, 1, 36_500)? * DAY_MS,
+            ),
+            run_retention_per_app: int(
+                src,
+                "PICLOUD_RUN_RETENTION_PER_APP",
+                100_000,
+                1,
+                1_000_000_000,
+            )?,
         })
     }
 

@@ -11,6 +11,7 @@
 //! - [`store`]: the repository traits and their SQLite and PostgreSQL backends;
 //! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports;
 //! - [`dispatch`]: the claim loop, fan-out, retries, dead letters and the recursion stop;
+//! - [`runs`]: run records, what every invocation did, and how long they are kept;
 //! - [`inbox`]: where synchronous replies find their callers;
 //! - [`metrics`]: counters an operator can read;
 //! - [`service`]: [`TriggerHost`], the entry point an embedding application uses.
@@ -25,6 +26,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod model;
 pub mod pattern;
+pub mod runs;
 pub mod runtime;
 pub mod service;
 pub mod store;

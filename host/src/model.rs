@@ -117,6 +117,10 @@ id_type!(
     /// Identifies an abandoned-execution record.
     AbandonedId
 );
+id_type!(
+    /// Identifies a run record ([`crate::runs`]).
+    RunId
+);
 
 /// A point in time, UTC, with microsecond precision.
 ///
@@ -171,7 +175,10 @@ impl Timestamp {
         )
     }
 
-    fn to_sqlite_text(self) -> String {
+    /// Fixed-width RFC 3339 text with microseconds
+    /// (`2026-01-02T03:04:05.000006Z`): how SQLite stores times, so that
+    /// comparing the text compares the times; PostgreSQL reads it too.
+    pub(crate) fn fixed_text(self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Micros, true)
     }
 }
@@ -204,7 +211,7 @@ impl Type<Sqlite> for Timestamp {
 }
 impl<'q> Encode<'q, Sqlite> for Timestamp {
     fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Sqlite>>::encode(self.to_sqlite_text(), buf)
+        <String as Encode<Sqlite>>::encode(self.fixed_text(), buf)
     }
 }
 impl Decode<'_, Sqlite> for Timestamp {
@@ -772,7 +779,7 @@ mod tests {
         let a = Timestamp::from_datetime(DateTime::from_timestamp(1_700_000_000, 0).unwrap());
         let b = a.plus(std::time::Duration::from_micros(1));
         let c = a.plus(std::time::Duration::from_millis(1500));
-        let (ta, tb, tc) = (a.to_sqlite_text(), b.to_sqlite_text(), c.to_sqlite_text());
+        let (ta, tb, tc) = (a.fixed_text(), b.fixed_text(), c.fixed_text());
         assert_eq!(ta.len(), tb.len());
         assert!(ta < tb && tb < tc, "{ta} {tb} {tc}");
     }

@@ -98,6 +98,8 @@ pub struct GcReport {
     pub abandoned: u64,
     /// Parked replies nobody collected, turned into abandoned executions.
     pub stale_replies: u64,
+    /// Run records past their retention (by age or by count per app).
+    pub runs: u64,
 }
 
 /// The trigger host of one process.
@@ -258,8 +260,8 @@ impl TriggerHost {
         }
     }
 
-    /// Delete dead letters and abandoned executions past their retention, and
-    /// record parked replies nobody collected as abandoned.
+    /// Delete dead letters, abandoned executions and run records past their
+    /// retention, and record parked replies nobody collected as abandoned.
     pub async fn gc(&self) -> store::Result<GcReport> {
         let s = &self.shared;
         let now = Timestamp::now();
@@ -278,10 +280,18 @@ impl TriggerHost {
         for reply in &stale {
             record_parked_abandoned(s, reply).await?;
         }
+        let runs = s
+            .store
+            .gc_runs(
+                now.minus(s.config.run_retention),
+                s.config.run_retention_per_app,
+            )
+            .await?;
         Ok(GcReport {
             dead_letters,
             abandoned,
             stale_replies: stale.len() as u64,
+            runs,
         })
     }
 

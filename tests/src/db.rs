@@ -21,7 +21,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Every table the migrations create, on both backends.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "apps",
     "app_members",
     "scripts",
@@ -34,6 +34,7 @@ pub const TABLES: [&str; 12] = [
     "dead_letter_depths",
     "abandoned_executions",
     "invocation_replies",
+    "runs",
 ];
 
 /// The prefix of every database these tests create.

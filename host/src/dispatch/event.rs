@@ -9,6 +9,10 @@
 //! while its trigger is disabled. A row's fate is its own: one that cannot
 //! be decoded is dead-lettered alone, without running.
 //!
+//! Every invocation, and every row not run for a reason of its own (removed
+//! trigger, depth limit), yields its run record ([`crate::runs`]) inside
+//! the action that settles the row, so the loop commits the two together.
+//!
 //! Infrastructure failures are not the script's (SPEC 14): an attempt that
 //! failed because storage was unavailable, or whose row could not even be
 //! looked at, is postponed with backoff and costs no attempt; only an event
@@ -28,19 +32,24 @@ use crate::model::{
     AppId, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, OutboxEvent, Outcome, Script,
     ScriptId, Timestamp, Trigger, TriggerId, source,
 };
+use crate::runs::{self, NewRun, RunOutcome};
 use crate::runtime::{Failure, Invocation, InvokeError, LoadError, Success};
 use crate::store::{self, NewAbandoned, Retry, StoredReply};
+
+/// The run records that settle with an action (usually one; none when the
+/// runs mode does not keep them).
+pub(crate) type Runs = Vec<NewRun>;
 
 /// The fate of a row, committed by the loop.
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Succeeded (or nothing to do): delete the row.
-    Complete(EventId),
+    Complete(EventId, Runs),
     /// Failed with attempts left: record and reschedule.
-    Retry(Retry),
+    Retry(Retry, Runs),
     /// Failed for the host's reasons (storage unavailable): record and
     /// reschedule with the attempt count unchanged.
-    Postpone(Retry),
+    Postpone(Retry, Runs),
     /// A raw event some of whose triggers failed: replace it by invocation
     /// rows; those at `exhausted` indexes have no attempts left and go
     /// straight on to their end (dead letter or recursion stop).
@@ -50,19 +59,23 @@ pub(crate) enum Action {
         exhausted: Vec<usize>,
         /// How many of the rows failed for the host's reasons.
         postponed: usize,
+        /// The raw event's runs, one per trigger.
+        runs: Runs,
     },
     /// Out of attempts (or too deep): move to dead letters.
     DeadLetter {
         dead: NewDeadLetter,
         emit_event: bool,
+        runs: Runs,
     },
     /// A dead-letter handler gave up: resolve its dead letter `handler_failed`.
     StopRecursion {
         event: EventId,
         dead_letter: Option<DeadLetterId>,
+        runs: Runs,
     },
     /// A trigger or script was removed: drop the row.
-    Skip(EventId),
+    Skip(EventId, Runs),
     /// A retry or replay of a disabled trigger: hold it, not run and not
     /// counted, until the trigger is enabled again.
     Hold(EventId),
@@ -81,7 +94,7 @@ impl Action {
     /// failing (the dispatcher's circuit breaker listens for these).
     pub(crate) fn infrastructure_failure(&self) -> Option<String> {
         match self {
-            Action::Postpone(r) => Some(r.last_error.clone()),
+            Action::Postpone(r, _) => Some(r.last_error.clone()),
             Action::Leave(_) => Some("storage failed while replying to a synchronous call".into()),
             Action::FanOut {
                 invocations,
@@ -197,7 +210,7 @@ pub(crate) async fn process(
                 // Said once by the circuit breaker, not once per event.
                 tracing::debug!(error = %e, "database error while dispatching; postponed");
                 let error = InvokeError::Infrastructure(e.to_string());
-                vec![after_failure(&s, &ev, Timestamp::now(), &error)]
+                vec![after_failure(&s, &ev, Timestamp::now(), &error, Vec::new())]
             }
         }
     }
@@ -211,6 +224,7 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
         let now = Timestamp::now();
         let first = ev.first_attempt_at.unwrap_or(now);
         let error = format!("{why}: dead-lettered without running");
+        let run = not_run(s, ev, RunOutcome::Failed, Some(error.clone()));
         return Ok(vec![exhausted(
             ev.id,
             ev,
@@ -218,11 +232,12 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
             first,
             now,
             error,
+            run.into_iter().collect(),
         )]);
     }
     let max_depth = s.config.max_trigger_depth;
     if ev.depth > max_depth {
-        return Ok(vec![too_deep(ev, max_depth)]);
+        return Ok(vec![too_deep(s, ev, max_depth)]);
     }
     if let Some(inbox) = &ev.reply_to {
         return direct(s, batch, ev, inbox).await;
@@ -234,11 +249,16 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
 }
 
 /// SPEC 5.8: an event deeper than the limit is never executed.
-fn too_deep(ev: &OutboxEvent, max_depth: i32) -> Action {
+fn too_deep(s: &Shared, ev: &OutboxEvent, max_depth: i32) -> Action {
+    let error = format!("max trigger depth {max_depth} exceeded");
+    let runs: Runs = not_run(s, ev, RunOutcome::DepthExceeded, Some(error.clone()))
+        .into_iter()
+        .collect();
     if ev.source == source::DEAD_LETTER {
         return Action::StopRecursion {
             event: ev.id,
             dead_letter: dead_letter_id(&ev.payload),
+            runs,
         };
     }
     let now = Timestamp::now();
@@ -255,14 +275,71 @@ fn too_deep(ev: &OutboxEvent, max_depth: i32) -> Action {
             attempt_count: ev.attempt_count,
             first_attempt_at: ev.first_attempt_at.unwrap_or(now),
             last_attempt_at: ev.last_attempt_at.unwrap_or(now),
-            last_error: format!("max trigger depth {max_depth} exceeded"),
+            last_error: error,
         },
         emit_event: false,
+        runs,
     }
 }
 
 fn dead_letter_id(payload: &Value) -> Option<DeadLetterId> {
     payload.get("dead_letter_id")?.as_str()?.parse().ok()
+}
+
+/// A run record of `ev` with no timings yet.
+fn new_run(
+    ev: &OutboxEvent,
+    trigger_id: Option<TriggerId>,
+    script_id: Option<ScriptId>,
+    principal: &str,
+    started_at: Timestamp,
+    outcome: RunOutcome,
+) -> NewRun {
+    NewRun {
+        id: crate::model::RunId::new(),
+        app_id: ev.app_id,
+        trigger_id,
+        script_id,
+        event_id: ev.event_id,
+        source: ev.source.clone(),
+        op: ev.op.clone(),
+        attempt: ev.attempt_count.max(0) + 1,
+        principal: principal.to_owned(),
+        started_at,
+        duration_us: 0,
+        outcome,
+        limit: None,
+        error: None,
+        reply_bytes: None,
+        logs: Vec::new(),
+    }
+}
+
+/// The record of a row that is not run (`outcome` says why), if kept.
+fn not_run(
+    s: &Shared,
+    ev: &OutboxEvent,
+    outcome: RunOutcome,
+    error: Option<String>,
+) -> Option<NewRun> {
+    s.config.runs.keeps(outcome).then(|| NewRun {
+        error,
+        ..new_run(
+            ev,
+            ev.trigger_id,
+            ev.script_id,
+            ev.principal.as_deref().unwrap_or_default(),
+            Timestamp::now(),
+            outcome,
+        )
+    })
+}
+
+/// One invocation's result and its run record (if the runs mode keeps it).
+/// The record takes the logs.
+struct Ran {
+    result: Result<Success, Failure>,
+    run: Option<NewRun>,
 }
 
 /// Run `script_id` for `ev` as `principal`.
@@ -273,12 +350,68 @@ async fn run(
     trigger_id: Option<TriggerId>,
     script_id: ScriptId,
     principal: &str,
+) -> store::Result<Ran> {
+    let started = Timestamp::now();
+    let result = invoke(s, batch, ev, trigger_id, script_id, principal).await?;
+    Ok(record(
+        s, ev, trigger_id, script_id, principal, started, result,
+    ))
+}
+
+/// Make the run record of an invocation's `result`.
+fn record(
+    s: &Shared,
+    ev: &OutboxEvent,
+    trigger_id: Option<TriggerId>,
+    script_id: ScriptId,
+    principal: &str,
+    started: Timestamp,
+    mut result: Result<Success, Failure>,
+) -> Ran {
+    let outcome = match &result {
+        Ok(_) => RunOutcome::Succeeded,
+        Err(f) if runs::limit_name(&f.error).is_some() => RunOutcome::Limit,
+        Err(f) if f.denied => RunOutcome::Denied,
+        Err(_) => RunOutcome::Failed,
+    };
+    if !s.config.runs.keeps(outcome) {
+        return Ran { result, run: None };
+    }
+    let mut run = new_run(ev, trigger_id, Some(script_id), principal, started, outcome);
+    let (elapsed, logs) = match &mut result {
+        Ok(ok) => {
+            if ev.reply_to.is_some() {
+                run.reply_bytes = Some(ok.reply.as_ref().map_or(0, |r| r.len() as i64));
+            }
+            (ok.elapsed, &mut ok.logs)
+        }
+        Err(f) => {
+            run.error = Some(f.error.to_string());
+            run.limit = runs::limit_name(&f.error).map(str::to_owned);
+            (f.elapsed, &mut f.logs)
+        }
+    };
+    run.duration_us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
+    run.logs = std::mem::take(logs);
+    Ran {
+        result,
+        run: Some(run),
+    }
+}
+
+async fn invoke(
+    s: &Shared,
+    batch: &BatchCache,
+    ev: &OutboxEvent,
+    trigger_id: Option<TriggerId>,
+    script_id: ScriptId,
+    principal: &str,
 ) -> store::Result<Result<Success, Failure>> {
     let Some(script) = batch.script(s, script_id).await? else {
-        return Ok(Err(Failure {
-            error: InvokeError::Load(LoadError::Code(format!("script {script_id} was removed"))),
-            logs: Vec::new(),
-        }));
+        return Ok(Err(LoadError::Code(format!(
+            "script {script_id} was removed"
+        ))
+        .into()));
     };
     let input = Invocation {
         event_id: ev.event_id,
@@ -304,12 +437,15 @@ async fn direct(
     inbox: &str,
 ) -> store::Result<Vec<Action>> {
     let principal = ev.principal.clone().unwrap_or_default();
-    let result = match ev.script_id {
-        Some(script_id) => run(s, batch, ev, ev.trigger_id, script_id, &principal).await?,
-        None => Err(Failure {
-            error: InvokeError::Load(LoadError::Code("direct invocation without a script".into())),
-            logs: Vec::new(),
-        }),
+    let (result, runs): (_, Runs) = match ev.script_id {
+        Some(script_id) => {
+            let ran = run(s, batch, ev, ev.trigger_id, script_id, &principal).await?;
+            (ran.result, ran.run.into_iter().collect())
+        }
+        None => {
+            let error = LoadError::Code("direct invocation without a script".into());
+            (Err(Failure::from(error)), Vec::new())
+        }
     };
     let (msg, outcome, body) = match result {
         Ok(ok) => {
@@ -328,16 +464,16 @@ async fn direct(
     match s.inbox.deliver(inbox, msg) {
         Delivery::Delivered => {
             s.count_reply();
-            Ok(vec![Action::Complete(ev.id)])
+            Ok(vec![Action::Complete(ev.id, runs)])
         }
         Delivery::Gone => {
             record_abandoned(s, ev, inbox, outcome, &body).await?;
-            Ok(vec![Action::Complete(ev.id)])
+            Ok(vec![Action::Complete(ev.id, runs)])
         }
         Delivery::NotOurs if s.store.backend() == store::Backend::Sqlite => {
             // One process on SQLite: an inbox that is not ours has no owner left.
             record_abandoned(s, ev, inbox, outcome, &body).await?;
-            Ok(vec![Action::Complete(ev.id)])
+            Ok(vec![Action::Complete(ev.id, runs)])
         }
         Delivery::NotOurs => {
             let reply = StoredReply {
@@ -349,7 +485,7 @@ async fn direct(
                 body,
                 created_at: Timestamp::now(),
             };
-            s.store.put_reply(&reply).await?;
+            s.store.put_reply(&reply, &runs).await?;
             Ok(vec![Action::Settled])
         }
     }
@@ -390,7 +526,9 @@ async fn invocation(
 ) -> store::Result<Vec<Action>> {
     let Some(trigger) = batch.trigger(s, trigger_id).await? else {
         tracing::info!("trigger was removed; dropping its pending invocation");
-        return Ok(vec![Action::Skip(ev.id)]);
+        let error = format!("trigger {trigger_id} was removed");
+        let run = not_run(s, ev, RunOutcome::Skipped, Some(error));
+        return Ok(vec![Action::Skip(ev.id, run.into_iter().collect())]);
     };
     if !trigger.enabled {
         tracing::debug!("trigger is disabled; holding its pending invocation until it is enabled");
@@ -398,7 +536,7 @@ async fn invocation(
     }
     let script_id = ev.script_id.unwrap_or(trigger.script_id);
     let started = Timestamp::now();
-    match run(
+    let ran = run(
         s,
         batch,
         ev,
@@ -406,10 +544,11 @@ async fn invocation(
         script_id,
         &trigger.registered_by_principal,
     )
-    .await?
-    {
-        Ok(_) => Ok(vec![Action::Complete(ev.id)]),
-        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error)]),
+    .await?;
+    let runs = ran.run.into_iter().collect();
+    match ran.result {
+        Ok(_) => Ok(vec![Action::Complete(ev.id, runs)]),
+        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error, runs)]),
     }
 }
 
@@ -468,8 +607,15 @@ fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError) -> Next {
     }
 }
 
-/// A failed attempt of an invocation row: retry, postpone, dead-letter, or stop.
-fn after_failure(s: &Shared, ev: &OutboxEvent, started: Timestamp, error: &InvokeError) -> Action {
+/// A failed attempt of an invocation row (its `runs`): retry, postpone,
+/// dead-letter, or stop.
+fn after_failure(
+    s: &Shared,
+    ev: &OutboxEvent,
+    started: Timestamp,
+    error: &InvokeError,
+    runs: Runs,
+) -> Action {
     let first = ev.first_attempt_at.unwrap_or(started);
     match next_after(s, ev, error) {
         Next::Retry {
@@ -486,19 +632,20 @@ fn after_failure(s: &Shared, ev: &OutboxEvent, started: Timestamp, error: &Invok
                 due_at,
             };
             if postponed {
-                Action::Postpone(retry)
+                Action::Postpone(retry, runs)
             } else {
-                Action::Retry(retry)
+                Action::Retry(retry, runs)
             }
         }
         Next::Exhausted {
             attempt_count,
             error,
-        } => exhausted(ev.id, ev, attempt_count, first, started, error),
+        } => exhausted(ev.id, ev, attempt_count, first, started, error, runs),
     }
 }
 
-/// The end of a row with no attempts left (SPEC 5.6 and 5.7).
+/// The end of a row with no attempts left (SPEC 5.6 and 5.7); `runs` are
+/// its last attempt's.
 fn exhausted(
     id: EventId,
     ev: &OutboxEvent,
@@ -506,11 +653,14 @@ fn exhausted(
     first: Timestamp,
     last: Timestamp,
     error: String,
+    mut runs: Runs,
 ) -> Action {
     if ev.source == source::DEAD_LETTER {
+        stopped(&mut runs);
         return Action::StopRecursion {
             event: id,
             dead_letter: dead_letter_id(&ev.payload),
+            runs,
         };
     }
     Action::DeadLetter {
@@ -529,6 +679,17 @@ fn exhausted(
             last_error: error,
         },
         emit_event: true,
+        runs,
+    }
+}
+
+/// The last attempt of a dead-letter handler that failed ended in the
+/// recursion stop: its runs say so (a limit stays named in `limit`).
+fn stopped(runs: &mut [NewRun]) {
+    for run in runs {
+        if run.outcome.is_failure() {
+            run.outcome = RunOutcome::RecursionStopped;
+        }
     }
 }
 
@@ -538,7 +699,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     let triggers = match ev.source.as_str() {
         source::KV => {
             let Ok(op) = ev.op.parse::<KvOp>() else {
-                return Ok(vec![Action::Complete(ev.id)]);
+                return Ok(vec![Action::Complete(ev.id, Vec::new())]);
             };
             match ev.payload.get("collection").and_then(Value::as_str) {
                 Some(collection) => batch.kv(s, ev.app_id, collection, op).await?,
@@ -553,7 +714,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
         _ => Vec::new(),
     };
     if triggers.is_empty() {
-        return Ok(vec![Action::Complete(ev.id)]);
+        return Ok(vec![Action::Complete(ev.id, Vec::new())]);
     }
     let started = Timestamp::now();
     let runs = triggers.iter().map(|t| async move {
@@ -572,8 +733,14 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     let mut invocations = Vec::new();
     let mut exhausted_idx = Vec::new();
     let mut postponed = 0;
-    for (trigger, result) in results {
-        let Err(failure) = result? else { continue };
+    let mut runs = Vec::new();
+    for (trigger, ran) in results {
+        let ran = ran?;
+        let mut run = ran.run;
+        let Err(failure) = ran.result else {
+            runs.extend(run);
+            continue;
+        };
         let (attempts, due_at, error) = match next_after(s, ev, &failure.error) {
             Next::Retry {
                 attempt_count,
@@ -588,9 +755,13 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
                 error,
             } => {
                 exhausted_idx.push(invocations.len());
+                if ev.source == source::DEAD_LETTER {
+                    stopped(run.as_mut().map_or(&mut [], std::slice::from_mut));
+                }
                 (attempt_count, Timestamp::now(), error)
             }
         };
+        runs.extend(run);
         invocations.push(NewEvent {
             event_id: Some(ev.event_id),
             app_id: ev.app_id,
@@ -610,17 +781,19 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
         });
     }
     if invocations.is_empty() {
-        return Ok(vec![Action::Complete(ev.id)]);
+        return Ok(vec![Action::Complete(ev.id, runs)]);
     }
     Ok(vec![Action::FanOut {
         raw: ev.id,
         invocations,
         exhausted: exhausted_idx,
         postponed,
+        runs,
     }])
 }
 
-/// The end of a fanned-out invocation row that had no attempts left.
+/// The end of a fanned-out invocation row that had no attempts left (its
+/// run went with the fan-out).
 pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
     let now = Timestamp::now();
     let ev = OutboxEvent {
@@ -652,5 +825,6 @@ pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
         row.first_attempt_at.unwrap_or(now),
         row.last_attempt_at.unwrap_or(now),
         row.last_error.clone().unwrap_or_default(),
+        Vec::new(),
     )
 }

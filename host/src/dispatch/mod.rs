@@ -26,6 +26,7 @@ use crate::config::{self, ConfigError, TriggerConfig};
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::model::{EventId, Timestamp};
+use crate::runs::NewRun;
 use crate::runtime::Runtime;
 use crate::store::{self, Signal, Store, Subscription};
 
@@ -132,36 +133,55 @@ pub enum RunMode {
     UntilEmpty,
 }
 
-/// Finished rows to delete, taken out of the pending actions to ride with
-/// the next claim.
+/// Finished rows to delete, and their runs, taken out of the pending
+/// actions to ride with the next claim (or committed by themselves).
 #[derive(Debug, Default)]
 struct Done {
     completed: Vec<EventId>,
     skipped: Vec<EventId>,
+    runs: Vec<NewRun>,
 }
 
 impl Done {
     /// Move the completions (and skips) out of `pending`.
-    fn take(pending: &mut Vec<event::Action>) -> Done {
+    fn take(pending: &mut Vec<Action>) -> Done {
         let mut done = Done::default();
-        pending.retain(|a| match a {
-            event::Action::Complete(id) => {
-                done.completed.push(*id);
-                false
+        let mut rest = Vec::with_capacity(pending.len());
+        for action in pending.drain(..) {
+            match action {
+                Action::Complete(id, runs) => {
+                    done.completed.push(id);
+                    done.runs.extend(runs);
+                }
+                Action::Skip(id, runs) => {
+                    done.skipped.push(id);
+                    done.runs.extend(runs);
+                }
+                other => rest.push(other),
             }
-            event::Action::Skip(id) => {
-                done.skipped.push(*id);
-                false
-            }
-            _ => true,
-        });
+        }
+        *pending = rest;
         done
     }
 
-    /// Put them back (the claim they rode with failed).
-    fn restore(&mut self, pending: &mut Vec<event::Action>) {
-        pending.extend(self.completed.drain(..).map(event::Action::Complete));
-        pending.extend(self.skipped.drain(..).map(event::Action::Skip));
+    /// Put them back (the claim they rode with failed). The runs go back
+    /// with the first of their rows: all of them commit together again.
+    fn restore(&mut self, pending: &mut Vec<Action>) {
+        let first = pending.len();
+        pending.extend(
+            self.completed
+                .drain(..)
+                .map(|id| Action::Complete(id, Vec::new())),
+        );
+        pending.extend(
+            self.skipped
+                .drain(..)
+                .map(|id| Action::Skip(id, Vec::new())),
+        );
+        match pending.get_mut(first) {
+            Some(Action::Complete(_, runs) | Action::Skip(_, runs)) => runs.append(&mut self.runs),
+            _ => debug_assert!(self.runs.is_empty(), "runs without their rows"),
+        }
     }
 
     fn len(&self) -> usize {
@@ -409,6 +429,8 @@ impl Dispatcher {
                     match signal {
                         Ok(Signal::Outbox) => look = true,
                         Ok(Signal::Reply(inbox)) => self.reply_arrived(&inbox).await,
+                        // Not listened for here.
+                        Ok(Signal::Runs) => {}
                         Err(e) => {
                             tracing::debug!(error = %e, "store subscription broke; polling until it is back");
                             subscription = None;
@@ -472,11 +494,14 @@ impl Dispatcher {
         async {
             let store = self.shared.store.clone();
             let ids = done.ids();
+            // A copy: if the claim fails, the runs go back with their rows.
+            let runs = done.runs.clone();
             let (worker, lease) = (self.options.worker_id.clone(), self.options.lease);
-            let claim =
-                tokio::spawn(
-                    async move { store.complete_and_claim(&ids, &worker, limit, lease).await },
-                );
+            let claim = tokio::spawn(async move {
+                store
+                    .complete_and_claim(&ids, &runs, &worker, limit, lease)
+                    .await
+            });
             let rows = match tokio::time::timeout(CLAIM_LIMIT, claim).await {
                 Ok(Ok(result)) => result?,
                 Ok(Err(e)) => {
@@ -537,19 +562,22 @@ impl Dispatcher {
     async fn apply(&self, pending: &mut Vec<Action>) -> store::Result<()> {
         let s = &self.shared;
         let m = &s.metrics;
-        let mut done: Vec<EventId> = Vec::new();
-        let mut skipped: Vec<EventId> = Vec::new();
-        let mut retries = Vec::new();
-        let mut postponed = Vec::new();
+        let mut finished = Done::take(pending);
+        let mut retries = (Vec::new(), Vec::new());
+        let mut postponed = (Vec::new(), Vec::new());
         let mut released = Vec::new();
         let mut held = Vec::new();
         let mut rest = Vec::new();
         for action in pending.drain(..) {
             match action {
-                Action::Complete(id) => done.push(id),
-                Action::Skip(id) => skipped.push(id),
-                Action::Retry(r) => retries.push(r),
-                Action::Postpone(r) => postponed.push(r),
+                Action::Retry(r, runs) => {
+                    retries.0.push(r);
+                    retries.1.extend(runs);
+                }
+                Action::Postpone(r, runs) => {
+                    postponed.0.push(r);
+                    postponed.1.extend(runs);
+                }
                 Action::Release(id) => released.push(id),
                 Action::Hold(id) => held.push(id),
                 Action::Settled => {}
@@ -560,17 +588,12 @@ impl Dispatcher {
             }
         }
         let mut failed = None;
-        if !done.is_empty() || !skipped.is_empty() {
-            let ids: Vec<EventId> = done.iter().chain(&skipped).copied().collect();
-            match s.store.complete(&ids).await {
-                Ok(_) => {
-                    Metrics::add(&m.succeeded, done.len() as u64);
-                    Metrics::add(&m.skipped, skipped.len() as u64);
-                }
+        if finished.len() > 0 {
+            match s.store.complete(&finished.ids(), &finished.runs).await {
+                Ok(_) => finished.count(m),
                 Err(e) => {
-                    tracing::debug!(error = %e, rows = ids.len(), "batched delete failed; will retry");
-                    pending.extend(done.into_iter().map(Action::Complete));
-                    pending.extend(skipped.into_iter().map(Action::Skip));
+                    tracing::debug!(error = %e, rows = finished.len(), "batched delete failed; will retry");
+                    finished.restore(pending);
                     failed.get_or_insert(e);
                 }
             }
@@ -597,22 +620,27 @@ impl Dispatcher {
                 }
             }
         }
-        for (rows, counter, wrap) in [
+        for ((rows, runs), counter, wrap) in [
             (
                 retries,
                 &m.retried,
-                Action::Retry as fn(store::Retry) -> Action,
+                Action::Retry as fn(store::Retry, event::Runs) -> Action,
             ),
             (postponed, &m.postponed, Action::Postpone),
         ] {
             if rows.is_empty() {
                 continue;
             }
-            match s.store.reschedule(&rows).await {
+            match s.store.reschedule(&rows, &runs).await {
                 Ok(()) => Metrics::add(counter, rows.len() as u64),
                 Err(e) => {
                     tracing::debug!(error = %e, rows = rows.len(), "batched reschedule failed; will retry");
-                    pending.extend(rows.into_iter().map(wrap));
+                    // The runs go back with the first row: they commit together again.
+                    let mut runs = Some(runs);
+                    pending.extend(
+                        rows.into_iter()
+                            .map(|r| wrap(r, runs.take().unwrap_or_default())),
+                    );
                     failed.get_or_insert(e);
                 }
             }
@@ -631,23 +659,36 @@ impl Dispatcher {
         let s = &self.shared;
         let m = &s.metrics;
         match action {
-            Action::DeadLetter { dead, emit_event } => {
-                match s.store.dead_letter(&dead, emit_event).await {
-                    Ok(dl) => {
-                        tracing::info!(dead_letter.id = %dl.id, event.id = %dead.original_event_id, error = %dead.last_error, "dead-lettered");
-                        Metrics::add(&m.dead_lettered, 1);
-                        if !emit_event {
-                            Metrics::add(&m.depth_exceeded, 1);
-                        }
-                        Ok(())
+            Action::DeadLetter {
+                dead,
+                emit_event,
+                runs,
+            } => match s.store.dead_letter(&dead, emit_event, &runs).await {
+                Ok(dl) => {
+                    tracing::info!(dead_letter.id = %dl.id, event.id = %dead.original_event_id, error = %dead.last_error, "dead-lettered");
+                    Metrics::add(&m.dead_lettered, 1);
+                    if !emit_event {
+                        Metrics::add(&m.depth_exceeded, 1);
                     }
-                    Err(e) => Err((e, Action::DeadLetter { dead, emit_event })),
+                    Ok(())
                 }
-            }
-            Action::StopRecursion { event, dead_letter } => {
+                Err(e) => Err((
+                    e,
+                    Action::DeadLetter {
+                        dead,
+                        emit_event,
+                        runs,
+                    },
+                )),
+            },
+            Action::StopRecursion {
+                event,
+                dead_letter,
+                runs,
+            } => {
                 let result = match dead_letter {
-                    Some(dl) => s.store.stop_recursion(event, dl).await,
-                    None => s.store.complete(&[event]).await.map(|_| ()),
+                    Some(dl) => s.store.stop_recursion(event, dl, &runs).await,
+                    None => s.store.complete(&[event], &runs).await.map(|_| ()),
                 };
                 match result {
                     Ok(()) => {
@@ -655,7 +696,14 @@ impl Dispatcher {
                         Metrics::add(&m.recursion_stopped, 1);
                         Ok(())
                     }
-                    Err(e) => Err((e, Action::StopRecursion { event, dead_letter })),
+                    Err(e) => Err((
+                        e,
+                        Action::StopRecursion {
+                            event,
+                            dead_letter,
+                            runs,
+                        },
+                    )),
                 }
             }
             Action::FanOut {
@@ -663,7 +711,8 @@ impl Dispatcher {
                 invocations,
                 exhausted,
                 postponed,
-            } => match s.store.fan_out(raw, &invocations).await {
+                runs,
+            } => match s.store.fan_out(raw, &invocations, &runs).await {
                 Ok(ids) => {
                     Metrics::add(&m.fanned_out, 1);
                     Metrics::add(&m.postponed, postponed as u64);
@@ -689,6 +738,7 @@ impl Dispatcher {
                         invocations,
                         exhausted,
                         postponed,
+                        runs,
                     },
                 )),
             },

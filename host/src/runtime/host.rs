@@ -88,6 +88,8 @@ pub struct StorageWatch {
     waiting: AtomicUsize,
     /// The first storage failure a host call reported to the script.
     failed: Mutex<Option<String>>,
+    /// Whether a host call was refused for lack of a capability.
+    denied: std::sync::atomic::AtomicBool,
 }
 
 impl StorageWatch {
@@ -96,6 +98,12 @@ impl StorageWatch {
         if failed.is_none() {
             *failed = Some(why.into());
         }
+    }
+
+    /// Whether a host call was refused for lack of a capability (the run of
+    /// an invocation that then fails is recorded `denied`).
+    pub fn denied(&self) -> bool {
+        self.denied.load(Ordering::Relaxed)
     }
 
     /// Why storage let the invocation down, if it did: a host call answered
@@ -196,6 +204,14 @@ impl Call {
     /// `Ok(())` when the principal the script runs as holds `cap` now, and
     /// so does whoever deployed its code; else the guest-visible error.
     async fn check(&self, cap: Capability) -> Result<(), HostError> {
+        let checked = self.check_both(cap).await;
+        if matches!(checked, Err(HostError::PermissionDenied)) {
+            self.watch.denied.store(true, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    async fn check_both(&self, cap: Capability) -> Result<(), HostError> {
         self.check_one(&self.call.principal, cap).await?;
         match &self.call.deployer {
             Some(deployer) if *deployer != self.call.principal => {

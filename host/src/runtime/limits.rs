@@ -228,6 +228,9 @@ pub struct LogLine {
 }
 
 /// An invocation's log: the `log` import and stdout/stderr share one budget.
+/// Output streams become lines at their line breaks, however the guest
+/// splits its writes (`eprintln!` writes each piece of its format on its
+/// own, unbuffered).
 #[derive(Clone)]
 pub struct LogBuffer {
     inner: Arc<Mutex<LogInner>>,
@@ -237,6 +240,54 @@ struct LogInner {
     lines: Vec<LogLine>,
     used: u64,
     limit: u64,
+    /// The unfinished last line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
+}
+
+/// The longest unfinished line kept waiting for its line break; a longer
+/// one becomes a line as it is (so output without line breaks still meets
+/// the budget).
+const MAX_PARTIAL_LINE: usize = 4096;
+
+impl LogInner {
+    fn push(&mut self, level: LogLevel, message: &str) -> Result<(), LimitExceeded> {
+        let cost = message.len() as u64 + 1;
+        if self.used + cost > self.limit {
+            // Keep what fits, so the log shows where the flood began.
+            let room = (self.limit - self.used).saturating_sub(1) as usize;
+            let cut = floor_char_boundary(message, room);
+            if cut > 0 {
+                self.lines.push(LogLine {
+                    level,
+                    message: message[..cut].to_owned(),
+                });
+            }
+            self.used = self.limit;
+            return Err(LimitExceeded::Log { bytes: self.limit });
+        }
+        self.used += cost;
+        self.lines.push(LogLine {
+            level,
+            message: message.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Finish the unfinished line of stream `i` as a line of `level`.
+    fn finish_line(&mut self, i: usize, level: LogLevel) -> Result<(), LimitExceeded> {
+        let line = std::mem::take(&mut self.partial[i]);
+        self.push(level, &String::from_utf8_lossy(&line))
+    }
+
+    /// Finish both streams' unfinished lines (the invocation ended).
+    fn finish_streams(&mut self) {
+        for (i, level) in [(0, LogLevel::Stdout), (1, LogLevel::Stderr)] {
+            if !self.partial[i].is_empty() {
+                // Over the budget it keeps what fits; the limit has tripped.
+                let _ = self.finish_line(i, level);
+            }
+        }
+    }
 }
 
 impl LogBuffer {
@@ -247,6 +298,7 @@ impl LogBuffer {
                 lines: Vec::new(),
                 used: 0,
                 limit,
+                partial: [Vec::new(), Vec::new()],
             })),
         }
     }
@@ -255,26 +307,28 @@ impl LogBuffer {
     /// costs its bytes plus one for its line break, so a flood of empty
     /// lines runs out of budget too.
     pub fn push(&self, level: LogLevel, message: &str) -> Result<(), LimitExceeded> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(level, message)
+    }
+
+    /// Append what the guest wrote to its stdout or stderr (`level`):
+    /// each line break ends a line; the rest waits for the next write, or
+    /// for the end of the invocation ([`LogBuffer::take`]).
+    pub fn write_stream(&self, level: LogLevel, bytes: &[u8]) -> Result<(), LimitExceeded> {
+        let i = usize::from(level == LogLevel::Stderr);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let cost = message.len() as u64 + 1;
-        if inner.used + cost > inner.limit {
-            // Keep what fits, so the log shows where the flood began.
-            let room = (inner.limit - inner.used).saturating_sub(1) as usize;
-            let cut = floor_char_boundary(message, room);
-            if cut > 0 {
-                inner.lines.push(LogLine {
-                    level,
-                    message: message[..cut].to_owned(),
-                });
-            }
-            inner.used = inner.limit;
-            return Err(LimitExceeded::Log { bytes: inner.limit });
+        let mut rest = bytes;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            inner.partial[i].extend_from_slice(&rest[..at]);
+            rest = &rest[at + 1..];
+            inner.finish_line(i, level)?;
         }
-        inner.used += cost;
-        inner.lines.push(LogLine {
-            level,
-            message: message.to_owned(),
-        });
+        inner.partial[i].extend_from_slice(rest);
+        if inner.partial[i].len() >= MAX_PARTIAL_LINE {
+            inner.finish_line(i, level)?;
+        }
         Ok(())
     }
 
@@ -283,18 +337,18 @@ impl LogBuffer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).used
     }
 
-    /// A copy of the lines written so far.
+    /// A copy of the lines written so far (unfinished stream lines too).
     pub fn snapshot(&self) -> Vec<LogLine> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .lines
-            .clone()
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.finish_streams();
+        inner.lines.clone()
     }
 
-    /// Take the lines written so far.
+    /// Take the lines written so far, finishing the streams' last lines.
     pub fn take(&self) -> Vec<LogLine> {
-        std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).lines)
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.finish_streams();
+        std::mem::take(&mut inner.lines)
     }
 }
 
@@ -312,6 +366,41 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn stream_writes_become_lines_at_their_line_breaks() {
+        let log = LogBuffer::new(64 * 1024);
+        for piece in ["stderr of attempt", " ", "1", "\n"] {
+            log.write_stream(LogLevel::Stderr, piece.as_bytes())
+                .unwrap();
+        }
+        log.write_stream(LogLevel::Stdout, b"a\nb").unwrap();
+        log.push(LogLevel::Info, "between").unwrap();
+        let lines: Vec<(LogLevel, String)> = log
+            .take()
+            .into_iter()
+            .map(|l| (l.level, l.message))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (LogLevel::Stderr, "stderr of attempt 1".into()),
+                (LogLevel::Stdout, "a".into()),
+                (LogLevel::Info, "between".into()),
+                (LogLevel::Stdout, "b".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn output_without_line_breaks_still_meets_the_budget() {
+        let log = LogBuffer::new(10_000);
+        let chunk = [b'x'; 1000];
+        let tripped = (0..100).find_map(|_| log.write_stream(LogLevel::Stdout, &chunk).err());
+        assert_eq!(tripped, Some(LimitExceeded::Log { bytes: 10_000 }));
+        let kept: usize = log.take().iter().map(|l| l.message.len() + 1).sum();
+        assert!(kept <= 10_000, "{kept}");
+    }
 
     #[test]
     fn the_memory_ceiling_covers_all_memories_together() {

@@ -89,6 +89,10 @@ pub struct Failure {
     pub error: InvokeError,
     /// What the script logged.
     pub logs: Vec<LogLine>,
+    /// Whether a host call was refused for lack of a capability during it.
+    pub denied: bool,
+    /// Wall time from instantiation to the failure (zero if it never started).
+    pub elapsed: Duration,
 }
 
 /// Why an invocation failed. The text is what ends up in `last_error`.
@@ -175,6 +179,8 @@ impl From<LoadError> for Failure {
         Failure {
             error,
             logs: Vec::new(),
+            denied: false,
+            elapsed: Duration::ZERO,
         }
     }
 }
@@ -304,9 +310,16 @@ impl Runtime {
             .await
             .expect("the instance semaphore is never closed");
         let log = LogBuffer::new(self.ceiling.log_bytes);
+        let watch = Arc::new(StorageWatch::default());
         let started = Instant::now();
         let result = self
-            .run(&pre, &input, script.deployed_by.clone(), log.clone())
+            .run(
+                &pre,
+                &input,
+                script.deployed_by.clone(),
+                log.clone(),
+                watch.clone(),
+            )
             .await;
         let elapsed = started.elapsed();
         self.record_run_time(elapsed);
@@ -317,7 +330,12 @@ impl Runtime {
                 logs,
                 elapsed,
             }),
-            Err(error) => Err(Failure { error, logs }),
+            Err(error) => Err(Failure {
+                error,
+                logs,
+                denied: watch.denied(),
+                elapsed,
+            }),
         }
     }
 
@@ -327,6 +345,7 @@ impl Runtime {
         input: &Invocation,
         deployer: Option<String>,
         log: LogBuffer,
+        watch: Arc<StorageWatch>,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogPipe::new(log.clone(), LogLevel::Stdout))
@@ -337,7 +356,6 @@ impl Runtime {
             .build();
         // The guest's deadline starts before instantiation, as it always has.
         let deadline = Instant::now() + self.ceiling.timeout;
-        let watch = Arc::new(StorageWatch::default());
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -440,12 +458,21 @@ impl Runtime {
             Some(trap) => {
                 // A Rust guest's panic message went to stderr just before the
                 // trap; name it so the error says what happened.
+                // Its report is a line `thread '..' panicked at FILE:L:C:`
+                // and the message on the lines after it.
                 let logs = log.snapshot();
-                let panic = logs
+                let stderr: Vec<&str> = logs
                     .iter()
-                    .rev()
-                    .find(|l| l.level == LogLevel::Stderr && l.message.contains("panicked"))
-                    .map(|l| format!(" ({})", one_line(&l.message)));
+                    .filter(|l| l.level == LogLevel::Stderr)
+                    .map(|l| l.message.as_str())
+                    .collect();
+                let panic = stderr
+                    .iter()
+                    .rposition(|l| l.contains(" panicked at "))
+                    .map(|at| {
+                        let message = stderr.get(at + 1).copied().unwrap_or_default();
+                        format!(" ({} {})", one_line(stderr[at]), one_line(message))
+                    });
                 InvokeError::Trap(truncate(format!("{trap}{}", panic.unwrap_or_default())))
             }
             None => InvokeError::Trap(truncate(format!("{error:#}"))),

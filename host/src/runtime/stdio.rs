@@ -2,6 +2,7 @@
 //!
 //! Rule: stdout and stderr share the log budget with the `log` import; the
 //! write that would exceed it traps the guest with `log limit exceeded`.
+//! Each line the guest prints is one log line, however its writes split it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,9 +27,7 @@ impl LogPipe {
     }
 
     fn write_bytes(&self, bytes: &[u8]) -> Result<(), super::limits::LimitExceeded> {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        self.log.push(self.level, text)
+        self.log.write_stream(self.level, bytes)
     }
 }
 

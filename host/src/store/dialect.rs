@@ -17,6 +17,7 @@ use super::shared::{ClaimPlan, Claimed, FairClaims};
 use super::sql::{Clock, Db, Statement};
 use super::{Backend, Result, Retry, Signal, Subscription};
 use crate::model::{EventId, NewEvent};
+use crate::runs::NewRun;
 
 /// A backend's store. The repository traits are implemented once for
 /// every `Dialect` (in [`super::shared`]).
@@ -77,8 +78,9 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         super::shared::insert_events::<Self>(conn, events, ids)
     }
 
-    /// Hot path: delete the outbox rows `done` (finished; there may be none)
-    /// and lease up to `limit` (at least 1) due rows, picked as `plan` says,
+    /// Hot path: delete the outbox rows `done` (finished; there may be none),
+    /// record their `runs` (there may be none), and lease up to `limit` (at
+    /// least 1) due rows, picked as `plan` says,
     /// to `worker` for `lease`, atomically and in one round trip, and return
     /// the leased rows in any order (and, for a fair claim, where its walk
     /// of the apps ended). The rows being deleted are leased, so they are
@@ -86,23 +88,40 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     fn claim(
         &self,
         done: &[EventId],
+        runs: &[NewRun],
         worker: &str,
         limit: u32,
         lease: Duration,
         plan: ClaimPlan,
     ) -> impl Future<Output = Result<Claimed>> + Send;
 
-    /// Hot path: delete the outbox rows `ids` (not empty). How many went.
-    fn delete_rows(&self, ids: &[EventId]) -> impl Future<Output = Result<u64>> + Send;
+    /// Hot path: delete the outbox rows `ids` and record `runs` (not both
+    /// empty), atomically. How many rows went.
+    fn delete_rows(
+        &self,
+        ids: &[EventId],
+        runs: &[NewRun],
+    ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Hot path: record failed attempts (not none) and release their leases.
-    fn write_retries(&self, retries: &[Retry]) -> impl Future<Output = Result<()>> + Send;
+    /// Hot path: record failed attempts and their `runs` (not both empty)
+    /// and release the rows' leases, atomically.
+    fn write_retries(
+        &self,
+        retries: &[Retry],
+        runs: &[NewRun],
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Clear the leases of the outbox rows `ids` (not empty).
     fn unlock_rows(&self, ids: &[EventId]) -> impl Future<Output = Result<()>> + Send;
 
     /// Start a subscription to [`Signal`]s.
     fn listen(&self) -> impl Future<Output = Result<Box<dyn Subscription>>> + Send;
+
+    /// Start a subscription to [`Signal::Runs`] from every process, where
+    /// the database can send one; `None` by default (poll).
+    fn listen_runs(&self) -> impl Future<Output = Result<Option<Box<dyn Subscription>>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Apply this backend's embedded migrations.
     fn apply_migrations(&self) -> impl Future<Output = Result<()>> + Send;
@@ -160,4 +179,8 @@ pub(crate) struct Statements {
     /// Abandoned executions of an app (null: all apps), oldest first.
     /// Binds app_id.
     pub list_abandoned: &'static str,
+    /// Insert a batch of runs from one JSON array of objects keyed by
+    /// column ([`crate::runs::NewRun`]'s row JSON), stamping
+    /// `recorded_at`. Binds the JSON text.
+    pub insert_runs: &'static str,
 }

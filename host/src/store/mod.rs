@@ -22,11 +22,12 @@ use serde_json::{Value, json};
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId, KvEntry,
-    KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, Script, ScriptId,
-    Timestamp, Trigger, TriggerId, TriggerSpec, source,
+    KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, RunId, Script,
+    ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec, source,
 };
 pub use crate::pattern::collection_matches;
 use crate::pattern::{self, PatternError};
+use crate::runs::{NewRun, Run, RunFilter};
 
 mod dialect;
 mod error;
@@ -202,25 +203,34 @@ pub trait OutboxRepo: Send + Sync {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>>;
-    /// Delete finished rows (batched completion). Returns how many went.
-    async fn complete(&self, ids: &[EventId]) -> Result<u64>;
-    /// [`OutboxRepo::complete`] `done`, then [`OutboxRepo::claim_due`], in
-    /// one round trip: one write transaction on SQLite, one statement on
-    /// PostgreSQL. The dispatcher's steady state. Returns the claimed rows;
-    /// if it fails, neither happened.
+    /// Delete finished rows (batched completion) and record their `runs`,
+    /// atomically. Returns how many rows went.
+    async fn complete(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64>;
+    /// [`OutboxRepo::complete`] `done` with their `runs`, then
+    /// [`OutboxRepo::claim_due`], in one round trip: one write transaction
+    /// on SQLite, one statement on PostgreSQL. The dispatcher's steady
+    /// state. Returns the claimed rows; if it fails, none of it happened.
     async fn complete_and_claim(
         &self,
         done: &[EventId],
+        runs: &[NewRun],
         worker: &str,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>>;
-    /// Record failed attempts and release their leases until `due_at`.
-    async fn reschedule(&self, retries: &[Retry]) -> Result<()>;
-    /// Replace a raw event by per-trigger invocation rows, atomically. Each
-    /// row gets its own id; the rows carry the raw event's id as their
-    /// `event_id` (set by the caller), which is what scripts see.
-    async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>>;
+    /// Record failed attempts and their `runs`, and release the rows'
+    /// leases until `due_at`, atomically.
+    async fn reschedule(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()>;
+    /// Replace a raw event by per-trigger invocation rows and record the
+    /// raw event's `runs`, atomically. Each row gets its own id; the rows
+    /// carry the raw event's id as their `event_id` (set by the caller),
+    /// which is what scripts see.
+    async fn fan_out(
+        &self,
+        raw: EventId,
+        invocations: &[NewEvent],
+        runs: &[NewRun],
+    ) -> Result<Vec<EventId>>;
     /// Give leases back without recording an attempt (graceful shutdown).
     async fn release(&self, ids: &[EventId]) -> Result<()>;
     /// Hold the leased rows `ids` (retries and replays of a disabled
@@ -239,9 +249,15 @@ pub trait OutboxRepo: Send + Sync {
 #[async_trait]
 pub trait DeadLetterRepo: Send + Sync {
     /// In one transaction: record the dead letter, delete its outbox row
-    /// (`original_event_id`), and, when `emit_event`, enqueue the
-    /// `dead_letter`/`created` event one level deeper ([`dead_letter_event`]).
-    async fn dead_letter(&self, dead: &NewDeadLetter, emit_event: bool) -> Result<DeadLetter>;
+    /// (`original_event_id`), record the `runs` of its last attempt, and,
+    /// when `emit_event`, enqueue the `dead_letter`/`created` event one
+    /// level deeper ([`dead_letter_event`]).
+    async fn dead_letter(
+        &self,
+        dead: &NewDeadLetter,
+        emit_event: bool,
+        runs: &[NewRun],
+    ) -> Result<DeadLetter>;
     /// A dead letter by id.
     async fn get_dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter>;
     /// Dead letters matching the filter, oldest first.
@@ -275,11 +291,37 @@ pub trait DeadLetterRepo: Send + Sync {
         depth: i32,
     ) -> Result<DeadLetter>;
     /// The recursion stop, in one transaction: delete the outbox row of a
-    /// failed dead-letter handler and resolve its dead letter
-    /// `handler_failed` if it is still unresolved.
-    async fn stop_recursion(&self, event: EventId, dead_letter: DeadLetterId) -> Result<()>;
+    /// failed dead-letter handler, record the `runs` of its last attempt,
+    /// and resolve its dead letter `handler_failed` if it is still
+    /// unresolved.
+    async fn stop_recursion(
+        &self,
+        event: EventId,
+        dead_letter: DeadLetterId,
+        runs: &[NewRun],
+    ) -> Result<()>;
     /// Delete dead letters created before `before`. Returns how many.
     async fn gc_dead_letters(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// Run records ([`crate::runs`]). The dispatcher writes them with its
+/// events' outcomes (the `runs` arguments of [`OutboxRepo`] and
+/// [`DeadLetterRepo`]); these read them and age them out. Reading checks
+/// nothing: the facade's callers check `AppLogs` first.
+#[async_trait]
+pub trait RunRepo: Send + Sync {
+    /// The runs matching `filter`, newest first (oldest first when
+    /// `filter.oldest_first`).
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
+    /// One run.
+    async fn get_run(&self, id: RunId) -> Result<Run>;
+    /// A dead letter's history: every run of its original event by its
+    /// trigger (or, without one, its script), oldest first.
+    async fn dead_letter_runs(&self, id: DeadLetterId) -> Result<Vec<Run>>;
+    /// Delete runs recorded before `before`, and each app's runs beyond its
+    /// newest `keep_per_app`, in chunks (a long delete would hold SQLite's
+    /// write lock against the dispatcher). How many went.
+    async fn gc_runs(&self, before: Timestamp, keep_per_app: u64) -> Result<u64>;
 }
 
 /// A synchronous invocation that finished after its caller had gone.
@@ -323,6 +365,7 @@ pub trait Store:
     + DeadLetterRepo
     + AbandonedRepo
     + ReplyRepo
+    + RunRepo
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;
@@ -332,6 +375,10 @@ pub trait Store:
     /// on SQLite an in-process broadcast fired after every commit that
     /// enqueues. Several subscriptions may be live at once.
     async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
+    /// Listen for new run records from every process: on PostgreSQL
+    /// `LISTEN picloud_runs` (sent by a statement trigger on run inserts).
+    /// `None` where no other process can signal (SQLite): poll instead.
+    async fn subscribe_runs(&self) -> Result<Option<Box<dyn Subscription>>>;
     /// Apply the embedded migrations; applying them twice is harmless.
     async fn migrate(&self) -> Result<()>;
     /// Close the pool.
@@ -506,6 +553,8 @@ pub enum Signal {
     Outbox,
     /// A reply was stored for this inbox (another process ran the invocation).
     Reply(String),
+    /// New run records were committed ([`Store::subscribe_runs`]).
+    Runs,
 }
 
 /// A live subscription to [`Signal`]s.
@@ -541,9 +590,9 @@ pub struct StoredReply {
 /// outcome `ok|error`, body bytes, created_at indexed for the stale sweep).
 #[async_trait]
 pub trait ReplyRepo: Send + Sync {
-    /// Park a reply, delete the outbox row it answers, and signal the inbox,
-    /// in one transaction.
-    async fn put_reply(&self, reply: &StoredReply) -> Result<()>;
+    /// Park a reply, delete the outbox row it answers, record its `runs`,
+    /// and signal the inbox, in one transaction.
+    async fn put_reply(&self, reply: &StoredReply, runs: &[NewRun]) -> Result<()>;
     /// Take (and delete) the reply for an inbox, if it is there.
     async fn take_reply(&self, inbox: &str) -> Result<Option<StoredReply>>;
     /// Take (and delete) replies stored before `before`: nobody came for them.

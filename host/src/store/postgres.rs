@@ -34,11 +34,14 @@ use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Result, Retry, Signal, Subscription};
 use crate::model::{AppId, EventId, KvEntry, NewEvent};
+use crate::runs::NewRun;
 
 /// The notification channel of outbox inserts.
 pub const OUTBOX_CHANNEL: &str = "picloud_outbox";
 /// The notification channel of parked replies (payload: the inbox).
 pub const REPLY_CHANNEL: &str = "picloud_reply";
+/// The notification channel of new run records (no payload).
+pub const RUNS_CHANNEL: &str = "picloud_runs";
 
 /// Connections per process: dispatch tasks, host calls from scripts and
 /// the embedder share them.
@@ -105,12 +108,37 @@ fn uuids<T>(ids: &[T], f: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
     ids.iter().map(f).collect()
 }
 
+/// Insert the runs of the JSON array bound at `$param` (see
+/// `Statements::insert_runs`), stamped `now()`: a statement of its own, or a
+/// data-modifying `with` of the hot-path statements, so that finished rows
+/// and their runs commit in the one statement that deletes the rows.
+macro_rules! insert_runs {
+    ($param:literal) => {
+        concat!(
+            "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op, attempt,
+                 principal, started_at, duration_us, outcome, limit_name, error, reply_bytes, logs,
+                 recorded_at)
+             select id, app_id, trigger_id, script_id, event_id, source, op, attempt, principal,
+                 started_at, duration_us, outcome, limit_name, error, reply_bytes, logs, now()
+             from jsonb_to_recordset(",
+            $param,
+            "::jsonb) as r(id uuid, app_id uuid, trigger_id uuid, script_id uuid, event_id uuid,
+                 source text, op text, attempt int, principal text, started_at timestamptz,
+                 duration_us bigint, outcome text, limit_name text, error text, reply_bytes bigint,
+                 logs jsonb)"
+        )
+    };
+}
+
 /// The claim of [`ClaimPlan::Oldest`]: delete `$4` (the data-modifying
 /// `with` always runs to completion; an empty list deletes nothing) and
 /// lease to `$1` for `$2` seconds the `$3` oldest due rows that no claim
-/// holds, skipping rows another claim has locked.
+/// holds, skipping rows another claim has locked; record the runs `$5`.
 const CLAIM_OLDEST: &str = concat!(
-    "with done as (delete from outbox where id = any($4))
+    "with done as (delete from outbox where id = any($4)),
+     ran as (",
+    insert_runs!("$5"),
+    ")
      update outbox
      set locked_until = now() + make_interval(secs => $2), locked_by = $1
      where id in (
@@ -124,9 +152,10 @@ const CLAIM_OLDEST: &str = concat!(
     outbox_columns!()
 );
 
-/// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`], then the
-/// app after which the walk starts (`$5`), [`fair_apps`] (`$6`) and
-/// [`FAIR_WALK`] (`$7`). Every row returned carries `next_app`.
+/// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`] but the
+/// runs, then the app after which the walk starts (`$5`), [`fair_apps`]
+/// (`$6`), [`FAIR_WALK`] (`$7`) and the runs (`$8`). Every row returned
+/// carries `next_app`.
 ///
 /// - `walk` steps through the distinct apps of the outbox in circle order
 ///   after `$5` (apps after it, then from the first app up to it): one probe
@@ -149,6 +178,9 @@ const CLAIM_OLDEST: &str = concat!(
 const CLAIM_FAIR: &str = concat!(
     "with recursive
      done as (delete from outbox where id = any($4)),
+     ran as (",
+    insert_runs!("$8"),
+    "),
      walk(app_id, prev, n) as (
          select $5::uuid, null::uuid, 0
        union all
@@ -272,6 +304,7 @@ impl Dialect for PgStore {
             abandoned_columns!(),
             " from abandoned_executions where $1::uuid is null or app_id = $1 order by created_at, id"
         ),
+        insert_runs: insert_runs!("$1"),
     };
 
     fn pool(&self) -> &PgPool {
@@ -301,12 +334,14 @@ impl Dialect for PgStore {
     async fn claim(
         &self,
         done: &[EventId],
+        runs: &[NewRun],
         worker: &str,
         limit: u32,
         lease: Duration,
         plan: ClaimPlan,
     ) -> Result<Claimed> {
         let done = uuids(done, |i| i.0);
+        let runs = crate::runs::rows_json(runs);
         match plan {
             ClaimPlan::Oldest => Ok(Claimed {
                 rows: sqlx::query_as(CLAIM_OLDEST)
@@ -314,6 +349,7 @@ impl Dialect for PgStore {
                     .bind(lease.as_secs_f64())
                     .bind(i64::from(limit))
                     .bind(done)
+                    .bind(runs)
                     .fetch_all(&self.pool)
                     .await?,
                 next_app: None,
@@ -327,6 +363,7 @@ impl Dialect for PgStore {
                     .bind(after)
                     .bind(fair_apps(limit))
                     .bind(FAIR_WALK)
+                    .bind(runs)
                     .fetch_all(&self.pool)
                     .await?;
                 Ok(rows::fair_claimed(rows))
@@ -334,25 +371,33 @@ impl Dialect for PgStore {
         }
     }
 
-    async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {
-        let done = sqlx::query("delete from outbox where id = any($1)")
-            .bind(uuids(ids, |i| i.0))
-            .execute(&self.pool)
-            .await?;
+    async fn delete_rows(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64> {
+        let done = sqlx::query(concat!(
+            "with ran as (",
+            insert_runs!("$2"),
+            ") delete from outbox where id = any($1)"
+        ))
+        .bind(uuids(ids, |i| i.0))
+        .bind(crate::runs::rows_json(runs))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
-    async fn write_retries(&self, retries: &[Retry]) -> Result<()> {
-        sqlx::query(
-            "update outbox o
+    async fn write_retries(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()> {
+        sqlx::query(concat!(
+            "with ran as (",
+            insert_runs!("$7"),
+            ")
+             update outbox o
              set attempt_count = r.attempt_count, first_attempt_at = r.first_attempt_at,
                  last_attempt_at = r.last_attempt_at, last_error = r.last_error, due_at = r.due_at,
                  locked_until = null, locked_by = null
              from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::text[],
                          $6::timestamptz[])
                   as r(id, attempt_count, first_attempt_at, last_attempt_at, last_error, due_at)
-             where o.id = r.id",
-        )
+             where o.id = r.id"
+        ))
         .bind(uuids(retries, |r| r.id.0))
         .bind(retries.iter().map(|r| r.attempt_count).collect::<Vec<_>>())
         .bind(
@@ -374,6 +419,7 @@ impl Dialect for PgStore {
                 .collect::<Vec<_>>(),
         )
         .bind(retries.iter().map(|r| r.due_at.0).collect::<Vec<_>>())
+        .bind(crate::runs::rows_json(runs))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -391,6 +437,12 @@ impl Dialect for PgStore {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen_all([OUTBOX_CHANNEL, REPLY_CHANNEL]).await?;
         Ok(Box::new(PgSubscription { listener }))
+    }
+
+    async fn listen_runs(&self) -> Result<Option<Box<dyn Subscription>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(RUNS_CHANNEL).await?;
+        Ok(Some(Box::new(PgSubscription { listener })))
     }
 
     async fn apply_migrations(&self) -> Result<()> {
@@ -414,6 +466,7 @@ impl Subscription for PgSubscription {
             match n.channel() {
                 OUTBOX_CHANNEL => return Ok(Signal::Outbox),
                 REPLY_CHANNEL => return Ok(Signal::Reply(n.payload().to_owned())),
+                RUNS_CHANNEL => return Ok(Signal::Runs),
                 _ => continue,
             }
         }

@@ -15,9 +15,12 @@ use super::{Error, Member, Result, StoredReply};
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, AbandonedId, AppId, DeadLetter, DeadLetterId, EventId, KvEntry, KvOp,
-    KvOps, NewTrigger, OutboxEvent, Script, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec,
+    KvOps, NewTrigger, OutboxEvent, RunId, Script, ScriptId, Timestamp, Trigger, TriggerId,
+    TriggerSpec,
 };
 use crate::pattern::collection_matches;
+use crate::runs::Run;
+use crate::runtime::LogLine;
 
 /// Rows per statement when a slice of ids or rows is written in chunks
 /// (SQLite allows 32766 bound values; PostgreSQL 65535).
@@ -446,6 +449,67 @@ impl TryFrom<AbandonedRow> for AbandonedExecution {
             created_at: r.created_at,
         })
     }
+}
+
+/// The columns of [`RunRow`].
+macro_rules! run_columns {
+    () => {
+        "id, app_id, trigger_id, script_id, event_id, source, op, attempt, principal, \
+         started_at, duration_us, outcome, limit_name, error, reply_bytes, logs, recorded_at"
+    };
+}
+pub(crate) use run_columns;
+
+/// A run record row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    id: RunId,
+    app_id: AppId,
+    trigger_id: Option<TriggerId>,
+    script_id: Option<ScriptId>,
+    event_id: EventId,
+    source: String,
+    op: String,
+    attempt: i32,
+    principal: String,
+    started_at: Timestamp,
+    duration_us: i64,
+    outcome: String,
+    limit_name: Option<String>,
+    error: Option<String>,
+    reply_bytes: Option<i64>,
+    logs: Option<Json<Vec<LogLine>>>,
+    recorded_at: Timestamp,
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = Error;
+    fn try_from(r: RunRow) -> Result<Run> {
+        Ok(Run {
+            id: r.id,
+            app_id: r.app_id,
+            trigger_id: r.trigger_id,
+            script_id: r.script_id,
+            event_id: r.event_id,
+            source: r.source,
+            op: r.op,
+            attempt: r.attempt,
+            principal: r.principal,
+            started_at: r.started_at,
+            duration_us: r.duration_us,
+            outcome: r.outcome.parse().map_err(|e| corrupt("run outcome", e))?,
+            limit: r.limit_name,
+            error: r.error,
+            reply_bytes: r.reply_bytes,
+            logs: r.logs.map(|Json(lines)| lines).unwrap_or_default(),
+            recorded_at: r.recorded_at,
+        })
+    }
+}
+
+/// Runs from their rows.
+pub(crate) fn runs(rows: Vec<RunRow>) -> Result<Vec<Run>> {
+    rows.into_iter().map(Run::try_from).collect()
 }
 
 /// A parked reply row.

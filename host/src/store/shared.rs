@@ -32,21 +32,23 @@ use sqlx::types::Json;
 
 use super::dialect::Dialect;
 use super::rows::{
-    self, AbandonedRow, CHUNK, DeadLetterRow, Details, KvRow, MemberRow, ReplyRow, ScriptCodeRow,
-    TriggerRow, dead_letter_columns, outbox_columns, reply_columns, script_columns, trigger_select,
+    self, AbandonedRow, CHUNK, DeadLetterRow, Details, KvRow, MemberRow, ReplyRow, RunRow,
+    ScriptCodeRow, TriggerRow, dead_letter_columns, outbox_columns, reply_columns, run_columns,
+    script_columns, trigger_select,
 };
 use super::sql::{Built, Db, Run, Runs};
 use super::{
     AbandonedRepo, AppRepo, Backend, DeadLetterRepo, Error, KvRepo, Member, NewAbandoned,
-    OutboxRepo, ReplyRepo, Result, Retry, ScriptRepo, Signal, Store, StoredReply, Subscription,
-    TriggerRepo,
+    OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store, StoredReply,
+    Subscription, TriggerRepo,
 };
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, AbandonedId, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId,
-    EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Resolution, Script,
-    ScriptId, Timestamp, Trigger, TriggerId,
+    EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Resolution, RunId,
+    Script, ScriptId, Timestamp, Trigger, TriggerId,
 };
+use crate::runs::{self, NewRun, RunFilter};
 
 /// A connection of the backend `S`.
 type Conn<S> = <<S as Dialect>::DB as Database>::Connection;
@@ -264,6 +266,21 @@ pub(crate) async fn insert_events<S: Dialect>(
             .await
             .map_err(rows::unknown_app_on_fk(chunk[0].app_id))?;
     }
+    Ok(())
+}
+
+/// Record `runs` on the caller's transaction: one statement and one JSON
+/// parameter for the whole batch (`Statements::insert_runs`). Nothing
+/// when there are none.
+pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRun]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    S::query(S::SQL.insert_runs)
+        .arg(runs::rows_json(runs))
+        .now(S::CLOCK)
+        .run(conn)
+        .await?;
     Ok(())
 }
 
@@ -914,48 +931,56 @@ impl<S: Dialect> OutboxRepo for S {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>> {
-        self.complete_and_claim(&[], worker, limit, lease).await
+        self.complete_and_claim(&[], &[], worker, limit, lease)
+            .await
     }
 
-    async fn complete(&self, ids: &[EventId]) -> Result<u64> {
-        if ids.is_empty() {
+    async fn complete(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64> {
+        if ids.is_empty() && runs.is_empty() {
             return Ok(0);
         }
-        self.delete_rows(ids).await
+        self.delete_rows(ids, runs).await
     }
 
     async fn complete_and_claim(
         &self,
         done: &[EventId],
+        runs: &[NewRun],
         worker: &str,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxEvent>> {
         if limit == 0 {
-            self.complete(done).await?;
+            self.complete(done, runs).await?;
             return Ok(Vec::new());
         }
         let plan = self.fair_claims().plan();
-        let claimed = self.claim(done, worker, limit, lease, plan).await?;
+        let claimed = self.claim(done, runs, worker, limit, lease, plan).await?;
         self.fair_claims().settle(limit, &claimed);
         let mut rows = claimed.rows;
         round_robin(&mut rows);
         Ok(rows)
     }
 
-    async fn reschedule(&self, retries: &[Retry]) -> Result<()> {
-        if retries.is_empty() {
+    async fn reschedule(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()> {
+        if retries.is_empty() && runs.is_empty() {
             return Ok(());
         }
-        self.write_retries(retries).await
+        self.write_retries(retries, runs).await
     }
 
-    async fn fan_out(&self, raw: EventId, invocations: &[NewEvent]) -> Result<Vec<EventId>> {
+    async fn fan_out(
+        &self,
+        raw: EventId,
+        invocations: &[NewEvent],
+        runs: &[NewRun],
+    ) -> Result<Vec<EventId>> {
         let mut tx = self.begin_write().await?;
         S::query("delete from outbox where id = $1")
             .arg(raw)
             .run(&mut tx)
             .await?;
+        insert_runs_in::<S>(&mut tx, runs).await?;
         let ids = enqueue_many_in::<S>(&mut tx, invocations).await?;
         tx.commit().await?;
         self.announce(Signal::Outbox);
@@ -1030,7 +1055,12 @@ impl<S: Dialect> OutboxRepo for S {
 
 #[async_trait]
 impl<S: Dialect> DeadLetterRepo for S {
-    async fn dead_letter(&self, dead: &NewDeadLetter, emit_event: bool) -> Result<DeadLetter> {
+    async fn dead_letter(
+        &self,
+        dead: &NewDeadLetter,
+        emit_event: bool,
+        runs: &[NewRun],
+    ) -> Result<DeadLetter> {
         let mut tx = self.begin_write().await?;
         let row: DeadLetterRow = S::query(S::SQL.insert_dead_letter)
             .arg(DeadLetterId::new())
@@ -1050,15 +1080,23 @@ impl<S: Dialect> DeadLetterRepo for S {
             .await
             .map_err(rows::unknown_app_on_fk(dead.app_id))?;
         let dl = DeadLetter::try_from(row)?;
-        S::query("insert into dead_letter_depths (dead_letter_id, depth) values ($1, $2)")
-            .arg(dl.id)
-            .arg(dead.depth)
-            .run(&mut tx)
-            .await?;
+        // The original event's stable id, from its row before it goes: the
+        // dead letter's history is the runs of that event.
+        S::query(
+            "insert into dead_letter_depths (dead_letter_id, depth, event_id)
+             values ($1, $2, coalesce(
+                 (select coalesce(event_id, id) from outbox where id = $3), $3))",
+        )
+        .arg(dl.id)
+        .arg(dead.depth)
+        .arg(dead.original_event_id)
+        .run(&mut tx)
+        .await?;
         S::query("delete from outbox where id = $1")
             .arg(dead.original_event_id)
             .run(&mut tx)
             .await?;
+        insert_runs_in::<S>(&mut tx, runs).await?;
         if emit_event {
             enqueue_in::<S>(&mut tx, &super::dead_letter_event(dl.id, dead)).await?;
         }
@@ -1135,12 +1173,18 @@ impl<S: Dialect> DeadLetterRepo for S {
         resolve_at(self, id, resolution, Some(depth.saturating_add(1))).await
     }
 
-    async fn stop_recursion(&self, event: EventId, dead_letter: DeadLetterId) -> Result<()> {
+    async fn stop_recursion(
+        &self,
+        event: EventId,
+        dead_letter: DeadLetterId,
+        runs: &[NewRun],
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         S::query("delete from outbox where id = $1")
             .arg(event)
             .run(&mut tx)
             .await?;
+        insert_runs_in::<S>(&mut tx, runs).await?;
         S::query(S::SQL.resolve_dead_letter)
             .arg(dead_letter)
             .arg(Resolution::HandlerFailed.as_str())
@@ -1202,7 +1246,7 @@ impl<S: Dialect> AbandonedRepo for S {
 
 #[async_trait]
 impl<S: Dialect> ReplyRepo for S {
-    async fn put_reply(&self, reply: &StoredReply) -> Result<()> {
+    async fn put_reply(&self, reply: &StoredReply, runs: &[NewRun]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         S::query(
             "insert into invocation_replies (inbox, app_id, outbox_event_id, script_id, outcome, body, created_at)
@@ -1223,6 +1267,7 @@ impl<S: Dialect> ReplyRepo for S {
             .arg(reply.outbox_event_id)
             .run(&mut tx)
             .await?;
+        insert_runs_in::<S>(&mut tx, runs).await?;
         S::notify_reply_in(&mut tx, &reply.inbox).await?;
         tx.commit().await?;
         self.announce(Signal::Reply(reply.inbox.clone()));
@@ -1254,6 +1299,155 @@ impl<S: Dialect> ReplyRepo for S {
     }
 }
 
+/// Append `f`'s conditions, order and limit to a `select ... from runs
+/// where app_id = ...`.
+fn filter_runs<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q RunFilter) {
+    if let Some(script) = f.script_id {
+        q.push(" and script_id = ").bind(script);
+    }
+    if let Some(trigger) = f.trigger_id {
+        q.push(" and trigger_id = ").bind(trigger);
+    }
+    if let Some(event) = f.event_id {
+        q.push(" and event_id = ").bind(event);
+    }
+    if f.failed_only {
+        q.push(" and outcome <> 'succeeded'");
+    }
+    if let Some(since) = f.since {
+        q.push(" and recorded_at >= ").bind(since);
+    }
+    if let Some(until) = f.until {
+        q.push(" and recorded_at <= ").bind(until);
+    }
+    if let Some((at, id)) = f.after {
+        q.push(" and (recorded_at > ")
+            .bind(at)
+            .push(" or (recorded_at = ")
+            .bind(at)
+            .push(" and id > ")
+            .bind(id)
+            .push("))");
+    }
+    let order = if f.oldest_first { "asc" } else { "desc" };
+    q.push(" order by app_id, recorded_at ")
+        .push(order)
+        .push(", id ")
+        .push(order)
+        .push(" limit ")
+        .bind(i64::from(f.limit));
+}
+
+/// Rows one garbage-collection statement deletes at most: SQLite's write
+/// lock is held no longer than that takes.
+const GC_CHUNK: i64 = 5_000;
+
+#[async_trait]
+impl<S: Dialect> RunRepo for S {
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<runs::Run>> {
+        let mut q = Built::<S::DB>::new(concat!(
+            "select ",
+            run_columns!(),
+            " from runs where app_id = "
+        ));
+        q.bind(filter.app_id);
+        filter_runs(&mut q, filter);
+        let (sql, arguments) = q.finish()?;
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<RunRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
+            .all(&mut conn)
+            .await?;
+        rows::runs(rows)
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<runs::Run> {
+        let mut conn = self.pool().acquire().await?;
+        let row: Option<RunRow> = S::query(concat!(
+            "select ",
+            run_columns!(),
+            " from runs where id = $1"
+        ))
+        .arg(id)
+        .optional(&mut conn)
+        .await?;
+        row.ok_or_else(|| Error::not_found("run", id))?.try_into()
+    }
+
+    async fn dead_letter_runs(&self, id: DeadLetterId) -> Result<Vec<runs::Run>> {
+        let mut conn = self.pool().acquire().await?;
+        let dl = fetch_dead_letter::<S>(&mut conn, id).await?;
+        let event: Option<(Option<EventId>,)> =
+            S::query("select event_id from dead_letter_depths where dead_letter_id = $1")
+                .arg(id)
+                .optional(&mut conn)
+                .await?;
+        let event = event.and_then(|(e,)| e).unwrap_or(dl.original_event_id);
+        // Its trigger's runs (a raw event's other triggers are not its
+        // history); a dead letter without a trigger is its script's.
+        let mut q = Built::<S::DB>::new(concat!(
+            "select ",
+            run_columns!(),
+            " from runs where event_id = "
+        ));
+        q.bind(event).push(" and app_id = ").bind(dl.app_id);
+        match (dl.trigger_id, dl.script_id) {
+            (Some(trigger), _) => {
+                q.push(" and trigger_id = ").bind(trigger);
+            }
+            (None, Some(script)) => {
+                q.push(" and script_id = ").bind(script);
+            }
+            (None, None) => {}
+        }
+        q.push(" order by started_at, id");
+        let (sql, arguments) = q.finish()?;
+        let rows: Vec<RunRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
+            .all(&mut conn)
+            .await?;
+        rows::runs(rows)
+    }
+
+    async fn gc_runs(&self, before: Timestamp, keep_per_app: u64) -> Result<u64> {
+        let keep = i64::try_from(keep_per_app).unwrap_or(i64::MAX);
+        let apps: Vec<(AppId,)> = {
+            let mut conn = self.pool().acquire().await?;
+            S::query("select id from apps order by id")
+                .all(&mut conn)
+                .await?
+        };
+        let mut deleted = 0;
+        for (app,) in apps {
+            // Older than `before`, then past the newest `keep`: each in
+            // chunks, each chunk its own transaction.
+            for sql in [
+                "delete from runs where id in (
+                     select id from runs where app_id = $1 and recorded_at < $2
+                     order by app_id, recorded_at limit $3)",
+                "delete from runs where id in (
+                     select id from runs where app_id = $1
+                     order by app_id, recorded_at desc, id desc limit $3 offset $4)",
+            ] {
+                loop {
+                    let mut tx = self.begin_write().await?;
+                    let n = S::query(sql)
+                        .arg(app)
+                        .arg(before)
+                        .arg(GC_CHUNK)
+                        .arg(keep)
+                        .run(&mut tx)
+                        .await?;
+                    tx.commit().await?;
+                    deleted += n;
+                    if n < GC_CHUNK as u64 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 #[async_trait]
 impl<S: Dialect> Store for S {
     fn backend(&self) -> Backend {
@@ -1262,6 +1456,10 @@ impl<S: Dialect> Store for S {
 
     async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
         self.listen().await
+    }
+
+    async fn subscribe_runs(&self) -> Result<Option<Box<dyn Subscription>>> {
+        self.listen_runs().await
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -28,11 +28,11 @@ use sqlx::types::Json;
 use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::rows::{
-    AbandonedRow, DeadLetterRow, KvRow, MemberRow, ReplyRow, ScriptCodeRow, TriggerRow,
+    AbandonedRow, DeadLetterRow, KvRow, MemberRow, ReplyRow, RunRow, ScriptCodeRow, TriggerRow,
 };
 use crate::model::{
-    AbandonedId, App, AppId, DeadLetterId, EventId, OutboxEvent, Script, ScriptId, Timestamp,
-    TriggerId,
+    AbandonedId, App, AppId, DeadLetterId, EventId, OutboxEvent, RunId, Script, ScriptId,
+    Timestamp, TriggerId,
 };
 
 /// A statement with its bound values, on database `DB`.
@@ -142,6 +142,8 @@ pub(crate) trait Db:
     + for<'q> Binds<'q, EventId>
     + for<'q> Binds<'q, DeadLetterId>
     + for<'q> Binds<'q, AbandonedId>
+    + for<'q> Binds<'q, RunId>
+    + for<'q> Binds<'q, String>
     + for<'q> Binds<'q, Timestamp>
     + for<'q> Binds<'q, Option<Timestamp>>
     + for<'q> Binds<'q, &'q str>
@@ -161,6 +163,8 @@ pub(crate) trait Db:
     + Decodes<DeadLetterRow>
     + Decodes<AbandonedRow>
     + Decodes<ReplyRow>
+    + Decodes<RunRow>
+    + Decodes<(Option<EventId>,)>
     + Decodes<(String,)>
     + Decodes<(i32,)>
     + Decodes<(i64,)>

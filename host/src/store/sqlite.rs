@@ -35,6 +35,7 @@ use super::shared::{self, ClaimPlan, Claimed, FAIR_WALK, FairClaims};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Error, Result, Retry, Signal, Subscription};
 use crate::model::{AppId, EventId, KvEntry, NewEvent, Timestamp};
+use crate::runs::NewRun;
 
 /// How long a writer waits for the write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -346,6 +347,15 @@ impl Dialect for SqliteStore {
             abandoned_columns!(),
             " from abandoned_executions where $1 is null or app_id = $1 order by created_at, id"
         ),
+        insert_runs: "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op,
+                 attempt, principal, started_at, duration_us, outcome, limit_name, error,
+                 reply_bytes, logs, recorded_at)
+             select value ->> 'id', value ->> 'app_id', value ->> 'trigger_id',
+                 value ->> 'script_id', value ->> 'event_id', value ->> 'source', value ->> 'op',
+                 value ->> 'attempt', value ->> 'principal', value ->> 'started_at',
+                 value ->> 'duration_us', value ->> 'outcome', value ->> 'limit_name',
+                 value ->> 'error', value ->> 'reply_bytes', value -> 'logs', $2
+             from json_each($1)",
     };
 
     fn pool(&self) -> &SqlitePool {
@@ -372,31 +382,35 @@ impl Dialect for SqliteStore {
     async fn claim(
         &self,
         done: &[EventId],
+        runs: &[NewRun],
         worker: &str,
         limit: u32,
         lease: Duration,
         plan: ClaimPlan,
     ) -> Result<Claimed> {
-        if done.is_empty() {
+        if done.is_empty() && runs.is_empty() {
             let mut conn = self.hot.acquire().await?;
             return claim_on(&mut conn, worker, limit, lease, plan).await;
         }
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
         for_ids(&mut tx, DELETE_IDS, done).await?;
+        shared::insert_runs_in::<Self>(&mut tx, runs).await?;
         let rows = claim_on(&mut tx, worker, limit, lease, plan).await?;
         tx.commit().await?;
         Ok(rows)
     }
 
-    async fn delete_rows(&self, ids: &[EventId]) -> Result<u64> {
+    async fn delete_rows(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64> {
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
         let n = for_ids(&mut tx, DELETE_IDS, ids).await?;
+        shared::insert_runs_in::<Self>(&mut tx, runs).await?;
         tx.commit().await?;
         Ok(n)
     }
 
-    async fn write_retries(&self, retries: &[Retry]) -> Result<()> {
+    async fn write_retries(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()> {
         let mut tx = self.hot.begin_with("BEGIN IMMEDIATE").await?;
+        shared::insert_runs_in::<Self>(&mut tx, runs).await?;
         for r in retries {
             sqlx::query(
                 "update outbox

@@ -45,18 +45,29 @@ pub enum Command {
     Kv(KvCmd),
     /// Invoke a script synchronously and print its reply.
     Invoke(InvokeArgs),
-    /// Run the dispatcher (until Ctrl-C, or until idle).
+    /// Run the dispatcher (until Ctrl-C, until idle, or until every event is settled).
     Dispatch {
-        /// Stop when nothing is due and nothing is running.
-        #[arg(long)]
+        /// Stop when nothing is due now and nothing is running. Events that
+        /// failed and wait for a retry stay in the outbox for a later run.
+        #[arg(long, conflicts_with = "until_settled")]
         until_idle: bool,
+        /// Stop when every event is settled: succeeded, dead-lettered or
+        /// stopped. Waits through retry delays (PICLOUD_TRIGGER_RETRY_*), so
+        /// a failing event runs all its attempts and ends as a dead letter.
+        #[arg(long)]
+        until_settled: bool,
     },
     /// Run the dispatcher and periodic garbage collection until Ctrl-C.
     Serve,
     /// Inspect, replay and ignore dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCmd),
-    /// Delete dead letters and abandoned executions past their retention.
+    /// What scripts did: every invocation's outcome, timings, error and log lines.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Print the log lines of an app's recent runs, or follow new ones.
+    Logs(LogsArgs),
+    /// Delete dead letters, abandoned executions and runs past their retention.
     Gc,
     /// Walk through the whole lifecycle on a fresh SQLite database.
     Demo(DemoArgs),
@@ -303,10 +314,15 @@ pub enum DeadLetterCmd {
         #[command(flatten)]
         format: Format,
     },
-    /// Show one dead letter in full.
+    /// Show one dead letter in full, with every run of its original event.
     Show {
         /// Dead letter id.
         id: String,
+        /// Act as this principal (needs logs access); operator access if absent.
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[command(flatten)]
+        format: Format,
     },
     /// Count an app's unresolved dead letters (the dashboard badge).
     Count {
@@ -350,6 +366,72 @@ pub enum DeadLetterCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+}
+
+/// `runs ...`
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// List an app's runs, newest first.
+    List {
+        /// App name or id.
+        app: String,
+        /// Only this script's (name or id).
+        #[arg(long)]
+        script: Option<String>,
+        /// Only this trigger's (id).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only this event's: every attempt, every trigger.
+        #[arg(long)]
+        event: Option<String>,
+        /// Only runs that did not succeed.
+        #[arg(long)]
+        failed: bool,
+        /// Only runs recorded at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Act as this principal (needs logs access); operator access if absent.
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show one run in full, with its log lines.
+    Show {
+        /// Run id.
+        id: String,
+        /// Act as this principal (needs logs access); operator access if absent.
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// `logs ...`
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// App name or id.
+    pub app: String,
+    /// Only this script's (name or id).
+    #[arg(long)]
+    pub script: Option<String>,
+    /// Only this trigger's (id).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Keep printing new lines as runs finish, also runs of a dispatcher in
+    /// another process, until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many recent runs to print the lines of first.
+    #[arg(long, default_value_t = 20)]
+    pub runs: u32,
+    /// Act as this principal (needs logs access); operator access if absent.
+    #[arg(long = "as")]
+    pub principal: Option<String>,
 }
 
 /// `demo ...`

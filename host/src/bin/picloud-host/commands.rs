@@ -32,27 +32,27 @@ impl Ctx {
         Ctx { store, authorizer }
     }
 
-    fn admin(&self) -> Admin {
+    pub fn admin(&self) -> Admin {
         Admin::new(self.store.clone(), self.authorizer.clone())
     }
 
-    async fn app(&self, name_or_id: &str) -> Result<App> {
+    pub async fn app(&self, name_or_id: &str) -> Result<App> {
         Ok(self.store.find_app(name_or_id).await?)
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn trigger_id(text: &str) -> Result<TriggerId> {
+pub fn trigger_id(text: &str) -> Result<TriggerId> {
     text.parse().map_err(|_| {
         anyhow::anyhow!("unknown trigger '{text}': give a trigger id (see `trigger list APP`)")
     })
 }
 
-fn dead_letter_id(text: &str) -> Result<DeadLetterId> {
+pub fn dead_letter_id(text: &str) -> Result<DeadLetterId> {
     text.parse().map_err(|_| {
         anyhow::anyhow!(
             "unknown dead letter '{text}': give a dead letter id (see `dead-letters list`)"
@@ -60,7 +60,7 @@ fn dead_letter_id(text: &str) -> Result<DeadLetterId> {
     })
 }
 
-fn timestamp(what: &str, text: &str) -> Result<Timestamp> {
+pub fn timestamp(what: &str, text: &str) -> Result<Timestamp> {
     let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
         anyhow::anyhow!(
             "invalid {what} time '{text}': {e}; use RFC 3339, e.g. 2026-11-29T10:00:00Z"
@@ -488,10 +488,11 @@ pub async fn dead_letters(ctx: &Ctx, cmd: DeadLetterCmd) -> Result<()> {
             }
             t.print();
         }
-        DeadLetterCmd::Show { id } => {
-            let d = ctx.store.get_dead_letter(dead_letter_id(&id)?).await?;
-            print_json(&d)?;
-        }
+        DeadLetterCmd::Show {
+            id,
+            principal,
+            format,
+        } => crate::runs::dead_letter(ctx, &id, principal.as_deref(), format.json).await?,
         DeadLetterCmd::Count { app } => {
             let app = ctx.app(&app).await?;
             println!("{}", ctx.store.unresolved_count(app.id).await?);

@@ -18,6 +18,7 @@ mod bench;
 mod commands;
 mod demo;
 mod guests;
+mod runs;
 mod table;
 mod wasm_target;
 
@@ -118,10 +119,15 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Trigger(cmd) => commands::trigger(&ctx, cmd).await?,
                 Command::Kv(cmd) => commands::kv(&ctx, cmd).await?,
                 Command::DeadLetters(cmd) => commands::dead_letters(&ctx, cmd).await?,
-                Command::Dispatch { until_idle } => {
+                Command::Dispatch {
+                    until_idle,
+                    until_settled,
+                } => {
                     let host = host(&store)?;
                     if until_idle {
                         host.run_until_idle().await?;
+                    } else if until_settled {
+                        host.run_until_empty().await?;
                     } else {
                         let cancel = CancellationToken::new();
                         tokio::spawn(until_ctrl_c(cancel.clone()));
@@ -146,11 +152,13 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!("serving {} (Ctrl-C to stop)", store::redact(&url));
                     host.serve(cancel).await?;
                 }
+                Command::Runs(cmd) => runs::runs(&ctx, cmd).await?,
+                Command::Logs(args) => runs::logs(&ctx, args).await?,
                 Command::Gc => {
                     let report = host(&store)?.gc().await?;
                     println!(
-                        "gc: {} dead letters, {} abandoned executions removed; {} unclaimed replies recorded as abandoned",
-                        report.dead_letters, report.abandoned, report.stale_replies
+                        "gc: {} dead letters, {} abandoned executions, {} runs removed; {} unclaimed replies recorded as abandoned",
+                        report.dead_letters, report.abandoned, report.runs, report.stale_replies
                     );
                 }
                 Command::Migrate | Command::Demo(_) | Command::Bench(_) | Command::Invoke(_) => {
