@@ -71,8 +71,90 @@ fn tutorial_wasm() -> &'static PathBuf {
 
 picloud_tests::contract!(
     readme_tutorial_end_to_end,
+    a_failing_script_tells_its_whole_story,
     bad_inputs_are_refused_and_change_nothing
 );
+
+/// `dispatch --until-settled` waits through the retries; the dead letter
+/// shows every attempt with its error and log lines.
+async fn a_failing_script_tells_its_whole_story(db: &TestDb) {
+    let url = &db.url;
+    ok(url, &["app", "create", "shop", "--admin", "alice"]);
+    ok(
+        url,
+        &["script", "deploy", "shop", "fails", guests::ALWAYS_FAILS],
+    );
+    ok(
+        url,
+        &[
+            "trigger",
+            "add-kv",
+            "shop",
+            "--script",
+            "fails",
+            "--collection",
+            "orders",
+            "--as",
+            "alice",
+        ],
+    );
+    ok(
+        url,
+        &["kv", "set", "shop", "orders", "o1", "{}", "--as", "alice"],
+    );
+    let retries = [
+        ("PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", "3"),
+        ("PICLOUD_TRIGGER_RETRY_BASE_MS", "50"),
+    ];
+    // `--until-idle` returns while the event waits for its retry (a second
+    // away: well after the idle check, however slow the machine)...
+    let slow = [retries[0], ("PICLOUD_TRIGGER_RETRY_BASE_MS", "1000")];
+    let idle = run_with(url, &["dispatch", "--until-idle"], &slow);
+    assert!(idle.ok, "{}", idle.stderr);
+    assert!(idle.stdout.contains("0 dead-lettered"), "{}", idle.stdout);
+    assert_eq!(db.store.count_events(None).await.unwrap(), 1);
+    // ...`--until-settled` waits until it is dead-lettered.
+    let settled = run_with(url, &["dispatch", "--until-settled"], &retries);
+    assert!(settled.ok, "{}", settled.stderr);
+    assert!(
+        settled.stdout.contains("1 dead-lettered"),
+        "{}",
+        settled.stdout
+    );
+    assert_eq!(db.store.count_events(None).await.unwrap(), 0);
+    let dead = db
+        .store
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    let shown = ok(url, &["dead-letters", "show", &dead[0].id.to_string()]);
+    assert!(shown.contains("history: 3 runs, oldest first"), "{shown}");
+    for n in 1..=3 {
+        for line in [
+            format!("kv/set, attempt {n}"),
+            format!("  info   attempt {n} of "),
+            format!("  stdout stdout of attempt {n}"),
+            format!("  stderr stderr of attempt {n}"),
+        ] {
+            assert!(shown.contains(&line), "no {line:?} in:\n{shown}");
+        }
+    }
+    assert_eq!(shown.matches("error    always fails: kv/set").count(), 3);
+    let json: Value = serde_json::from_str(&ok(
+        url,
+        &["dead-letters", "show", &dead[0].id.to_string(), "--json"],
+    ))
+    .unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(json["dead_letter"]["attempt_count"], json!(3));
+    // The failed runs are what `runs list --failed` lists.
+    let failed = ok(url, &["runs", "list", "shop", "--failed"]);
+    assert_eq!(
+        failed.matches("always fails: kv/set").count(),
+        3,
+        "{failed}"
+    );
+}
 
 async fn readme_tutorial_end_to_end(db: &TestDb) {
     let url = &db.url;
@@ -112,7 +194,7 @@ async fn readme_tutorial_end_to_end(db: &TestDb) {
         )
         .contains("version 1")
     );
-    let dispatched = ok(url, &["dispatch", "--until-idle"]);
+    let dispatched = ok(url, &["dispatch", "--until-settled"]);
     assert!(dispatched.contains("2 succeeded"), "{dispatched}");
     let greeted: Value =
         serde_json::from_str(&ok(url, &["kv", "get", "shop", "greeted", "ada"])).unwrap();
@@ -138,6 +220,41 @@ async fn readme_tutorial_end_to_end(db: &TestDb) {
     assert_eq!(triggers.as_array().unwrap().len(), 1);
     assert_eq!(triggers[0]["registered_by_principal"], json!("alice"));
     assert_eq!(ok(url, &["dead-letters", "count", "shop"]).trim(), "0");
+    // The tutorial's last step: the script's log lines, run by run, also
+    // for a viewer.
+    let logs = ok(url, &["logs", "shop", "--as", "victor"]);
+    let greeted = logs
+        .lines()
+        .find(|l| l.ends_with(" hello info   greeted Ada under greeted/ada"))
+        .unwrap_or_else(|| panic!("no greeting line in:\n{logs}"));
+    assert!(
+        logs.lines()
+            .any(|l| l.ends_with(" hello info   answered Bo")),
+        "{logs}"
+    );
+    // Each line names its run, which `runs show` prints in full.
+    let run_id = greeted.split(' ').nth(1).unwrap();
+    let shown = ok(url, &["runs", "show", run_id]);
+    for field in [
+        "outcome  succeeded",
+        "event    ",
+        "kv/set, attempt 1",
+        "as       alice",
+        "  info   greeted Ada under greeted/ada",
+    ] {
+        assert!(shown.contains(field), "no {field:?} in:\n{shown}");
+    }
+    let runs: Value = serde_json::from_str(&ok(url, &["runs", "list", "shop", "--json"])).unwrap();
+    let outcomes: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes, ["succeeded"; 3],
+        "two trigger runs and the invoke"
+    );
     let scripts: Value =
         serde_json::from_str(&ok(url, &["script", "list", "shop", "--json"])).unwrap();
     assert_eq!(scripts[0]["name"], json!("hello"));
@@ -484,6 +601,20 @@ async fn demo_summary_matches_its_database() {
     assert_eq!(summary("ignored"), by(Resolution::Ignored));
     assert_eq!(summary("handler_failed"), by(Resolution::HandlerFailed));
     assert_eq!(summary("recursion stops"), 1);
+    let app = store.find_app("shop").await.unwrap();
+    let runs = store
+        .list_runs(&picloud_host::runs::RunFilter {
+            limit: 100_000,
+            ..picloud_host::runs::RunFilter::app(app.id)
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary("runs recorded"), runs.len() as i64);
+    assert!(
+        r.stdout.contains("attempt 3 failed after"),
+        "the declined payment's history: {}",
+        r.stdout
+    );
     assert_eq!(
         summary("outbox left"),
         store.count_events(None).await.unwrap()
@@ -497,7 +628,6 @@ async fn demo_summary_matches_its_database() {
         ),
         (1, 1, 2)
     );
-    let app = store.find_app("shop").await.unwrap();
     assert_eq!(
         store
             .kv_list_keys(app.id, "order_totals", None, 100)

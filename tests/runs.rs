@@ -29,6 +29,9 @@ picloud_tests::contract!(
     retention_removes_old_runs_and_keeps_recent_ones,
     a_viewer_can_read_logs_and_a_non_member_cannot,
     logs_follow_sees_runs_of_a_dispatcher_in_another_process,
+    a_commit_retried_after_it_landed_records_each_run_once,
+    a_run_whose_host_call_was_refused_is_recorded_denied,
+    a_removed_triggers_pending_retry_is_recorded_skipped,
 );
 
 async fn kv_trigger(s: &Arc<dyn Store>, app: AppId, script: ScriptId, collection: &str) {
@@ -501,4 +504,147 @@ fn wait_for(p: &picloud_tests::procs::HostProcess, done: impl Fn(&str, &str) -> 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A claim that timed out may still have committed; the dispatcher then
+/// commits the same completions and runs again. Each run is recorded once.
+async fn a_commit_retried_after_it_landed_records_each_run_once(db: &TestDb) {
+    let s = &db.store;
+    let app = h::app(s, "shop").await;
+    let ev = s
+        .enqueue(&picloud_host::model::NewEvent::raw(
+            app.id,
+            "kv",
+            "set",
+            json!({"collection": "c", "key": "k"}),
+        ))
+        .await
+        .unwrap();
+    let run = picloud_host::runs::NewRun {
+        id: picloud_host::model::RunId::new(),
+        app_id: app.id,
+        trigger_id: None,
+        script_id: None,
+        event_id: ev,
+        source: "kv".into(),
+        op: "set".into(),
+        attempt: 1,
+        principal: ADMIN.into(),
+        started_at: picloud_host::model::Timestamp::now(),
+        duration_us: 12,
+        outcome: RunOutcome::Succeeded,
+        limit: None,
+        error: None,
+        reply_bytes: None,
+        logs: vec![picloud_host::runtime::LogLine {
+            level: LogLevel::Warn,
+            message: "once".into(),
+        }],
+    };
+    let runs = [run.clone()];
+    let claimed = s
+        .complete_and_claim(&[], &runs, "w", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    for _ in 0..2 {
+        s.complete(&[ev], &runs).await.unwrap();
+        s.complete_and_claim(&[ev], &runs, "w", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let stored = runs_of(s, app.id).await;
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    let got = &stored[0];
+    assert_eq!(
+        (got.id, got.event_id, got.duration_us, got.logs.clone()),
+        (run.id, ev, 12, run.logs.clone())
+    );
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+}
+
+async fn a_run_whose_host_call_was_refused_is_recorded_denied(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(1), h::ceiling());
+    let app = h::app(s, "revoke").await;
+    s.set_member(app.id, "bob", Role::Developer).await.unwrap();
+    let script = h::deploy(host.runtime(), app.id, "order-totals", guests::ORDER_TOTALS).await;
+    s.create_trigger(&NewTrigger {
+        app_id: app.id,
+        script_id: script.id,
+        name: "totals".into(),
+        registered_by_principal: "bob".into(),
+        spec: TriggerSpec::Kv {
+            collection: "orders".into(),
+            ops: KvOps::ALL,
+        },
+    })
+    .await
+    .unwrap();
+    // Bob leaves: the trigger he registered runs as him and may not write.
+    s.remove_member(app.id, "bob").await.unwrap();
+    let order = json!({"customer": "c", "items": [{"sku": "x", "qty": 1, "price_cents": 5}]});
+    s.kv_set(app.id, "orders", "o1", &order, 0).await.unwrap();
+    settle(&host).await;
+    let runs = runs_of(s, app.id).await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].outcome, RunOutcome::Denied);
+    assert_eq!(runs[0].principal, "bob");
+    assert!(
+        runs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("permission denied"),
+        "{:?}",
+        runs[0].error
+    );
+}
+
+async fn a_removed_triggers_pending_retry_is_recorded_skipped(db: &TestDb) {
+    let s = &db.store;
+    let config = TriggerConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        ..h::fast_retries(3)
+    };
+    let host = h::host(s, config, h::ceiling());
+    let app = h::app(s, "shop").await;
+    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
+    kv_trigger(s, app.id, fails.id, "orders").await;
+    s.kv_set(app.id, "orders", "o1", &json!(1), 0)
+        .await
+        .unwrap();
+    host.run_until_idle().await.unwrap();
+    // The retry waits an hour; its trigger goes, and the row comes due.
+    let trigger = s.list_triggers(app.id).await.unwrap().remove(0);
+    s.delete_trigger(trigger.id).await.unwrap();
+    match &db.pool {
+        Pool::Sqlite(pool) => {
+            sqlx::query("update outbox set due_at = '2020-01-01T00:00:00.000000Z'")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        Pool::Postgres(pool) => {
+            sqlx::query("update outbox set due_at = now() - interval '1 minute'")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    settle(&host).await;
+    let runs = runs_of(s, app.id).await;
+    let outcomes: Vec<(i32, RunOutcome)> = runs.iter().map(|r| (r.attempt, r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [(1, RunOutcome::Failed), (2, RunOutcome::Skipped)],
+        "{runs:#?}"
+    );
+    assert_eq!(
+        runs[1].error,
+        Some(format!("trigger {} was removed", trigger.id))
+    );
+    assert_eq!(runs[1].duration_us, 0);
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
 }

@@ -14,6 +14,7 @@ use crate::auth::{MemberAuthorizer, Role};
 use crate::config::{SandboxCeiling, TriggerConfig};
 use crate::dispatch::DispatchOptions;
 use crate::model::{KvOps, NewEvent, NewTrigger, Script, TriggerSpec, source};
+use crate::runs::RunsMode;
 use crate::runtime::{Invocation, Runtime};
 use crate::service::{HostOptions, TriggerHost};
 use crate::store::Store;
@@ -255,14 +256,16 @@ pub struct DispatchReport {
 
 /// Fill the outbox with `events` kv events matched by one trigger running
 /// the component in `wasm`, drain them, then measure single events on the
-/// idle dispatcher.
+/// idle dispatcher. `runs` overrides `PICLOUD_RUNS`.
 pub async fn dispatch(
     store: Arc<dyn Store>,
     wasm: &[u8],
     events: u64,
     idle_samples: usize,
+    runs: Option<RunsMode>,
 ) -> anyhow::Result<DispatchReport> {
     let ceiling = SandboxCeiling::from_env()?;
+    let config = TriggerConfig::from_env()?;
     let auth = Arc::new(MemberAuthorizer::new(store.clone()));
     let latencies = Arc::new(crate::dispatch::StartLatencies::default());
     let mut options = HostOptions::new(&ceiling);
@@ -274,7 +277,10 @@ pub async fn dispatch(
     let host = Arc::new(TriggerHost::new(
         store.clone(),
         auth,
-        TriggerConfig::from_env()?,
+        TriggerConfig {
+            runs: runs.unwrap_or(config.runs),
+            ..config
+        },
         ceiling,
         options,
     )?);

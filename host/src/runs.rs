@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::model::{AppId, EventId, RunId, ScriptId, Timestamp, TriggerId};
 use crate::runtime::{InvokeError, LogLine};
@@ -167,44 +166,6 @@ pub struct NewRun {
     /// What it logged (the `log` import, stdout and stderr), already bounded
     /// by the sandbox's log budget.
     pub logs: Vec<LogLine>,
-}
-
-impl NewRun {
-    /// The run as one JSON object keyed by column name, with times in the
-    /// fixed-width text both databases read: the backends insert a batch of
-    /// runs from one JSON array (`jsonb_to_recordset`, `json_each`), one
-    /// statement and one parameter however many there are.
-    pub(crate) fn to_row_json(&self) -> Value {
-        let mut row = json!({
-            "id": self.id,
-            "app_id": self.app_id,
-            "trigger_id": self.trigger_id,
-            "script_id": self.script_id,
-            "event_id": self.event_id,
-            "source": self.source,
-            "op": self.op,
-            "attempt": self.attempt,
-            "principal": self.principal,
-            "started_at": self.started_at.fixed_text(),
-            "duration_us": self.duration_us,
-            "outcome": self.outcome.as_str(),
-            "limit_name": self.limit,
-            "error": self.error,
-            "reply_bytes": self.reply_bytes,
-        });
-        if !self.logs.is_empty() {
-            row["logs"] = json!(self.logs);
-        }
-        row
-    }
-}
-
-/// A batch of runs as the JSON array the backends insert from.
-pub(crate) fn rows_json(runs: &[NewRun]) -> String {
-    if runs.is_empty() {
-        return "[]".into();
-    }
-    Value::Array(runs.iter().map(NewRun::to_row_json).collect()).to_string()
 }
 
 /// A recorded run.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::auth::{Authorizer, Capability, MemberAuthorizer};
 use crate::config::{SandboxCeiling, TriggerConfig};
 use crate::dispatch::{DispatchOptions, Dispatcher, RunMode, Shared};
@@ -204,6 +205,14 @@ impl TriggerHost {
         &self.authorizer
     }
 
+    /// The operations done for a principal over this host's store and
+    /// authorizer: triggers, KV, dead letters, and reading runs and logs
+    /// ([`Admin::list_runs`], [`Admin::get_run`],
+    /// [`Admin::dead_letter_history`], [`Admin::follow_runs`]).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.store.clone(), self.authorizer.clone())
+    }
+
     /// The dispatcher's policy.
     pub fn config(&self) -> &TriggerConfig {
         &self.shared.config
@@ -223,14 +232,19 @@ impl TriggerHost {
         self.dispatcher().run(cancel, RunMode::Forever).await
     }
 
-    /// Dispatch until nothing is due now and nothing is running.
+    /// Dispatch until nothing is due now and nothing is running
+    /// (`dispatch --until-idle`): events waiting for a retry stay in the
+    /// outbox.
     pub async fn run_until_idle(&self) -> store::Result<()> {
         self.dispatcher()
             .run(CancellationToken::new(), RunMode::UntilIdle)
             .await
     }
 
-    /// Dispatch until the outbox is empty, waiting for scheduled retries.
+    /// Dispatch until every event is settled (succeeded, dead-lettered or
+    /// stopped) and the outbox is empty, waiting through retry delays
+    /// (`dispatch --until-settled`). Rows held for a disabled trigger do
+    /// not keep it waiting.
     pub async fn run_until_empty(&self) -> store::Result<()> {
         self.dispatcher()
             .run(CancellationToken::new(), RunMode::UntilEmpty)

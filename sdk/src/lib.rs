@@ -168,11 +168,35 @@
 //! - **The sandbox.** Each event gets a fresh instance: nothing survives from
 //!   one event to the next except what you write to [`kv`]. No filesystem,
 //!   no network, no environment. Clocks and random numbers work; `println!`
-//!   and `eprintln!` go to the invocation's log. There is a deadline (5 s),
+//!   and `eprintln!` go to the invocation's log (see below). There is a deadline (5 s),
 //!   a memory limit (64 MiB), a log limit (64 KiB) and a reply limit by
 //!   default; hitting one fails the attempt with an error that names it
 //!   (`timeout after 5000 ms`, `memory limit 64 MiB exceeded`, ...). A
 //!   panic fails the attempt too.
+//!
+//! ## Seeing what your script did
+//!
+//! Every invocation leaves a *run*: its outcome (`succeeded`, `failed`, or
+//! `limit` with the limit named, among others), its attempt number, how long
+//! it took, its error, and every line it logged: [`log`] lines with their
+//! level, and each line printed with `println!` (level `stdout`) or
+//! `eprintln!` (level `stderr`). Read them with the host's command line (or
+//! the same calls in its library), as a member with logs access (admin,
+//! developer or viewer):
+//!
+//! ```text
+//! picloud-host logs shop                 # the lines of the last 20 runs
+//! picloud-host logs shop --follow        # new lines as runs finish, until Ctrl-C
+//! picloud-host runs list shop --failed   # runs that did not succeed
+//! picloud-host runs show RUN-ID          # one run in full
+//! picloud-host dead-letters show ID      # a dead letter and every attempt's run
+//! ```
+//!
+//! A failing event's attempts are spread over its retry delays; `picloud-host
+//! dispatch --until-settled` runs them all, so that the event ends as a dead
+//! letter whose `show` tells the whole story. Runs are kept 7 days (at most
+//! 100,000 per app) by default, and an operator may keep only failures or
+//! none (`PICLOUD_RUNS`).
 //!
 //! ## Outside the sandbox
 //!

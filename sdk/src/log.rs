@@ -1,8 +1,17 @@
-//! The invocation's log: lines kept with the invocation, bounded in total.
+//! The invocation's log: lines kept in the invocation's run record,
+//! bounded in total.
+//!
+//! Each line is stored with its level in the run of the invocation that
+//! wrote it, together with the lines printed by `println!` (level `stdout`)
+//! and `eprintln!` (level `stderr`). Read them with `picloud-host logs APP`
+//! (`--follow` to watch), `runs show RUN-ID`, or `dead-letters show ID` for
+//! every attempt of a dead letter; see the crate's guide, "Seeing what your
+//! script did".
 //!
 //! The log shares its budget (64 KiB by default) with `println!` and
 //! `eprintln!`. Past the budget the invocation fails with `log limit
-//! exceeded`, so a runaway loop that logs cannot flood the host.
+//! exceeded` (what fitted is kept), so a runaway loop that logs cannot
+//! flood the host.
 //!
 //! Each level is a function taking a message and a macro taking `format!`
 //! arguments:

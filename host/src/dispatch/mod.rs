@@ -334,7 +334,7 @@ impl Dispatcher {
             // A store that is down fails the claim too, and the breaker opens.
             if let Some(limit) = claim_limit.filter(|_| breaker.may_claim()) {
                 look = false;
-                match self.claim(limit, &done).await {
+                match self.claim(limit, &mut done).await {
                     Ok(rows) => {
                         breaker.close(&s.metrics);
                         claimed_any = !rows.is_empty();
@@ -483,7 +483,7 @@ impl Dispatcher {
     async fn claim(
         &self,
         limit: u32,
-        done: &Done,
+        done: &mut Done,
     ) -> store::Result<Vec<crate::model::OutboxEvent>> {
         let span = tracing::debug_span!(
             "picloud.dispatch.claim",
@@ -494,27 +494,37 @@ impl Dispatcher {
         async {
             let store = self.shared.store.clone();
             let ids = done.ids();
-            // A copy: if the claim fails, the runs go back with their rows.
-            let runs = done.runs.clone();
+            // Shared with the claim's task: if the claim fails, the runs go
+            // back to `done`, to be restored with their rows.
+            let runs = Arc::new(std::mem::take(&mut done.runs));
             let (worker, lease) = (self.options.worker_id.clone(), self.options.lease);
-            let claim = tokio::spawn(async move {
-                store
-                    .complete_and_claim(&ids, &runs, &worker, limit, lease)
-                    .await
-            });
-            let rows = match tokio::time::timeout(CLAIM_LIMIT, claim).await {
-                Ok(Ok(result)) => result?,
-                Ok(Err(e)) => {
-                    return Err(store::Error::Unreachable {
-                        url: "the store".into(),
-                        reason: format!("the claim task failed: {e}"),
-                    });
+            let claim = tokio::spawn({
+                let runs = runs.clone();
+                async move {
+                    store
+                        .complete_and_claim(&ids, &runs, &worker, limit, lease)
+                        .await
                 }
-                Err(_) => {
-                    return Err(store::Error::Unreachable {
-                        url: "the store".into(),
-                        reason: format!("a claim got no answer within {CLAIM_LIMIT:?}"),
-                    });
+            });
+            let failed = match tokio::time::timeout(CLAIM_LIMIT, claim).await {
+                Ok(Ok(Ok(rows))) => Ok(rows),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(e)) => Err(store::Error::Unreachable {
+                    url: "the store".into(),
+                    reason: format!("the claim task failed: {e}"),
+                }),
+                Err(_) => Err(store::Error::Unreachable {
+                    url: "the store".into(),
+                    reason: format!("a claim got no answer within {CLAIM_LIMIT:?}"),
+                }),
+            };
+            let rows = match failed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // A late claim may still commit them: recording a run
+                    // twice is harmless (its id makes the insert a no-op).
+                    done.runs = Arc::try_unwrap(runs).unwrap_or_else(|shared| (*shared).clone());
+                    return Err(e);
                 }
             };
             done.count(&self.shared.metrics);

@@ -179,8 +179,4 @@ pub(crate) struct Statements {
     /// Abandoned executions of an app (null: all apps), oldest first.
     /// Binds app_id.
     pub list_abandoned: &'static str,
-    /// Insert a batch of runs from one JSON array of objects keyed by
-    /// column ([`crate::runs::NewRun`]'s row JSON), stamping
-    /// `recorded_at`. Binds the JSON text.
-    pub insert_runs: &'static str,
 }

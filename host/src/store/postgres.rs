@@ -18,7 +18,7 @@
 //! parked reply, `LISTEN`, and the migrations. Outbox rows are inserted by
 //! the shared multi-row insert with `now()` for their times.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,37 +108,107 @@ fn uuids<T>(ids: &[T], f: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
     ids.iter().map(f).collect()
 }
 
-/// Insert the runs of the JSON array bound at `$param` (see
-/// `Statements::insert_runs`), stamped `now()`: a statement of its own, or a
-/// data-modifying `with` of the hot-path statements, so that finished rows
-/// and their runs commit in the one statement that deletes the rows.
-macro_rules! insert_runs {
-    ($param:literal) => {
-        concat!(
-            "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op, attempt,
-                 principal, started_at, duration_us, outcome, limit_name, error, reply_bytes, logs,
-                 recorded_at)
-             select id, app_id, trigger_id, script_id, event_id, source, op, attempt, principal,
-                 started_at, duration_us, outcome, limit_name, error, reply_bytes, logs, now()
-             from jsonb_to_recordset(",
-            $param,
-            "::jsonb) as r(id uuid, app_id uuid, trigger_id uuid, script_id uuid, event_id uuid,
-                 source text, op text, attempt int, principal text, started_at timestamptz,
-                 duration_us bigint, outcome text, limit_name text, error text, reply_bytes bigint,
-                 logs jsonb)"
-        )
-    };
+/// The columns of `runs` a hot-path statement inserts, with their types:
+/// each is bound as one array ([`bind_runs`]).
+const RUN_ARRAYS: [(&str, &str); 16] = [
+    ("id", "uuid"),
+    ("app_id", "uuid"),
+    ("trigger_id", "uuid"),
+    ("script_id", "uuid"),
+    ("event_id", "uuid"),
+    ("source", "text"),
+    ("op", "text"),
+    ("attempt", "int"),
+    ("principal", "text"),
+    ("started_at", "timestamptz"),
+    ("duration_us", "bigint"),
+    ("outcome", "text"),
+    ("limit_name", "text"),
+    ("error", "text"),
+    ("reply_bytes", "bigint"),
+    ("logs", "text"),
+];
+
+/// `ran as (insert into runs ...)`: a data-modifying `with` that records
+/// the runs whose column arrays are bound from `$first` on, stamped
+/// `now()`, so that finished rows and their runs commit in the one
+/// statement that deletes (or reschedules) the rows. Typed arrays, not
+/// JSON: PostgreSQL reads them without parsing text.
+fn runs_cte(first: usize) -> String {
+    let arrays: Vec<String> = RUN_ARRAYS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::{ty}[]", first + i))
+        .collect();
+    let names: Vec<&str> = RUN_ARRAYS.iter().map(|(name, _)| *name).collect();
+    let names = names.join(", ");
+    let selected = names.replace("logs", "logs::jsonb");
+    format!(
+        "ran as (insert into runs ({names}, recorded_at)
+             select {selected}, now() from unnest({}) as r({names})
+             on conflict (id) do nothing)",
+        arrays.join(", ")
+    )
+}
+
+/// Bind `runs` as the arrays of [`runs_cte`], in its order, to the query
+/// `q` (a `query` or a `query_as`).
+macro_rules! bind_runs {
+    ($q:expr, $runs:expr) => {{
+        let runs: &[NewRun] = $runs;
+        let col = |f: &dyn Fn(&NewRun) -> Option<Uuid>| runs.iter().map(f).collect::<Vec<_>>();
+        $q.bind(col(&|r| Some(r.id.0)))
+            .bind(col(&|r| Some(r.app_id.0)))
+            .bind(col(&|r| r.trigger_id.map(|t| t.0)))
+            .bind(col(&|r| r.script_id.map(|t| t.0)))
+            .bind(col(&|r| Some(r.event_id.0)))
+            .bind(runs.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.op.as_str()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.attempt).collect::<Vec<_>>())
+            .bind(
+                runs.iter()
+                    .map(|r| r.principal.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(runs.iter().map(|r| r.started_at.0).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.duration_us).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.limit.as_deref()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.reply_bytes).collect::<Vec<_>>())
+            .bind(
+                runs.iter()
+                    .map(|r| {
+                        (!r.logs.is_empty())
+                            .then(|| serde_json::to_string(&r.logs).expect("log lines serialize"))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+    }};
+}
+
+/// `statement`, with the [`runs_cte`] of arrays bound from `$first` put
+/// before its first `with` item (`with` goes before it if it has none).
+fn with_runs(statement: &str, first: usize) -> String {
+    let cte = runs_cte(first);
+    match statement.find("with recursive") {
+        Some(at) => {
+            let head = at + "with recursive".len();
+            format!("{} {cte},{}", &statement[..head], &statement[head..])
+        }
+        None => match statement.strip_prefix("with ") {
+            Some(rest) => format!("with {cte}, {rest}"),
+            None => format!("with {cte} {statement}"),
+        },
+    }
 }
 
 /// The claim of [`ClaimPlan::Oldest`]: delete `$4` (the data-modifying
 /// `with` always runs to completion; an empty list deletes nothing) and
 /// lease to `$1` for `$2` seconds the `$3` oldest due rows that no claim
-/// holds, skipping rows another claim has locked; record the runs `$5`.
+/// holds, skipping rows another claim has locked.
 const CLAIM_OLDEST: &str = concat!(
-    "with done as (delete from outbox where id = any($4)),
-     ran as (",
-    insert_runs!("$5"),
-    ")
+    "with done as (delete from outbox where id = any($4))
      update outbox
      set locked_until = now() + make_interval(secs => $2), locked_by = $1
      where id in (
@@ -152,10 +222,9 @@ const CLAIM_OLDEST: &str = concat!(
     outbox_columns!()
 );
 
-/// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`] but the
-/// runs, then the app after which the walk starts (`$5`), [`fair_apps`]
-/// (`$6`), [`FAIR_WALK`] (`$7`) and the runs (`$8`). Every row returned
-/// carries `next_app`.
+/// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`], then the
+/// app after which the walk starts (`$5`), [`fair_apps`] (`$6`) and
+/// [`FAIR_WALK`] (`$7`). Every row returned carries `next_app`.
 ///
 /// - `walk` steps through the distinct apps of the outbox in circle order
 ///   after `$5` (apps after it, then from the first app up to it): one probe
@@ -178,9 +247,6 @@ const CLAIM_OLDEST: &str = concat!(
 const CLAIM_FAIR: &str = concat!(
     "with recursive
      done as (delete from outbox where id = any($4)),
-     ran as (",
-    insert_runs!("$8"),
-    "),
      walk(app_id, prev, n) as (
          select $5::uuid, null::uuid, 0
        union all
@@ -246,6 +312,28 @@ const CLAIM_FAIR: &str = concat!(
        end as next_app"
 );
 
+/// Delete finished rows `$1`.
+const DELETE_ROWS: &str = "delete from outbox where id = any($1)";
+
+/// Record failed attempts: ids `$1`, attempt counts `$2`, first and last
+/// attempt times `$3` and `$4`, errors `$5`, due times `$6`.
+const WRITE_RETRIES: &str = "update outbox o
+     set attempt_count = r.attempt_count, first_attempt_at = r.first_attempt_at,
+         last_attempt_at = r.last_attempt_at, last_error = r.last_error, due_at = r.due_at,
+         locked_until = null, locked_by = null
+     from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+                 $6::timestamptz[])
+          as r(id, attempt_count, first_attempt_at, last_attempt_at, last_error, due_at)
+     where o.id = r.id";
+
+// The same statements recording runs too, their arrays bound after the
+// statement's own parameters. Without runs the plain ones run: a statement
+// that records runs is one that notifies `picloud_runs`.
+static CLAIM_OLDEST_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(CLAIM_OLDEST, 5));
+static CLAIM_FAIR_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(CLAIM_FAIR, 8));
+static DELETE_ROWS_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(DELETE_ROWS, 2));
+static WRITE_RETRIES_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(WRITE_RETRIES, 7));
+
 impl Dialect for PgStore {
     type DB = Postgres;
     const BACKEND: Backend = Backend::Postgres;
@@ -304,7 +392,6 @@ impl Dialect for PgStore {
             abandoned_columns!(),
             " from abandoned_executions where $1::uuid is null or app_id = $1 order by created_at, id"
         ),
-        insert_runs: insert_runs!("$1"),
     };
 
     fn pool(&self) -> &PgPool {
@@ -341,63 +428,68 @@ impl Dialect for PgStore {
         plan: ClaimPlan,
     ) -> Result<Claimed> {
         let done = uuids(done, |i| i.0);
-        let runs = crate::runs::rows_json(runs);
         match plan {
-            ClaimPlan::Oldest => Ok(Claimed {
-                rows: sqlx::query_as(CLAIM_OLDEST)
-                    .bind(worker)
-                    .bind(lease.as_secs_f64())
-                    .bind(i64::from(limit))
-                    .bind(done)
-                    .bind(runs)
-                    .fetch_all(&self.pool)
-                    .await?,
-                next_app: None,
-            }),
+            ClaimPlan::Oldest => {
+                let q = match runs {
+                    [] => sqlx::query_as(CLAIM_OLDEST),
+                    _ => sqlx::query_as(CLAIM_OLDEST_RUNS.as_str()),
+                }
+                .bind(worker)
+                .bind(lease.as_secs_f64())
+                .bind(i64::from(limit))
+                .bind(done);
+                let q = if runs.is_empty() {
+                    q
+                } else {
+                    bind_runs!(q, runs)
+                };
+                Ok(Claimed {
+                    rows: q.fetch_all(&self.pool).await?,
+                    next_app: None,
+                })
+            }
             ClaimPlan::Fair { after } => {
-                let rows: Vec<FairClaimRow> = sqlx::query_as(CLAIM_FAIR)
-                    .bind(worker)
-                    .bind(lease.as_secs_f64())
-                    .bind(i64::from(limit))
-                    .bind(done)
-                    .bind(after)
-                    .bind(fair_apps(limit))
-                    .bind(FAIR_WALK)
-                    .bind(runs)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let q = match runs {
+                    [] => sqlx::query_as(CLAIM_FAIR),
+                    _ => sqlx::query_as(CLAIM_FAIR_RUNS.as_str()),
+                }
+                .bind(worker)
+                .bind(lease.as_secs_f64())
+                .bind(i64::from(limit))
+                .bind(done)
+                .bind(after)
+                .bind(fair_apps(limit))
+                .bind(FAIR_WALK);
+                let q = if runs.is_empty() {
+                    q
+                } else {
+                    bind_runs!(q, runs)
+                };
+                let rows: Vec<FairClaimRow> = q.fetch_all(&self.pool).await?;
                 Ok(rows::fair_claimed(rows))
             }
         }
     }
 
     async fn delete_rows(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64> {
-        let done = sqlx::query(concat!(
-            "with ran as (",
-            insert_runs!("$2"),
-            ") delete from outbox where id = any($1)"
-        ))
-        .bind(uuids(ids, |i| i.0))
-        .bind(crate::runs::rows_json(runs))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let q = match runs {
+            [] => sqlx::query(DELETE_ROWS),
+            _ => sqlx::query(DELETE_ROWS_RUNS.as_str()),
+        }
+        .bind(uuids(ids, |i| i.0));
+        let q = if runs.is_empty() {
+            q
+        } else {
+            bind_runs!(q, runs)
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected())
     }
 
     async fn write_retries(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()> {
-        sqlx::query(concat!(
-            "with ran as (",
-            insert_runs!("$7"),
-            ")
-             update outbox o
-             set attempt_count = r.attempt_count, first_attempt_at = r.first_attempt_at,
-                 last_attempt_at = r.last_attempt_at, last_error = r.last_error, due_at = r.due_at,
-                 locked_until = null, locked_by = null
-             from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-                         $6::timestamptz[])
-                  as r(id, attempt_count, first_attempt_at, last_attempt_at, last_error, due_at)
-             where o.id = r.id"
-        ))
+        let q = match runs {
+            [] => sqlx::query(WRITE_RETRIES),
+            _ => sqlx::query(WRITE_RETRIES_RUNS.as_str()),
+        }
         .bind(uuids(retries, |r| r.id.0))
         .bind(retries.iter().map(|r| r.attempt_count).collect::<Vec<_>>())
         .bind(
@@ -418,10 +510,13 @@ impl Dialect for PgStore {
                 .map(|r| r.last_error.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(retries.iter().map(|r| r.due_at.0).collect::<Vec<_>>())
-        .bind(crate::runs::rows_json(runs))
-        .execute(&self.pool)
-        .await?;
+        .bind(retries.iter().map(|r| r.due_at.0).collect::<Vec<_>>());
+        let q = if runs.is_empty() {
+            q
+        } else {
+            bind_runs!(q, runs)
+        };
+        q.execute(&self.pool).await?;
         Ok(())
     }
 

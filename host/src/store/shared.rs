@@ -269,18 +269,55 @@ pub(crate) async fn insert_events<S: Dialect>(
     Ok(())
 }
 
-/// Record `runs` on the caller's transaction: one statement and one JSON
-/// parameter for the whole batch (`Statements::insert_runs`). Nothing
-/// when there are none.
+/// Record `runs` on the caller's transaction, stamped `recorded_at` now by
+/// the backend's [`Dialect::CLOCK`]. A run already recorded (a commit
+/// retried after its first try did land) is skipped. Nothing when there
+/// are none.
+///
+/// Multi-row inserts of a power of two rows each (at most 128): a batch of
+/// any size takes a few statements whose texts repeat, so they are parsed
+/// once and then found in the connection's statement cache. (A statement
+/// per batch size made SQLite parse a new 2,000-parameter statement for
+/// most batches.)
+const RUN_CHUNK: usize = 128;
+
 pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRun]) -> Result<()> {
-    if runs.is_empty() {
-        return Ok(());
+    let now = Timestamp::now();
+    let mut rest = runs;
+    while !rest.is_empty() {
+        let n = 1usize << rest.len().min(RUN_CHUNK).ilog2();
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
+        let mut q = Built::<S::DB>::new(
+            "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op, attempt, \
+             principal, started_at, duration_us, outcome, limit_name, error, reply_bytes, logs, \
+             recorded_at) ",
+        );
+        q.push_values(chunk, |row, r| {
+            row.bind(r.id)
+                .bind(r.app_id)
+                .bind(r.trigger_id)
+                .bind(r.script_id)
+                .bind(r.event_id)
+                .bind(r.source.as_str())
+                .bind(r.op.as_str())
+                .bind(r.attempt)
+                .bind(r.principal.as_str())
+                .bind(r.started_at)
+                .bind(r.duration_us)
+                .bind(r.outcome.as_str())
+                .bind(r.limit.as_deref())
+                .bind(r.error.as_deref())
+                .bind(r.reply_bytes)
+                .bind((!r.logs.is_empty()).then_some(Json(r.logs.as_slice())))
+                .now(S::CLOCK, now);
+        });
+        q.push(" on conflict (id) do nothing");
+        let (sql, arguments) = q.finish()?;
+        <S::DB as Runs>::with_arguments(&sql, arguments)
+            .run(&mut *conn)
+            .await?;
     }
-    S::query(S::SQL.insert_runs)
-        .arg(runs::rows_json(runs))
-        .now(S::CLOCK)
-        .run(conn)
-        .await?;
     Ok(())
 }
 
@@ -1338,6 +1375,11 @@ fn filter_runs<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q RunFilter) {
         .bind(i64::from(f.limit));
 }
 
+/// How far outside a dead letter's first attempt and creation its runs
+/// are looked for: the clocks of the machines that ran its attempts and the
+/// database's may disagree by this much.
+const HISTORY_SLACK: Duration = Duration::from_secs(300);
+
 /// Rows one garbage-collection statement deletes at most: SQLite's write
 /// lock is held no longer than that takes.
 const GC_CHUNK: i64 = 5_000;
@@ -1384,12 +1426,24 @@ impl<S: Dialect> RunRepo for S {
         let event = event.and_then(|(e,)| e).unwrap_or(dl.original_event_id);
         // Its trigger's runs (a raw event's other triggers are not its
         // history); a dead letter without a trigger is its script's.
+        // Within its app and the time its attempts took (the index on
+        // app and time; runs have no index of their own on the event).
+        let (from, to) = (
+            dl.first_attempt_at.minus(HISTORY_SLACK),
+            dl.created_at.plus(HISTORY_SLACK),
+        );
         let mut q = Built::<S::DB>::new(concat!(
             "select ",
             run_columns!(),
-            " from runs where event_id = "
+            " from runs where app_id = "
         ));
-        q.bind(event).push(" and app_id = ").bind(dl.app_id);
+        q.bind(dl.app_id)
+            .push(" and recorded_at >= ")
+            .bind(from)
+            .push(" and recorded_at <= ")
+            .bind(to)
+            .push(" and event_id = ")
+            .bind(event);
         match (dl.trigger_id, dl.script_id) {
             (Some(trigger), _) => {
                 q.push(" and trigger_id = ").bind(trigger);

@@ -34,6 +34,7 @@ use crate::model::{
     AbandonedId, App, AppId, DeadLetterId, EventId, OutboxEvent, RunId, Script, ScriptId,
     Timestamp, TriggerId,
 };
+use crate::runtime::LogLine;
 
 /// A statement with its bound values, on database `DB`.
 pub(crate) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
@@ -150,6 +151,8 @@ pub(crate) trait Db:
     + for<'q> Binds<'q, Option<&'q str>>
     + for<'q> Binds<'q, &'q [u8]>
     + for<'q> Binds<'q, Json<&'q Value>>
+    + for<'q> Binds<'q, Option<Json<&'q [LogLine]>>>
+    + for<'q> Binds<'q, Option<i64>>
     + for<'q> Binds<'q, bool>
     + for<'q> Binds<'q, i32>
     + for<'q> Binds<'q, i64>

@@ -347,15 +347,6 @@ impl Dialect for SqliteStore {
             abandoned_columns!(),
             " from abandoned_executions where $1 is null or app_id = $1 order by created_at, id"
         ),
-        insert_runs: "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op,
-                 attempt, principal, started_at, duration_us, outcome, limit_name, error,
-                 reply_bytes, logs, recorded_at)
-             select value ->> 'id', value ->> 'app_id', value ->> 'trigger_id',
-                 value ->> 'script_id', value ->> 'event_id', value ->> 'source', value ->> 'op',
-                 value ->> 'attempt', value ->> 'principal', value ->> 'started_at',
-                 value ->> 'duration_us', value ->> 'outcome', value ->> 'limit_name',
-                 value ->> 'error', value ->> 'reply_bytes', value -> 'logs', $2
-             from json_each($1)",
     };
 
     fn pool(&self) -> &SqlitePool {

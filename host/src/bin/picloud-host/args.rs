@@ -468,6 +468,11 @@ pub enum BenchCmd {
         /// Single events timed on the idle dispatcher afterwards.
         #[arg(long, default_value_t = 200)]
         idle_samples: usize,
+        /// One pass per entry, each with that PICLOUD_RUNS mode, then their
+        /// throughputs compared: `--runs off,all,off,all` measures what run
+        /// records cost. Default: one pass with PICLOUD_RUNS (all).
+        #[arg(long, value_delimiter = ',')]
+        runs: Vec<String>,
     },
     /// (internal) time a fresh process's first call; used by `bench runtime`.
     #[command(hide = true)]

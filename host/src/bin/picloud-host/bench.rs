@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use picloud_host::bench;
+use picloud_host::runs::RunsMode;
 use picloud_host::store;
 
 use crate::args::BenchCmd;
@@ -57,26 +58,61 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
             wasm: path,
             events,
             idle_samples,
+            runs,
         } => {
             let code = wasm(path)?;
-            let (store, dir) = scratch_store(url).await?;
-            let backend = store.backend();
-            let r = bench::dispatch(store, &code, events, idle_samples).await?;
-            let place = match &dir {
-                Some(d) => format!("a temporary file in {}", d.0.display()),
-                None => store::redact(url),
+            let modes: Vec<Option<RunsMode>> = if runs.is_empty() {
+                vec![None]
+            } else {
+                runs.iter()
+                    .map(|m| {
+                        m.trim()
+                            .parse()
+                            .map(Some)
+                            .map_err(|e| anyhow::anyhow!("invalid --runs mode '{m}': expected {e}"))
+                    })
+                    .collect::<Result<_>>()?
             };
-            println!("dispatch on {backend:?} ({place}):");
-            println!("  events               {}", r.events);
-            println!(
-                "  fill                 {:.2} s ({:.0} inserts/s)",
-                r.fill_secs,
-                r.events as f64 / r.fill_secs
-            );
-            println!("  drain                {:.2} s", r.drain_secs);
-            println!("  throughput           {:.0} events/s", r.events_per_sec);
-            println!("  insert-to-start, backlog  {}", r.backlog_latency);
-            println!("  insert-to-start, idle     {}", r.idle_latency);
+            let mut throughput: Vec<(String, f64)> = Vec::new();
+            for mode in &modes {
+                let (store, dir) = scratch_store(url).await?;
+                let backend = store.backend();
+                let r = bench::dispatch(store, &code, events, idle_samples, *mode).await?;
+                let place = match &dir {
+                    Some(d) => format!("a temporary file in {}", d.0.display()),
+                    None => store::redact(url),
+                };
+                let label = mode.map_or_else(
+                    || std::env::var(RunsMode::VAR).unwrap_or_else(|_| "all".into()),
+                    |m| format!("{m:?}").to_lowercase(),
+                );
+                println!("dispatch on {backend:?} ({place}), PICLOUD_RUNS={label}:");
+                println!("  events               {}", r.events);
+                println!(
+                    "  fill                 {:.2} s ({:.0} inserts/s)",
+                    r.fill_secs,
+                    r.events as f64 / r.fill_secs
+                );
+                println!("  drain                {:.2} s", r.drain_secs);
+                println!("  throughput           {:.0} events/s", r.events_per_sec);
+                println!("  insert-to-start, backlog  {}", r.backlog_latency);
+                println!("  insert-to-start, idle     {}", r.idle_latency);
+                throughput.push((label, r.events_per_sec));
+            }
+            let mean = |label: &str| {
+                let xs: Vec<f64> = throughput
+                    .iter()
+                    .filter(|(l, _)| l == label)
+                    .map(|(_, x)| *x)
+                    .collect();
+                (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+            };
+            if let (Some(off), Some(all)) = (mean("off"), mean("all")) {
+                println!(
+                    "run records: PICLOUD_RUNS=all {all:.0} events/s against off {off:.0} events/s: {:.1}% kept (means of the passes)",
+                    100.0 * all / off
+                );
+            }
         }
         BenchCmd::FirstCall { wasm, cache_dir } => {
             let code = std::fs::read(&wasm)?;

@@ -10,6 +10,7 @@ use picloud_host::admin::Admin;
 use picloud_host::auth::{MemberAuthorizer, Role};
 use picloud_host::config::{SandboxCeiling, TriggerConfig};
 use picloud_host::model::{DeadLetterFilter, KvOps, Resolution};
+use picloud_host::runs::RunFilter;
 use picloud_host::store;
 use picloud_host::{HostOptions, TriggerHost};
 use serde_json::json;
@@ -257,6 +258,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
     }
 
+    if let Some(declined) = dls.iter().find(|d| d.payload["key"] == json!("p-2")) {
+        say(
+            &mut step,
+            "The declined payment's history, one run per attempt (`dead-letters show ID` prints it in full):",
+        );
+        let (_, runs) = admin
+            .dead_letter_history(declined.id, Some("alice"))
+            .await?;
+        for run in runs {
+            println!(
+                "   attempt {} {} after {:.2} ms: {}",
+                run.attempt,
+                run.outcome,
+                run.duration_us as f64 / 1000.0,
+                run.error.unwrap_or_default()
+            );
+        }
+    }
+
     say(&mut step, "A synchronous invocation of 'greeter' as alice:");
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = {
@@ -301,6 +321,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         dls.iter().filter(|d| d.resolution.is_none()).count()
     );
     println!("   recursion stops       {}", m.recursion_stopped);
+    let runs = store
+        .list_runs(&RunFilter {
+            limit: 100_000,
+            ..RunFilter::app(app.id)
+        })
+        .await?;
+    println!("   runs recorded         {}", runs.len());
     println!(
         "   outbox left           {}",
         store.count_events(None).await?
