@@ -80,8 +80,9 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
 
     /// Hot path: delete the outbox rows `done` (finished; there may be none),
     /// record their `runs` (there may be none), and lease up to `limit` (at
-    /// least 1) due rows, picked as `plan` says,
-    /// to `worker` for `lease`, atomically and in one round trip, and return
+    /// least 1) due rows, picked as `plan` says (see
+    /// [`super::OutboxRepo::complete_and_claim`] for what a failure leaves),
+    /// to `worker` for `lease`, in one round trip, and return
     /// the leased rows in any order (and, for a fair claim, where its walk
     /// of the apps ended). The rows being deleted are leased, so they are
     /// never the ones claimed.

@@ -206,10 +206,15 @@ pub trait OutboxRepo: Send + Sync {
     /// Delete finished rows (batched completion) and record their `runs`,
     /// atomically. Returns how many rows went.
     async fn complete(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64>;
-    /// [`OutboxRepo::complete`] `done` with their `runs`, then
+    /// [`OutboxRepo::complete`] `done` with their `runs`, and
     /// [`OutboxRepo::claim_due`], in one round trip: one write transaction
-    /// on SQLite, one statement on PostgreSQL. The dispatcher's steady
-    /// state. Returns the claimed rows; if it fails, none of it happened.
+    /// on SQLite; on PostgreSQL two statements sent at once on two
+    /// connections, worked on in parallel. The dispatcher's steady state.
+    /// Returns the claimed rows. If it fails, the completion may or may not
+    /// have happened (completing again is harmless: a deleted row stays
+    /// deleted and a recorded run is not recorded twice), and no row stays
+    /// claimed unless giving the claim back failed too (its rows then run
+    /// after their lease).
     async fn complete_and_claim(
         &self,
         done: &[EventId],

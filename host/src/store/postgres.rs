@@ -14,9 +14,12 @@
 //! are implemented once, in `shared`. Here: the SQL text that differs
 //! (`Dialect::SQL`), the hot-path statements of the claim (both kinds, see
 //! `shared::ClaimPlan`), completion, retries and release (ids bound as one
-//! array, `= any($1)`; retries as `unnest` arrays), the `pg_notify` of a
+//! array, `= any($1)`; retries as `unnest` arrays; the runs that go with
+//! them as typed arrays in a data-modifying `with`), the `pg_notify` of a
 //! parked reply, `LISTEN`, and the migrations. Outbox rows are inserted by
-//! the shared multi-row insert with `now()` for their times.
+//! the shared multi-row insert with `now()` for their times. The dispatcher's
+//! completion and its next claim are two statements sent at once on two
+//! connections, so that the server works on both in parallel.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -203,13 +206,11 @@ fn with_runs(statement: &str, first: usize) -> String {
     }
 }
 
-/// The claim of [`ClaimPlan::Oldest`]: delete `$4` (the data-modifying
-/// `with` always runs to completion; an empty list deletes nothing) and
-/// lease to `$1` for `$2` seconds the `$3` oldest due rows that no claim
-/// holds, skipping rows another claim has locked.
+/// The claim of [`ClaimPlan::Oldest`]: lease to `$1` for `$2` seconds the
+/// `$3` oldest due rows that no claim holds, skipping rows another claim
+/// has locked.
 const CLAIM_OLDEST: &str = concat!(
-    "with done as (delete from outbox where id = any($4))
-     update outbox
+    "update outbox
      set locked_until = now() + make_interval(secs => $2), locked_by = $1
      where id in (
          select id from outbox
@@ -223,17 +224,17 @@ const CLAIM_OLDEST: &str = concat!(
 );
 
 /// The claim of [`ClaimPlan::Fair`]: the binds of [`CLAIM_OLDEST`], then the
-/// app after which the walk starts (`$5`), [`fair_apps`] (`$6`) and
-/// [`FAIR_WALK`] (`$7`). Every row returned carries `next_app`.
+/// app after which the walk starts (`$4`), [`fair_apps`] (`$5`) and
+/// [`FAIR_WALK`] (`$6`). Every row returned carries `next_app`.
 ///
 /// - `walk` steps through the distinct apps of the outbox in circle order
-///   after `$5` (apps after it, then from the first app up to it): one probe
+///   after `$4` (apps after it, then from the first app up to it): one probe
 ///   of `idx_outbox_app_due` per step. `prev` is the step before; a step
 ///   whose app does not come after `prev` in that order has gone round, and
 ///   ends the walk.
-/// - `served`: the first `$6` apps walked whose oldest row is due (one probe
+/// - `served`: the first `$5` apps walked whose oldest row is due (one probe
 ///   each), and `next_app` where the next walk resumes: the choice of
-///   `shared::serve`, made here so that the claim stays one round trip. The
+///   `shared::serve`, made here so that the claim stays one statement. The
 ///   app ranges are written `>= x and <= x`, not `= x`: with an equality
 ///   the planner may scan `idx_outbox_due` filtering on the app, which reads
 ///   the whole backlog to find a small app's one row.
@@ -246,9 +247,8 @@ const CLAIM_OLDEST: &str = concat!(
 ///   one app it is the whole claim, exactly [`CLAIM_OLDEST`].
 const CLAIM_FAIR: &str = concat!(
     "with recursive
-     done as (delete from outbox where id = any($4)),
      walk(app_id, prev, n) as (
-         select $5::uuid, null::uuid, 0
+         select $4::uuid, null::uuid, 0
        union all
          select coalesce(
                     (select o.app_id from outbox o where o.app_id > w.app_id
@@ -256,15 +256,15 @@ const CLAIM_FAIR: &str = concat!(
                     (select o.app_id from outbox o order by o.app_id limit 1)),
                 w.app_id, w.n + 1
          from walk w
-         where w.app_id is not null and w.n < $7
-           and (w.n <= 1 or (w.app_id <= $5) > (w.prev <= $5)
-                or ((w.app_id <= $5) = (w.prev <= $5) and w.app_id > w.prev))
+         where w.app_id is not null and w.n < $6
+           and (w.n <= 1 or (w.app_id <= $4) > (w.prev <= $4)
+                or ((w.app_id <= $4) = (w.prev <= $4) and w.app_id > w.prev))
      ),
      walked as (
          select app_id, n from walk
          where n >= 1 and app_id is not null
-           and (n = 1 or (app_id <= $5) > (prev <= $5)
-                or ((app_id <= $5) = (prev <= $5) and app_id > prev))
+           and (n = 1 or (app_id <= $4) > (prev <= $4)
+                or ((app_id <= $4) = (prev <= $4) and app_id > prev))
      ),
      served as (
          select w.app_id, w.n from walked w
@@ -272,7 +272,7 @@ const CLAIM_FAIR: &str = concat!(
                 where o.app_id >= w.app_id and o.app_id <= w.app_id
                 order by o.app_id, o.due_at limit 1) <= now()
          order by w.n
-         limit $6
+         limit $5
      ),
      shares as (
          select count(*) as apps, ($3 + count(*) - 1) / greatest(count(*), 1) as share
@@ -306,11 +306,46 @@ const CLAIM_FAIR: &str = concat!(
      where id in (select id from picked union all select id from fill)
      returning ",
     outbox_columns!(),
-    ", case when (select apps from shares) >= $6
+    ", case when (select apps from shares) >= $5
             then (select app_id from served order by n desc limit 1)
             else (select app_id from walked order by n desc limit 1)
        end as next_app"
 );
+
+impl PgStore {
+    /// The claim alone (see `Dialect::claim`).
+    async fn claim_rows(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        plan: ClaimPlan,
+    ) -> Result<Claimed> {
+        match plan {
+            ClaimPlan::Oldest => Ok(Claimed {
+                rows: sqlx::query_as(CLAIM_OLDEST)
+                    .bind(worker)
+                    .bind(lease.as_secs_f64())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?,
+                next_app: None,
+            }),
+            ClaimPlan::Fair { after } => {
+                let rows: Vec<FairClaimRow> = sqlx::query_as(CLAIM_FAIR)
+                    .bind(worker)
+                    .bind(lease.as_secs_f64())
+                    .bind(i64::from(limit))
+                    .bind(after)
+                    .bind(fair_apps(limit))
+                    .bind(FAIR_WALK)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows::fair_claimed(rows))
+            }
+        }
+    }
+}
 
 /// Delete finished rows `$1`.
 const DELETE_ROWS: &str = "delete from outbox where id = any($1)";
@@ -329,8 +364,6 @@ const WRITE_RETRIES: &str = "update outbox o
 // The same statements recording runs too, their arrays bound after the
 // statement's own parameters. Without runs the plain ones run: a statement
 // that records runs is one that notifies `picloud_runs`.
-static CLAIM_OLDEST_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(CLAIM_OLDEST, 5));
-static CLAIM_FAIR_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(CLAIM_FAIR, 8));
 static DELETE_ROWS_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(DELETE_ROWS, 2));
 static WRITE_RETRIES_RUNS: LazyLock<String> = LazyLock::new(|| with_runs(WRITE_RETRIES, 7));
 
@@ -415,9 +448,8 @@ impl Dialect for PgStore {
         Ok(())
     }
 
-    /// One statement: the delete (a data-modifying `with`, which always
-    /// runs to completion; an empty list deletes nothing) and the claim
-    /// share one snapshot.
+    /// The completion (rows deleted, their runs recorded: one statement)
+    /// and the claim (another), sent at once on two connections.
     async fn claim(
         &self,
         done: &[EventId],
@@ -427,47 +459,29 @@ impl Dialect for PgStore {
         lease: Duration,
         plan: ClaimPlan,
     ) -> Result<Claimed> {
-        let done = uuids(done, |i| i.0);
-        match plan {
-            ClaimPlan::Oldest => {
-                let q = match runs {
-                    [] => sqlx::query_as(CLAIM_OLDEST),
-                    _ => sqlx::query_as(CLAIM_OLDEST_RUNS.as_str()),
+        if done.is_empty() && runs.is_empty() {
+            return self.claim_rows(worker, limit, lease, plan).await;
+        }
+        // Two statements at once, on two connections: the server works on
+        // both in parallel, where one statement doing both would keep the
+        // dispatcher waiting for their sum (with runs to record, 76% of the
+        // throughput without; in parallel 84%, and faster without runs too).
+        let (completed, claimed) = tokio::join!(
+            self.delete_rows(done, runs),
+            self.claim_rows(worker, limit, lease, plan)
+        );
+        match (completed, claimed) {
+            (Ok(_), claimed) => claimed,
+            (Err(e), Ok(claimed)) => {
+                // The caller completes `done` again later; the rows just
+                // leased go back now rather than after their lease.
+                let ids: Vec<EventId> = claimed.rows.iter().map(|r| r.id).collect();
+                if let Err(release) = self.unlock_rows(&ids).await {
+                    tracing::debug!(error = %release, rows = ids.len(), "cannot give back a claim whose completion failed; its rows run after their lease");
                 }
-                .bind(worker)
-                .bind(lease.as_secs_f64())
-                .bind(i64::from(limit))
-                .bind(done);
-                let q = if runs.is_empty() {
-                    q
-                } else {
-                    bind_runs!(q, runs)
-                };
-                Ok(Claimed {
-                    rows: q.fetch_all(&self.pool).await?,
-                    next_app: None,
-                })
+                Err(e)
             }
-            ClaimPlan::Fair { after } => {
-                let q = match runs {
-                    [] => sqlx::query_as(CLAIM_FAIR),
-                    _ => sqlx::query_as(CLAIM_FAIR_RUNS.as_str()),
-                }
-                .bind(worker)
-                .bind(lease.as_secs_f64())
-                .bind(i64::from(limit))
-                .bind(done)
-                .bind(after)
-                .bind(fair_apps(limit))
-                .bind(FAIR_WALK);
-                let q = if runs.is_empty() {
-                    q
-                } else {
-                    bind_runs!(q, runs)
-                };
-                let rows: Vec<FairClaimRow> = q.fetch_all(&self.pool).await?;
-                Ok(rows::fair_claimed(rows))
-            }
+            (Err(e), Err(_)) => Err(e),
         }
     }
 
