@@ -70,6 +70,15 @@ async fn runs_of(s: &Arc<dyn Store>, app: AppId) -> Vec<Run> {
     .expect("listing runs")
 }
 
+/// Run raw SQL on the test database: `sqlite` or `postgres`, by backend.
+async fn sql(db: &TestDb, sqlite: &str, postgres: &str) {
+    match &db.pool {
+        Pool::Sqlite(pool) => sqlx::query(sqlite).execute(pool).await.map(drop),
+        Pool::Postgres(pool) => sqlx::query(postgres).execute(pool).await.map(drop),
+    }
+    .expect("raw SQL on the test database");
+}
+
 fn lines(run: &Run, level: LogLevel) -> Vec<&str> {
     run.logs
         .iter()
@@ -351,25 +360,9 @@ async fn retention_removes_old_runs_and_keeps_recent_ones(db: &TestDb) {
     // Age one of the quiet app's runs past the 7 days of retention.
     let quiet_runs = runs_of(s, quiet.id).await;
     let old = quiet_runs[0].id;
-    let aged = "2020-01-01T00:00:00.000000Z";
-    match &db.pool {
-        Pool::Sqlite(pool) => {
-            sqlx::query("update runs set recorded_at = $1 where id = $2")
-                .bind(aged)
-                .bind(old.to_string())
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        Pool::Postgres(pool) => {
-            sqlx::query("update runs set recorded_at = $1::timestamptz where id = $2")
-                .bind(aged)
-                .bind(old.0)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    let aged =
+        format!("update runs set recorded_at = '2020-01-01T00:00:00.000000Z' where id = '{old}'");
+    sql(db, &aged, &aged).await;
     let busy_runs = runs_of(s, busy.id).await;
 
     let report = host.gc().await.unwrap();
@@ -619,20 +612,12 @@ async fn a_removed_triggers_pending_retry_is_recorded_skipped(db: &TestDb) {
     // The retry waits an hour; its trigger goes, and the row comes due.
     let trigger = s.list_triggers(app.id).await.unwrap().remove(0);
     s.delete_trigger(trigger.id).await.unwrap();
-    match &db.pool {
-        Pool::Sqlite(pool) => {
-            sqlx::query("update outbox set due_at = '2020-01-01T00:00:00.000000Z'")
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        Pool::Postgres(pool) => {
-            sqlx::query("update outbox set due_at = now() - interval '1 minute'")
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    sql(
+        db,
+        "update outbox set due_at = '2020-01-01T00:00:00.000000Z'",
+        "update outbox set due_at = now() - interval '1 minute'",
+    )
+    .await;
     settle(&host).await;
     let runs = runs_of(s, app.id).await;
     let outcomes: Vec<(i32, RunOutcome)> = runs.iter().map(|r| (r.attempt, r.outcome)).collect();
