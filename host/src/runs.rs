@@ -92,7 +92,7 @@ impl FromStr for RunOutcome {
     }
 }
 
-/// Which runs are recorded: `PICLOUD_RUNS` [`all`].
+/// Which runs are recorded: `PICLOUD_RUNS` (default `all`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RunsMode {
     /// Every run.
