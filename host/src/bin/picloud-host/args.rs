@@ -426,7 +426,7 @@ pub struct LogsArgs {
     /// another process, until Ctrl-C.
     #[arg(long, short)]
     pub follow: bool,
-    /// How many recent runs to print the lines of first.
+    /// Without --follow: how many recent runs to print the lines of.
     #[arg(long, default_value_t = 20)]
     pub runs: u32,
     /// Act as this principal (needs logs access); operator access if absent.
