@@ -322,7 +322,21 @@ impl Dispatcher {
                 if claim_limit.is_some() {
                     done = Done::take(&mut pending);
                 }
-                if let Err(e) = self.apply(&mut pending).await {
+                // Like a claim, a commit that gets no answer within
+                // CLAIM_LIMIT means the store is away: the breaker opens
+                // (and says so) while the commit keeps waiting, so an
+                // outage that only commits meet is said too.
+                let applied = self.apply(&mut pending);
+                tokio::pin!(applied);
+                let applied = tokio::select! {
+                    result = &mut applied => result,
+                    _ = tokio::time::sleep(CLAIM_LIMIT) => {
+                        let late = format!("a commit got no answer within {CLAIM_LIMIT:?}");
+                        breaker.trip(&late, &s.metrics);
+                        applied.await
+                    }
+                };
+                if let Err(e) = applied {
                     breaker.trip(&e, &s.metrics);
                 }
             }
