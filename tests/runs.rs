@@ -10,7 +10,9 @@ use picloud_host::TriggerHost;
 use picloud_host::admin::{Admin, AdminError};
 use picloud_host::auth::{MemberAuthorizer, Role};
 use picloud_host::config::TriggerConfig;
-use picloud_host::model::{AppId, DeadLetterFilter, KvOps, NewTrigger, ScriptId, TriggerSpec};
+use picloud_host::model::{
+    AppId, DeadLetterFilter, KvOps, NewTrigger, Script, ScriptId, TriggerSpec,
+};
 use picloud_host::runs::{Run, RunFilter, RunOutcome, RunsMode};
 use picloud_host::runtime::LogLevel;
 use picloud_host::store::Store;
@@ -35,11 +37,21 @@ picloud_tests::contract!(
 );
 
 async fn kv_trigger(s: &Arc<dyn Store>, app: AppId, script: ScriptId, collection: &str) {
+    kv_trigger_as(s, app, script, collection, ADMIN).await;
+}
+
+async fn kv_trigger_as(
+    s: &Arc<dyn Store>,
+    app: AppId,
+    script: ScriptId,
+    collection: &str,
+    principal: &str,
+) {
     s.create_trigger(&NewTrigger {
         app_id: app,
         script_id: script,
         name: format!("on-{collection}"),
-        registered_by_principal: ADMIN.into(),
+        registered_by_principal: principal.into(),
         spec: TriggerSpec::Kv {
             collection: collection.into(),
             ops: KvOps::ALL,
@@ -47,6 +59,14 @@ async fn kv_trigger(s: &Arc<dyn Store>, app: AppId, script: ScriptId, collection
     })
     .await
     .expect("kv trigger");
+}
+
+/// The `always-fails` fixture deployed as `fails`, on a kv trigger of
+/// `orders` registered by [`ADMIN`].
+async fn failing_on_orders(host: &TriggerHost, app: AppId) -> Script {
+    let fails = h::deploy(host.runtime(), app, "fails", guests::ALWAYS_FAILS).await;
+    kv_trigger(host.store(), app, fails.id, "orders").await;
+    fails
 }
 
 async fn settle(host: &TriggerHost) {
@@ -91,8 +111,7 @@ async fn a_failing_scripts_runs_show_every_attempt_with_its_logs(db: &TestDb) {
     let s = &db.store;
     let host = h::host(s, h::fast_retries(3), h::ceiling());
     let app = h::app(s, "shop").await;
-    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    kv_trigger(s, app.id, fails.id, "orders").await;
+    let fails = failing_on_orders(&host, app.id).await;
     s.kv_set(app.id, "orders", "o1", &json!({"n": 1}), 0)
         .await
         .unwrap();
@@ -165,8 +184,7 @@ async fn a_dead_letter_handler_that_gives_up_is_recorded_as_the_recursion_stop(d
     let s = &db.store;
     let host = h::host(s, h::fast_retries(2), h::ceiling());
     let app = h::app(s, "shop").await;
-    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    kv_trigger(s, app.id, fails.id, "orders").await;
+    let fails = failing_on_orders(&host, app.id).await;
     s.create_trigger(&NewTrigger {
         app_id: app.id,
         script_id: fails.id,
@@ -382,8 +400,7 @@ async fn a_viewer_can_read_logs_and_a_non_member_cannot(db: &TestDb) {
     let host = h::host(s, h::fast_retries(1), h::ceiling());
     let app = h::app(s, "shop").await;
     s.set_member(app.id, "vera", Role::Viewer).await.unwrap();
-    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    kv_trigger(s, app.id, fails.id, "orders").await;
+    failing_on_orders(&host, app.id).await;
     s.kv_set(app.id, "orders", "o1", &json!(1), 0)
         .await
         .unwrap();
@@ -428,8 +445,7 @@ async fn logs_follow_sees_runs_of_a_dispatcher_in_another_process(db: &TestDb) {
     let host = h::host(s, h::fast_retries(1), h::ceiling());
     let app = h::app(s, "shop").await;
     s.set_member(app.id, "vera", Role::Viewer).await.unwrap();
-    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    kv_trigger(s, app.id, fails.id, "orders").await;
+    failing_on_orders(&host, app.id).await;
     let dir = TempDir::new();
     let env = [(
         "PICLOUD_CACHE_DIR",
@@ -562,18 +578,7 @@ async fn a_run_whose_host_call_was_refused_is_recorded_denied(db: &TestDb) {
     let app = h::app(s, "revoke").await;
     s.set_member(app.id, "bob", Role::Developer).await.unwrap();
     let script = h::deploy(host.runtime(), app.id, "order-totals", guests::ORDER_TOTALS).await;
-    s.create_trigger(&NewTrigger {
-        app_id: app.id,
-        script_id: script.id,
-        name: "totals".into(),
-        registered_by_principal: "bob".into(),
-        spec: TriggerSpec::Kv {
-            collection: "orders".into(),
-            ops: KvOps::ALL,
-        },
-    })
-    .await
-    .unwrap();
+    kv_trigger_as(s, app.id, script.id, "orders", "bob").await;
     // Bob leaves: the trigger he registered runs as him and may not write.
     s.remove_member(app.id, "bob").await.unwrap();
     let order = json!({"customer": "c", "items": [{"sku": "x", "qty": 1, "price_cents": 5}]});
@@ -603,8 +608,7 @@ async fn a_removed_triggers_pending_retry_is_recorded_skipped(db: &TestDb) {
     };
     let host = h::host(s, config, h::ceiling());
     let app = h::app(s, "shop").await;
-    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    kv_trigger(s, app.id, fails.id, "orders").await;
+    failing_on_orders(&host, app.id).await;
     s.kv_set(app.id, "orders", "o1", &json!(1), 0)
         .await
         .unwrap();

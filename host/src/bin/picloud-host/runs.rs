@@ -319,27 +319,20 @@ fn print_lines(run: &Run, names: &Names) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let script = names.script(run);
-    for line in &run.logs {
+    let mut line = |level: &str, text: &str| {
         let _ = writeln!(
             out,
-            "{} {} {} {:<7}{}",
+            "{} {} {script} {level:<7}{}",
             run.started_at,
             run.id,
-            script,
-            level(line.level),
-            line.message.trim_end()
+            text.trim_end()
         );
+    };
+    for l in &run.logs {
+        line(&level(l.level), &l.message);
     }
     if run.outcome.is_failure() {
-        let _ = writeln!(
-            out,
-            "{} {} {} {:<7}{}",
-            run.started_at,
-            run.id,
-            script,
-            run.outcome.as_str(),
-            run.error.as_deref().unwrap_or("-")
-        );
+        line(run.outcome.as_str(), run.error.as_deref().unwrap_or("-"));
     }
     let _ = out.flush();
 }
