@@ -83,7 +83,7 @@ fn migrate_sqlite_twice() {
         "index",
     );
     assert_eq!(
-        sqlite3("select count(*) from _sqlx_migrations"),
+        sqlite3("select count(*) from picloud_migrations"),
         [migration_count("sqlite")],
         "applied once"
     );
@@ -122,23 +122,23 @@ async fn migrate_postgres_twice() {
             )
         };
         assert_all_present(
-            &psql("select tablename from pg_tables where schemaname = 'public'"),
+            &psql("select tablename from pg_tables where schemaname = 'picloud'"),
             &TABLES,
             "table",
         );
         assert_all_present(
-            &psql("select indexname from pg_indexes where schemaname = 'public'"),
+            &psql("select indexname from pg_indexes where schemaname = 'picloud'"),
             &INDEXES,
             "index",
         );
         assert_eq!(
-            psql("select count(*) from _sqlx_migrations"),
+            psql("select count(*) from picloud.migrations"),
             [migration_count("postgres")],
             "applied once"
         );
         assert_eq!(
             psql(
-                "select tgname from pg_trigger where tgrelid = 'outbox'::regclass and not tgisinternal"
+                "select tgname from pg_trigger where tgrelid = 'picloud.outbox'::regclass and not tgisinternal"
             ),
             ["outbox_notify"]
         );

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use picloud_host::store::postgres::PgStore;
 use picloud_host::store::sqlite::SqliteStore;
 use picloud_host::store::{Backend, DatabaseUrl, Store};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 /// Where the test PostgreSQL server is, unless `PICLOUD_TEST_POSTGRES_URL` says.
@@ -247,7 +248,7 @@ pub async fn postgres() -> TestDb {
         .migrate()
         .await
         .unwrap_or_else(|e| panic!("migrating {url}: {e}"));
-    let pool = Pool::Postgres(store.pool().clone());
+    let pool = Pool::Postgres(raw_pool(&url));
     TestDb {
         store: Arc::new(store),
         url,
@@ -256,6 +257,17 @@ pub async fn postgres() -> TestDb {
         _dir: None,
         _database: Some(fresh),
     }
+}
+
+/// A pool of the test's own on the database at `url`, for raw SQL: its
+/// `search_path` finds the host's schema first, so tests name tables bare.
+/// (The store's own connections have no such path: each of its statements
+/// names the schema itself.)
+pub fn raw_pool(url: &str) -> PgPool {
+    let options: PgConnectOptions = url.parse().expect("a postgres URL");
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(options.options([("search_path", "picloud,public")]))
 }
 
 /// Drop test databases older than an hour (left by runs that were killed

@@ -41,7 +41,7 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// A statement on this backend's database, to bind and run with
     /// [`super::sql::Run`].
     fn query(sql: &str) -> Statement<'_, Self::DB> {
-        sqlx::query(sql)
+        sqlx::query(<Self::DB as Db>::qualify(sql))
     }
 
     /// Begin a transaction that writes. On SQLite it takes the write lock

@@ -31,8 +31,10 @@ use crate::runs::{NewRun, Run, RunFilter};
 
 mod dialect;
 mod error;
+mod migrate;
 pub mod postgres;
 mod rows;
+pub mod schema;
 mod shared;
 mod sql;
 pub mod sqlite;
@@ -384,19 +386,30 @@ pub trait Store:
     /// `LISTEN picloud_runs` (sent by a statement trigger on run inserts).
     /// `None` where no other process can signal (SQLite): poll instead.
     async fn subscribe_runs(&self) -> Result<Option<Box<dyn Subscription>>>;
-    /// Apply the embedded migrations; applying them twice is harmless.
+    /// Apply the host's embedded migrations; applying them twice is
+    /// harmless. The host keeps its own bookkeeping, never sqlx's
+    /// `_sqlx_migrations`: an application's own migrations and these run
+    /// in either order. On PostgreSQL the tables live in their own schema
+    /// ([`schema::schema`], `picloud` by default), and a database made
+    /// before that rule (tables in `public`) is moved there. All pending
+    /// migrations commit together or not at all, and a failure leaves no
+    /// lock behind: calling `migrate` again is always safe.
     async fn migrate(&self) -> Result<()>;
     /// Close the pool.
     async fn close(&self);
 }
 
 /// Open the store named by `url` (`sqlite://...` or `postgres://...`).
-/// Does not migrate; call [`Store::migrate`].
+/// Does not migrate; call [`Store::migrate`]. On PostgreSQL a
+/// `PICLOUD_PG_SCHEMA` that is not a usable schema name is an error here.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     let parsed = DatabaseUrl::parse(url)?;
     match parsed.backend {
         Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(&parsed).await?)),
-        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(&parsed).await?)),
+        Backend::Postgres => {
+            schema::schema_from_env()?;
+            Ok(Arc::new(postgres::PgStore::connect(&parsed).await?))
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use super::dialect::{Dialect, Statements};
 use super::rows::{
     self, FairClaimRow, abandoned_columns, dead_letter_columns, outbox_columns, script_columns,
 };
+use super::schema::qualify;
 use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Result, Retry, Signal, Subscription};
@@ -104,6 +105,10 @@ super::shared::connection_functions!(PgStore, PgConnection);
 impl Db for Postgres {
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    fn qualify(sql: &str) -> &str {
+        super::schema::qualify(sql)
     }
 }
 
@@ -275,7 +280,7 @@ const CLAIM_FAIR: &str = concat!(
          limit $5
      ),
      shares as (
-         select count(*) as apps, ($3 + count(*) - 1) / greatest(count(*), 1) as share
+         select count(*) as served_apps, ($3 + count(*) - 1) / greatest(count(*), 1) as share
          from served
      ),
      picked as (
@@ -289,7 +294,7 @@ const CLAIM_FAIR: &str = concat!(
              limit (select share from shares)
              for update skip locked
          ) p
-         where (select apps from shares) > 1
+         where (select served_apps from shares) > 1
          order by row_number() over (partition by s.app_id order by p.due_at), s.n
          limit $3
      ),
@@ -306,7 +311,7 @@ const CLAIM_FAIR: &str = concat!(
      where id in (select id from picked union all select id from fill)
      returning ",
     outbox_columns!(),
-    ", case when (select apps from shares) >= $5
+    ", case when (select served_apps from shares) >= $5
             then (select app_id from served order by n desc limit 1)
             else (select app_id from walked order by n desc limit 1)
        end as next_app"
@@ -323,7 +328,7 @@ impl PgStore {
     ) -> Result<Claimed> {
         match plan {
             ClaimPlan::Oldest => Ok(Claimed {
-                rows: sqlx::query_as(CLAIM_OLDEST)
+                rows: sqlx::query_as(qualify(CLAIM_OLDEST))
                     .bind(worker)
                     .bind(lease.as_secs_f64())
                     .bind(i64::from(limit))
@@ -332,7 +337,7 @@ impl PgStore {
                 next_app: None,
             }),
             ClaimPlan::Fair { after } => {
-                let rows: Vec<FairClaimRow> = sqlx::query_as(CLAIM_FAIR)
+                let rows: Vec<FairClaimRow> = sqlx::query_as(qualify(CLAIM_FAIR))
                     .bind(worker)
                     .bind(lease.as_secs_f64())
                     .bind(i64::from(limit))
@@ -487,8 +492,8 @@ impl Dialect for PgStore {
 
     async fn delete_rows(&self, ids: &[EventId], runs: &[NewRun]) -> Result<u64> {
         let q = match runs {
-            [] => sqlx::query(DELETE_ROWS),
-            _ => sqlx::query(DELETE_ROWS_RUNS.as_str()),
+            [] => sqlx::query(qualify(DELETE_ROWS)),
+            _ => sqlx::query(qualify(&DELETE_ROWS_RUNS)),
         }
         .bind(uuids(ids, |i| i.0));
         let q = if runs.is_empty() {
@@ -501,8 +506,8 @@ impl Dialect for PgStore {
 
     async fn write_retries(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()> {
         let q = match runs {
-            [] => sqlx::query(WRITE_RETRIES),
-            _ => sqlx::query(WRITE_RETRIES_RUNS.as_str()),
+            [] => sqlx::query(qualify(WRITE_RETRIES)),
+            _ => sqlx::query(qualify(&WRITE_RETRIES_RUNS)),
         }
         .bind(uuids(retries, |r| r.id.0))
         .bind(retries.iter().map(|r| r.attempt_count).collect::<Vec<_>>())
@@ -535,10 +540,12 @@ impl Dialect for PgStore {
     }
 
     async fn unlock_rows(&self, ids: &[EventId]) -> Result<()> {
-        sqlx::query("update outbox set locked_until = null, locked_by = null where id = any($1)")
-            .bind(uuids(ids, |i| i.0))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(qualify(
+            "update outbox set locked_until = null, locked_by = null where id = any($1)",
+        ))
+        .bind(uuids(ids, |i| i.0))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -555,9 +562,8 @@ impl Dialect for PgStore {
     }
 
     async fn apply_migrations(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        super::migrate::postgres(&mut conn, super::schema::schema()).await?;
         Ok(())
     }
 }

@@ -261,7 +261,7 @@ pub(crate) async fn insert_events<S: Dialect>(
                 .now(S::CLOCK, now);
         });
         let (sql, arguments) = q.finish()?;
-        <S::DB as Runs>::with_arguments(&sql, arguments)
+        <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
             .run(&mut *conn)
             .await
             .map_err(rows::unknown_app_on_fk(chunk[0].app_id))?;
@@ -314,7 +314,7 @@ pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRu
         });
         q.push(" on conflict (id) do nothing");
         let (sql, arguments) = q.finish()?;
-        <S::DB as Runs>::with_arguments(&sql, arguments)
+        <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
             .run(&mut *conn)
             .await?;
     }
@@ -1152,9 +1152,10 @@ impl<S: Dialect> DeadLetterRepo for S {
     async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
         let (sql, arguments) = dead_letter_listing::<S::DB>(filter).finish()?;
         let mut conn = self.pool().acquire().await?;
-        let rows: Vec<DeadLetterRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
-            .all(&mut conn)
-            .await?;
+        let rows: Vec<DeadLetterRow> =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .all(&mut conn)
+                .await?;
         rows::dead_letters(rows)
     }
 
@@ -1181,9 +1182,10 @@ impl<S: Dialect> DeadLetterRepo for S {
             .push(" order by created_at, id");
         let (sql, arguments) = q.finish()?;
         let mut conn = self.pool().acquire().await?;
-        let rows: Vec<DeadLetterRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
-            .all(&mut conn)
-            .await?;
+        let rows: Vec<DeadLetterRow> =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .all(&mut conn)
+                .await?;
         rows::dead_letters(rows)
     }
 
@@ -1396,9 +1398,10 @@ impl<S: Dialect> RunRepo for S {
         filter_runs(&mut q, filter);
         let (sql, arguments) = q.finish()?;
         let mut conn = self.pool().acquire().await?;
-        let rows: Vec<RunRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
-            .all(&mut conn)
-            .await?;
+        let rows: Vec<RunRow> =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .all(&mut conn)
+                .await?;
         rows::runs(rows)
     }
 
@@ -1455,9 +1458,10 @@ impl<S: Dialect> RunRepo for S {
         }
         q.push(" order by started_at, id");
         let (sql, arguments) = q.finish()?;
-        let rows: Vec<RunRow> = <S::DB as Runs>::with_arguments(&sql, arguments)
-            .all(&mut conn)
-            .await?;
+        let rows: Vec<RunRow> =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .all(&mut conn)
+                .await?;
         rows::runs(rows)
     }
 

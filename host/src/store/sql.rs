@@ -176,6 +176,12 @@ pub(crate) trait Db:
 {
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// The text to run for the host's statement `sql`: on PostgreSQL its
+    /// tables named in the host's schema ([`super::schema`]).
+    fn qualify(sql: &str) -> &str {
+        sql
+    }
 }
 
 /// Where the current time of a statement comes from.

@@ -206,7 +206,7 @@ const CLAIM_FAIR: &str = concat!(
     "with
      served as materialized (select value as app_id, key as n from json_each($5)),
      shares as materialized (
-         select count(*) as apps, ($4 + count(*) - 1) / max(count(*), 1) as share
+         select count(*) as served_apps, ($4 + count(*) - 1) / max(count(*), 1) as share
          from served
      ),
      picked as materialized (
@@ -447,9 +447,8 @@ impl Dialect for SqliteStore {
     }
 
     async fn apply_migrations(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        super::migrate::sqlite(&mut conn).await?;
         Ok(())
     }
 }
