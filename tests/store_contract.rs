@@ -108,8 +108,14 @@ async fn trigger(
         .expect("creating a trigger")
 }
 
+/// An outside event no trigger of these tests matches (collection `c`).
 fn raw(app: AppId, n: i64) -> NewEvent {
-    NewEvent::raw(app, source::CRON, "tick", json!({ "n": n }))
+    NewEvent::raw(
+        app,
+        source::KV,
+        "set",
+        json!({ "collection": "c", "key": n.to_string(), "n": n }),
+    )
 }
 
 fn due_in(mut e: NewEvent, secs: i64) -> NewEvent {

@@ -254,16 +254,17 @@ pub struct DispatchReport {
     pub idle_latency: Percentiles,
 }
 
-/// Fill the outbox with `events` kv events matched by one trigger running
-/// the component in `wasm`, drain them, then measure single events on the
-/// idle dispatcher. `runs` overrides `PICLOUD_RUNS`.
-pub async fn dispatch(
-    store: Arc<dyn Store>,
+/// A host over `store` with one app whose kv trigger on collection `bench`
+/// runs the component in `wasm`, recording when each run starts.
+async fn bench_host(
+    store: &Arc<dyn Store>,
     wasm: &[u8],
-    events: u64,
-    idle_samples: usize,
     runs: Option<RunsMode>,
-) -> anyhow::Result<DispatchReport> {
+) -> anyhow::Result<(
+    Arc<TriggerHost>,
+    Script,
+    Arc<crate::dispatch::StartLatencies>,
+)> {
     let ceiling = SandboxCeiling::from_env()?;
     let config = TriggerConfig::from_env()?;
     let auth = Arc::new(MemberAuthorizer::new(store.clone()));
@@ -284,7 +285,7 @@ pub async fn dispatch(
         ceiling,
         options,
     )?);
-    let script = bench_app(&store, host.runtime(), wasm).await?;
+    let script = bench_app(store, host.runtime(), wasm).await?;
     store
         .create_trigger(&NewTrigger {
             app_id: script.app_id,
@@ -297,6 +298,20 @@ pub async fn dispatch(
             },
         })
         .await?;
+    Ok((host, script, latencies))
+}
+
+/// Fill the outbox with `events` kv events matched by one trigger running
+/// the component in `wasm`, drain them, then measure single events on the
+/// idle dispatcher. `runs` overrides `PICLOUD_RUNS`.
+pub async fn dispatch(
+    store: Arc<dyn Store>,
+    wasm: &[u8],
+    events: u64,
+    idle_samples: usize,
+    runs: Option<RunsMode>,
+) -> anyhow::Result<DispatchReport> {
+    let (host, script, latencies) = bench_host(&store, wasm, runs).await?;
     let event = |i: u64| {
         NewEvent::raw(
             script.app_id,
@@ -362,5 +377,86 @@ pub async fn dispatch(
         events_per_sec: before as f64 / drain_secs,
         backlog_latency,
         idle_latency,
+    })
+}
+
+/// The embedding application's own pool, which the host does not watch.
+pub enum ManagerPool {
+    /// On SQLite.
+    Sqlite(sqlx::SqlitePool),
+    /// On PostgreSQL.
+    Postgres(sqlx::PgPool),
+}
+
+/// Commit-to-start latency of events committed by the embedding
+/// application (`bench wake`).
+#[derive(Clone, Debug)]
+pub struct WakeReport {
+    /// Without telling the host: found by its next poll (or, on PostgreSQL,
+    /// by the notification every commit sends).
+    pub unannounced: Percentiles,
+    /// With [`TriggerHost::notify`] after each commit.
+    pub notified: Percentiles,
+}
+
+/// Write `samples` single kv events, each in its own transaction on
+/// `manager` (the application's pool, not the store's), to an idle
+/// dispatcher: first without telling it, then calling
+/// [`TriggerHost::notify`] after each commit. Measures from the event's
+/// insert to its script's start.
+pub async fn wake(
+    store: Arc<dyn Store>,
+    manager: ManagerPool,
+    wasm: &[u8],
+    samples: usize,
+) -> anyhow::Result<WakeReport> {
+    let (host, script, latencies) = bench_host(&store, wasm, None).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = {
+        let (host, cancel) = (host.clone(), cancel.clone());
+        tokio::spawn(async move { host.run(cancel).await })
+    };
+    let mut report = Vec::new();
+    for (label, notify) in [("unannounced", false), ("notified", true)] {
+        let progress = Progress::new(label, samples as u64);
+        for i in 0..samples {
+            let event = NewEvent::raw(
+                script.app_id,
+                source::KV,
+                "set",
+                json!({"collection": "bench", "key": format!("w{i}"), "value": i, "version": 1}),
+            );
+            let target = host.metrics().succeeded + 1;
+            match &manager {
+                ManagerPool::Sqlite(pool) => {
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    crate::store::Conn::from(&mut *tx).enqueue(&event).await?;
+                    tx.commit().await?;
+                }
+                ManagerPool::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    crate::store::Conn::from(&mut *tx).enqueue(&event).await?;
+                    tx.commit().await?;
+                }
+            }
+            if notify {
+                host.notify();
+            }
+            while host.metrics().succeeded < target {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+            progress.update(i as u64 + 1);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        progress.finish(samples as u64);
+        report.push(Percentiles::of(latencies.take()));
+    }
+    cancel.cancel();
+    runner.await??;
+    let notified = report.pop().expect("two passes");
+    let unannounced = report.pop().expect("two passes");
+    Ok(WakeReport {
+        unannounced,
+        notified,
     })
 }

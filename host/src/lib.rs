@@ -31,4 +31,4 @@ pub mod runtime;
 pub mod service;
 pub mod store;
 
-pub use service::{HostOptions, InvokeCallError, TriggerHost};
+pub use service::{HostOptions, InvokeCallError, Notifier, TriggerHost};

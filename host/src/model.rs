@@ -498,6 +498,25 @@ impl NewEvent {
         }
     }
 
+    /// A direct run of `script`, as `principal`, with `payload`: source
+    /// `http`, op `invoke`, as a synchronous invoke's event but without a
+    /// caller waiting. It is retried and dead-lettered like a trigger's run.
+    /// Prefer `TriggerHost::enqueue_invocation_in`, which checks that the
+    /// principal may invoke scripts of the app.
+    pub fn invocation(app_id: AppId, script: ScriptId, principal: &str, payload: Value) -> Self {
+        NewEvent {
+            script_id: Some(script),
+            principal: Some(principal.to_owned()),
+            ..NewEvent::raw(app_id, source::HTTP, "invoke", payload)
+        }
+    }
+
+    /// The same event, first due at `due_at` instead of now.
+    pub fn due_at(mut self, due_at: Timestamp) -> Self {
+        self.due_at = Some(due_at);
+        self
+    }
+
     /// The same event at another depth.
     pub fn at_depth(mut self, depth: i32) -> Self {
         self.depth = depth;

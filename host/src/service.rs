@@ -18,7 +18,7 @@ use crate::config::{SandboxCeiling, TriggerConfig};
 use crate::dispatch::{DispatchOptions, Dispatcher, RunMode, Shared};
 use crate::inbox::{Delivery, Inbox, ReplyMsg};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::model::{AppId, NewEvent, Outcome, Timestamp, source};
+use crate::model::{AppId, EventId, NewEvent, Outcome, Timestamp, source};
 use crate::runtime::Runtime;
 use crate::store::{self, NewAbandoned, Store};
 
@@ -144,6 +144,26 @@ pub struct TriggerHost {
     shared: Arc<Shared>,
     authorizer: Arc<dyn Authorizer>,
     options: HostOptions,
+}
+
+/// Wakes a host's dispatchers after the embedding application committed
+/// outbox rows on its own connection: see [`TriggerHost::notify`].
+#[derive(Clone)]
+pub struct Notifier {
+    store: Arc<dyn Store>,
+}
+
+impl Notifier {
+    /// See [`TriggerHost::notify`].
+    pub fn notify(&self) {
+        self.store.wake();
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
 }
 
 /// How long a parked reply waits for its owner before GC calls it abandoned.
@@ -307,6 +327,59 @@ impl TriggerHost {
             stale_replies: stale.len() as u64,
             runs,
         })
+    }
+
+    /// Tell the dispatchers of this process that the embedding application
+    /// committed outbox rows on its own connection (`*_in` calls). Call it
+    /// after the commit. On SQLite it starts them at once (p50 under 2 ms,
+    /// `bench wake`) instead of at their next poll; on PostgreSQL it is not
+    /// needed and does nothing (every commit notifies). Cheap: a broadcast
+    /// to in-process subscribers.
+    pub fn notify(&self) {
+        self.shared.store.wake();
+    }
+
+    /// A cheap, cloneable handle that does [`TriggerHost::notify`], for
+    /// producers that do not hold the host.
+    pub fn notifier(&self) -> Notifier {
+        Notifier {
+            store: self.shared.store.clone(),
+        }
+    }
+
+    /// Run `script` (name or id) of `app` as `principal` with `payload`,
+    /// asynchronously: the row is written on `conn`, the application's own
+    /// connection or open transaction, and commits with it or not at all.
+    /// The run is retried and dead-lettered like a trigger's; the script
+    /// sees source `http` and op `invoke`, as for [`TriggerHost::invoke`].
+    /// Refused unless `principal` may invoke scripts of `app`
+    /// ([`Capability::ScriptInvoke`]), and when the script does not exist.
+    ///
+    /// On SQLite the dispatcher learns of the row when it next looks:
+    /// call [`TriggerHost::notify`] after the commit to start it at once.
+    pub async fn enqueue_invocation_in<'c>(
+        &self,
+        conn: impl Into<store::Conn<'c>>,
+        app: AppId,
+        script: &str,
+        payload: &impl serde::Serialize,
+        principal: &str,
+    ) -> Result<EventId, InvokeCallError> {
+        store::validate_printable("principal", principal)?;
+        if !self
+            .authorizer
+            .allowed(principal, Capability::ScriptInvoke(app))
+            .await?
+        {
+            return Err(InvokeCallError::PermissionDenied {
+                principal: principal.to_owned(),
+            });
+        }
+        let script = self.shared.store.find_script(app, script).await?;
+        let payload = serde_json::to_value(payload)
+            .map_err(|e| store::Error::Invalid(format!("the payload is not JSON: {e}")))?;
+        let event = NewEvent::invocation(app, script.id, principal, payload);
+        Ok(conn.into().enqueue(&event).await?)
     }
 
     /// Invoke `script` (name or id) of `app` synchronously as `principal` and

@@ -245,7 +245,43 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
     if let Some(trigger_id) = ev.trigger_id {
         return invocation(s, batch, ev, trigger_id).await;
     }
+    if let Some(script_id) = ev.script_id {
+        return script_run(s, batch, ev, script_id).await;
+    }
     raw(s, batch, ev).await
+}
+
+/// A direct run of one script without a caller waiting
+/// (`NewEvent::invocation`): run it as the principal that asked, retried
+/// and dead-lettered like a trigger's run.
+async fn script_run(
+    s: &Shared,
+    batch: &BatchCache,
+    ev: &OutboxEvent,
+    script_id: ScriptId,
+) -> store::Result<Vec<Action>> {
+    let started = Timestamp::now();
+    let Some(principal) = ev.principal.as_deref() else {
+        // Refused at enqueue; a row written by hand can still lack it.
+        let error = "a direct run of a script without a principal: dead-lettered without running";
+        let run = not_run(s, ev, RunOutcome::Failed, Some(error.to_owned()));
+        let first = ev.first_attempt_at.unwrap_or(started);
+        return Ok(vec![exhausted(
+            ev.id,
+            ev,
+            ev.attempt_count,
+            first,
+            started,
+            error.to_owned(),
+            run.into_iter().collect(),
+        )]);
+    };
+    let ran = run(s, batch, ev, None, script_id, principal).await?;
+    let runs = ran.run.into_iter().collect();
+    match ran.result {
+        Ok(_) => Ok(vec![Action::Complete(ev.id, runs)]),
+        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error, runs)]),
+    }
 }
 
 /// SPEC 5.8: an event deeper than the limit is never executed.

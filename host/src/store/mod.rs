@@ -386,6 +386,13 @@ pub trait Store:
     /// `LISTEN picloud_runs` (sent by a statement trigger on run inserts).
     /// `None` where no other process can signal (SQLite): poll instead.
     async fn subscribe_runs(&self) -> Result<Option<Box<dyn Subscription>>>;
+    /// Wake this process's dispatchers: outbox rows were committed on a
+    /// connection the store does not watch (the embedding application's).
+    /// On SQLite only the store's own commits wake them, and any other
+    /// commit is found at the next poll; this makes it start now. On
+    /// PostgreSQL it does nothing: a statement trigger on the outbox
+    /// notifies with every commit, whoever made it.
+    fn wake(&self);
     /// Apply the host's embedded migrations; applying them twice is
     /// harmless. The host keeps its own bookkeeping, never sqlx's
     /// `_sqlx_migrations`: an application's own migrations and these run
@@ -409,6 +416,45 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         Backend::Postgres => {
             schema::schema_from_env()?;
             Ok(Arc::new(postgres::PgStore::connect(&parsed).await?))
+        }
+    }
+}
+
+/// A connection, or an open transaction, of the embedding application on
+/// either backend: what the host's `*_in` calls write on, so that their rows
+/// commit with the application's own or not at all. Made from
+/// `&mut *tx` (a `sqlx::Transaction`) or a `&mut` connection.
+///
+/// On SQLite, begin writing transactions with `BEGIN IMMEDIATE`
+/// (`pool.begin_with("BEGIN IMMEDIATE")`): a transaction that reads before
+/// it writes can otherwise fail with `SQLITE_BUSY` when it upgrades to
+/// writing while another connection writes.
+pub enum Conn<'c> {
+    /// A PostgreSQL connection or transaction.
+    Postgres(&'c mut sqlx::PgConnection),
+    /// A SQLite connection or transaction.
+    Sqlite(&'c mut sqlx::SqliteConnection),
+}
+
+impl<'c> From<&'c mut sqlx::PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::PgConnection) -> Self {
+        Conn::Postgres(conn)
+    }
+}
+
+impl<'c> From<&'c mut sqlx::SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::SqliteConnection) -> Self {
+        Conn::Sqlite(conn)
+    }
+}
+
+impl Conn<'_> {
+    /// Write `event` to the outbox on this connection (see
+    /// [`validate_event`] for what is refused).
+    pub async fn enqueue(self, event: &NewEvent) -> Result<EventId> {
+        match self {
+            Conn::Postgres(conn) => postgres::enqueue_in(conn, event).await,
+            Conn::Sqlite(conn) => sqlite::enqueue_in(conn, event).await,
         }
     }
 }
@@ -507,13 +553,85 @@ pub fn validate_json_depth(what: &str, value: &Value) -> Result<()> {
 /// than [`MAX_JSON_DEPTH`]. Events the host derives from one (a kv write's
 /// event, a dead letter's) wrap it a level or two deeper, which is why the
 /// bound sits well below the decoder's.
+///
+/// It must also be an event something will run, never one the dispatcher
+/// would drop unseen:
+/// - a row of one trigger (`trigger_id`, a replay) names its script too;
+/// - a direct run of a script (`script_id` without a trigger) names the
+///   principal it runs as;
+/// - any other event is matched against triggers, so its source must be
+///   one a trigger kind serves ([`SERVED_SOURCES`]): `kv` with op `set` or
+///   `delete` and a `collection`, or `dead_letter` with a `source`.
 pub fn validate_event(event: &NewEvent) -> Result<()> {
     validate_printable("source", &event.source)?;
     validate_printable("op", &event.op)?;
     if let Some(p) = &event.principal {
         validate_printable("principal", p)?;
     }
-    validate_json_depth("payload", &event.payload)
+    validate_json_depth("payload", &event.payload)?;
+    validate_served(event)
+}
+
+/// The sources a trigger kind serves: what a raw event (one matched
+/// against triggers) may carry.
+pub const SERVED_SOURCES: [&str; 2] = [source::KV, source::DEAD_LETTER];
+
+/// See [`validate_event`]: the event reaches a script.
+fn validate_served(event: &NewEvent) -> Result<()> {
+    if event.trigger_id.is_some() {
+        if event.script_id.is_none() {
+            return Err(Error::Invalid(
+                "an event for one trigger must name its script too: replay the dead letter \
+                 instead of writing the row by hand"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    }
+    if event.script_id.is_some() {
+        if event.principal.is_none() {
+            return Err(Error::Invalid(
+                "a direct run of a script needs the principal it runs as: build it with \
+                 NewEvent::invocation"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    }
+    let field = |name: &str| event.payload.get(name).and_then(Value::as_str).is_some();
+    match event.source.as_str() {
+        source::KV => {
+            if event.op.parse::<KvOp>().is_err() {
+                return Err(Error::Invalid(format!(
+                    "a kv event's op must be set or delete, not {:?}: nothing would run it",
+                    event.op
+                )));
+            }
+            if !field("collection") {
+                return Err(Error::Invalid(
+                    "a kv event's payload needs a \"collection\" string: kv triggers match on it"
+                        .into(),
+                ));
+            }
+        }
+        source::DEAD_LETTER => {
+            if !field("source") {
+                return Err(Error::Invalid(
+                    "a dead_letter event's payload needs a \"source\" string: dead-letter \
+                     triggers match on it"
+                        .into(),
+                ));
+            }
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "no trigger kind serves source {other:?} (served: {}): the event would never \
+                 run; to run a script directly, use enqueue_invocation_in",
+                SERVED_SOURCES.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `kv` event a write causes. Its payload carries the collection, the
@@ -554,11 +672,15 @@ pub fn dead_letter_event(id: DeadLetterId, dead: &NewDeadLetter) -> NewEvent {
 }
 
 /// The invocation row that replays a dead letter: same trigger, script,
-/// payload and depth, no attempts yet.
-pub fn replay_event(dead: &DeadLetter, depth: i32) -> NewEvent {
+/// payload and depth, no attempts yet. `principal` is what a direct run of
+/// a script (no trigger) ran as; a trigger's run runs as its trigger's.
+pub fn replay_event(dead: &DeadLetter, depth: i32, principal: Option<&str>) -> NewEvent {
     NewEvent {
         trigger_id: dead.trigger_id,
         script_id: dead.script_id,
+        principal: principal
+            .filter(|_| dead.trigger_id.is_none())
+            .map(str::to_owned),
         ..NewEvent::raw(dead.app_id, &dead.source, &dead.op, dead.payload.clone())
     }
     .at_depth(depth)

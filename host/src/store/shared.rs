@@ -531,18 +531,15 @@ async fn resolve_at<S: Dialect>(
     let dl = DeadLetter::try_from(row)?;
     let replayed = resolution == Resolution::Replayed;
     if replayed {
-        let depth = match replay_depth {
-            Some(depth) => depth,
-            None => {
-                let depth: Option<(i32,)> =
-                    S::query("select depth from dead_letter_depths where dead_letter_id = $1")
-                        .arg(id)
-                        .optional(&mut tx)
-                        .await?;
-                depth.map_or(0, |(depth,)| depth)
-            }
-        };
-        enqueue_in::<S>(&mut tx, &super::replay_event(&dl, depth)).await?;
+        let kept: Option<(i32, Option<String>)> =
+            S::query("select depth, principal from dead_letter_depths where dead_letter_id = $1")
+                .arg(id)
+                .optional(&mut tx)
+                .await?;
+        let (depth, principal) = kept.unwrap_or((0, None));
+        let depth = replay_depth.unwrap_or(depth);
+        let event = super::replay_event(&dl, depth, principal.as_deref());
+        enqueue_in::<S>(&mut tx, &event).await?;
     }
     tx.commit().await?;
     if replayed {
@@ -1120,9 +1117,10 @@ impl<S: Dialect> DeadLetterRepo for S {
         // The original event's stable id, from its row before it goes: the
         // dead letter's history is the runs of that event.
         S::query(
-            "insert into dead_letter_depths (dead_letter_id, depth, event_id)
+            "insert into dead_letter_depths (dead_letter_id, depth, event_id, principal)
              values ($1, $2, coalesce(
-                 (select coalesce(event_id, id) from outbox where id = $3), $3))",
+                 (select coalesce(event_id, id) from outbox where id = $3), $3),
+                 (select principal from outbox where id = $3 and trigger_id is null))",
         )
         .arg(dl.id)
         .arg(dead.depth)
@@ -1514,6 +1512,10 @@ impl<S: Dialect> Store for S {
 
     async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
         self.listen().await
+    }
+
+    fn wake(&self) {
+        self.announce(Signal::Outbox);
     }
 
     async fn subscribe_runs(&self) -> Result<Option<Box<dyn Subscription>>> {

@@ -170,6 +170,7 @@ pub(crate) trait Db:
     + Decodes<(Option<EventId>,)>
     + Decodes<(String,)>
     + Decodes<(i32,)>
+    + Decodes<(i32, Option<String>)>
     + Decodes<(i64,)>
     + Decodes<(AppId,)>
     + Decodes<(Option<Timestamp>,)>

@@ -474,6 +474,17 @@ pub enum BenchCmd {
         #[arg(long, value_delimiter = ',')]
         runs: Vec<String>,
     },
+    /// Commit-to-start latency of events the embedding application commits
+    /// on its own pool: without telling the host, then with
+    /// `TriggerHost::notify` after each commit.
+    Wake {
+        /// The no-op component (default: the fixture built from this repository).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Single events per pass.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// (internal) time a fresh process's first call; used by `bench runtime`.
     #[command(hide = true)]
     FirstCall {

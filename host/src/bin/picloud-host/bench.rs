@@ -114,6 +114,41 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
                 );
             }
         }
+        BenchCmd::Wake {
+            wasm: path,
+            samples,
+        } => {
+            let code = wasm(path)?;
+            let (store, dir) = scratch_store(url).await?;
+            let backend = store.backend();
+            let place = match &dir {
+                Some(d) => format!("sqlite://{}", d.0.join("bench.db").display()),
+                None => url.to_owned(),
+            };
+            // The application's own pool: the host does not watch it.
+            let manager = match backend {
+                store::Backend::Sqlite => bench::ManagerPool::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(
+                            place
+                                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
+                                .busy_timeout(std::time::Duration::from_secs(5)),
+                        )
+                        .await?,
+                ),
+                store::Backend::Postgres => {
+                    bench::ManagerPool::Postgres(sqlx::PgPool::connect(&place).await?)
+                }
+            };
+            let r = bench::wake(store, manager, &code, samples).await?;
+            println!(
+                "commit-to-start of the application's own commits on {backend:?} ({}):",
+                store::redact(&place)
+            );
+            println!("  without notify()   {}", r.unannounced);
+            println!("  with notify()      {}", r.notified);
+        }
         BenchCmd::FirstCall { wasm, cache_dir } => {
             let code = std::fs::read(&wasm)?;
             let (store, _dir) = scratch_store("sqlite::memory:").await?;

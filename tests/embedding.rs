@@ -1,0 +1,253 @@
+//! The embedding API (issue 12), on both backends: events nothing would run
+//! are refused at enqueue with one line; a script run enqueued in the
+//! application's own transaction runs as its principal, is retried,
+//! dead-lettered and replayed as that principal, and vanishes with a
+//! rolled-back transaction; a principal without the capability is refused.
+
+use std::time::Duration;
+
+use picloud_host::auth::Role;
+use picloud_host::model::{DeadLetterFilter, NewEvent, Resolution, ScriptId, TriggerId, source};
+use picloud_host::runs::{RunFilter, RunOutcome};
+use picloud_host::store::Conn;
+use picloud_host::{InvokeCallError, TriggerHost};
+use picloud_tests::db::{Pool, TestDb};
+use picloud_tests::guests;
+use picloud_tests::host as h;
+use serde_json::json;
+
+picloud_tests::contract!(
+    events_nothing_would_run_are_refused_at_enqueue,
+    an_invocation_in_the_applications_transaction_runs_as_its_principal,
+    a_failing_invocation_is_dead_lettered_and_replayed_as_its_principal,
+    an_invocation_for_a_principal_without_the_capability_is_refused,
+);
+
+/// Enqueue `event` in a transaction of the test's own pool, then commit.
+async fn enqueue_own(db: &TestDb, event: &NewEvent) -> picloud_host::store::Result<()> {
+    match &db.pool {
+        Pool::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            Conn::from(&mut *tx).enqueue(event).await?;
+            tx.commit().await.unwrap();
+        }
+        Pool::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            Conn::from(&mut *tx).enqueue(event).await?;
+            tx.commit().await.unwrap();
+        }
+    }
+    Ok(())
+}
+
+async fn settle(host: &TriggerHost) {
+    tokio::time::timeout(Duration::from_secs(60), host.run_until_empty())
+        .await
+        .expect("every event settles within a minute")
+        .expect("dispatch ran");
+}
+
+async fn events_nothing_would_run_are_refused_at_enqueue(db: &TestDb) {
+    let s = &db.store;
+    let app = h::app(s, "shop").await;
+    let unserved = NewEvent::raw(app.id, source::QUEUE, "send", json!({"n": 1}));
+    let bad_op = NewEvent::raw(app.id, source::KV, "frobnicate", json!({"collection": "c"}));
+    let no_collection = NewEvent::raw(app.id, source::KV, "set", json!({"key": "k"}));
+    let no_dl_source = NewEvent::raw(app.id, source::DEAD_LETTER, "created", json!({}));
+    let mut script_without_principal =
+        NewEvent::invocation(app.id, ScriptId::new(), "p", json!({}));
+    script_without_principal.principal = None;
+    let mut trigger_without_script =
+        NewEvent::raw(app.id, source::KV, "set", json!({"collection": "c"}));
+    trigger_without_script.trigger_id = Some(TriggerId::new());
+    let cases = [
+        (
+            unserved,
+            "no trigger kind serves source \"queue\" (served: kv, dead_letter)",
+        ),
+        (
+            bad_op,
+            "a kv event's op must be set or delete, not \"frobnicate\"",
+        ),
+        (
+            no_collection,
+            "a kv event's payload needs a \"collection\" string",
+        ),
+        (
+            no_dl_source,
+            "a dead_letter event's payload needs a \"source\" string",
+        ),
+        (
+            script_without_principal,
+            "a direct run of a script needs the principal it runs as",
+        ),
+        (
+            trigger_without_script,
+            "an event for one trigger must name its script too",
+        ),
+    ];
+    for (event, expected) in &cases {
+        for result in [
+            s.enqueue(event).await.map(drop),
+            s.enqueue_many(std::slice::from_ref(event)).await.map(drop),
+            enqueue_own(db, event).await,
+        ] {
+            let err = result.expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should say {expected:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+    assert_eq!(
+        s.count_events(None).await.unwrap(),
+        0,
+        "nothing was written"
+    );
+}
+
+async fn an_invocation_in_the_applications_transaction_runs_as_its_principal(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "shop").await;
+    s.set_member(app.id, "dev", Role::Developer).await.unwrap();
+    h::deploy(host.runtime(), app.id, "noop", guests::NOOP).await;
+
+    // Rolled back: nothing runs.
+    match &db.pool {
+        Pool::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 0}), "dev")
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+        }
+        Pool::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 0}), "dev")
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+        }
+    }
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+
+    let id = match &db.pool {
+        Pool::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let id = host
+                .enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 1}), "dev")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+        Pool::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            let id = host
+                .enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 1}), "dev")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+    };
+    host.notify();
+    settle(&host).await;
+    let runs = s.list_runs(&RunFilter::app(app.id)).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert_eq!(run.outcome, RunOutcome::Succeeded);
+    assert_eq!(run.principal, "dev");
+    assert_eq!(run.event_id, id);
+    assert_eq!((run.source.as_str(), run.op.as_str()), ("http", "invoke"));
+    assert_eq!(run.trigger_id, None);
+
+    // An unknown script is refused before anything is written.
+    let err = match &db.pool {
+        Pool::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            host.enqueue_invocation_in(&mut *tx, app.id, "nope", &json!({}), "dev")
+                .await
+                .unwrap_err()
+        }
+        Pool::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            host.enqueue_invocation_in(&mut *tx, app.id, "nope", &json!({}), "dev")
+                .await
+                .unwrap_err()
+        }
+    };
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+async fn a_failing_invocation_is_dead_lettered_and_replayed_as_its_principal(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(2), h::ceiling());
+    let app = h::app(s, "shop").await;
+    s.set_member(app.id, "dev", Role::Developer).await.unwrap();
+    let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
+    enqueue_own(
+        db,
+        &NewEvent::invocation(app.id, fails.id, "dev", json!({"n": 1})),
+    )
+    .await
+    .unwrap();
+    host.notify();
+    settle(&host).await;
+    let dead = s
+        .list_dead_letters(&DeadLetterFilter {
+            app_id: Some(app.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].attempt_count, 2);
+    assert_eq!(dead[0].script_id, Some(fails.id));
+    assert_eq!(dead[0].trigger_id, None);
+    s.resolve(dead[0].id, Resolution::Replayed).await.unwrap();
+    settle(&host).await;
+    let runs = s
+        .list_runs(&RunFilter {
+            limit: 100,
+            oldest_first: true,
+            ..RunFilter::app(app.id)
+        })
+        .await
+        .unwrap();
+    // Two attempts, then two more after the replay: every one as "dev".
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(runs.iter().all(|r| r.principal == "dev"), "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r.outcome == RunOutcome::Failed),
+        "{runs:?}"
+    );
+}
+
+async fn an_invocation_for_a_principal_without_the_capability_is_refused(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(2), h::ceiling());
+    let app = h::app(s, "shop").await;
+    s.set_member(app.id, "watcher", Role::Viewer).await.unwrap();
+    h::deploy(host.runtime(), app.id, "noop", guests::NOOP).await;
+    for principal in ["watcher", "stranger"] {
+        let err = match &db.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({}), principal)
+                    .await
+                    .unwrap_err()
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({}), principal)
+                    .await
+                    .unwrap_err()
+            }
+        };
+        assert!(
+            matches!(err, InvokeCallError::PermissionDenied { .. }),
+            "{principal}: {err}"
+        );
+    }
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+}
