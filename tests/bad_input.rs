@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use picloud_host::admin::{Admin, AdminError};
+use picloud_host::admin::{Admin, AdminError, TriggerOptions};
 use picloud_host::auth::MemberAuthorizer;
 use picloud_host::config::{SandboxCeiling, TriggerConfig};
 use picloud_host::model::{
@@ -318,10 +318,9 @@ async fn malformed_json_and_patterns_are_refused_by_the_library(db: &TestDb) {
     // Nesting deeper than the parser's limit is refused, not a stack overflow.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     for json in BAD_JSON.iter().copied().chain([deep.as_str()]) {
-        let e = admin
-            .kv_set(app.id, "c", "k", json, ADMIN)
-            .await
-            .expect_err("malformed JSON");
+        // The library takes values, typed; JSON text from outside (the CLI,
+        // an API) is parsed by `parse_json`.
+        let e = picloud_host::admin::parse_json("value", json).expect_err("malformed JSON");
         assert!(matches!(e, AdminError::InvalidJson { .. }), "{e:?}");
         let text = e.to_string();
         assert!(text.starts_with("invalid JSON value: "), "{text}");
@@ -329,12 +328,16 @@ async fn malformed_json_and_patterns_are_refused_by_the_library(db: &TestDb) {
     }
     for pattern in BAD_PATTERNS {
         let e = admin
-            .add_kv_trigger(app.id, "noop", pattern, KvOps::ALL, ADMIN, None)
+            .add_trigger(
+                app.id,
+                TriggerOptions::kv("noop", pattern, KvOps::ALL),
+                ADMIN,
+            )
             .await
             .expect_err("bad pattern");
         assert!(e.to_string().starts_with("invalid pattern '"), "{e}");
         let e = admin
-            .add_dead_letter_trigger(app.id, "noop", pattern, ADMIN, None)
+            .add_trigger(app.id, TriggerOptions::dead_letter("noop", pattern), ADMIN)
             .await
             .expect_err("bad pattern");
         assert!(e.to_string().starts_with("invalid pattern '"), "{e}");
@@ -355,8 +358,9 @@ async fn oversized_values_are_refused_by_the_library_and_the_cli(db: &TestDb) {
     let admin = admin(s);
     let before = table_counts(db).await;
     let over = json_of_len(MAX_KV_VALUE_BYTES + 1);
+    let over_value: serde_json::Value = serde_json::from_str(&over).unwrap();
     let e = admin
-        .kv_set(app.id, "c", "k", &over, ADMIN)
+        .kv_set(app.id, "c", "k", &over_value, ADMIN)
         .await
         .expect_err("over the limit");
     assert_eq!(
@@ -374,7 +378,7 @@ async fn oversized_values_are_refused_by_the_library_and_the_cli(db: &TestDb) {
         ("c", ""),
     ] {
         let e = admin
-            .kv_set(app.id, c, k, "1", ADMIN)
+            .kv_set(app.id, c, k, &1, ADMIN)
             .await
             .expect_err("bad name");
         assert!(!e.to_string().contains('\n'));
@@ -474,12 +478,17 @@ async fn unknown_ids_are_refused_by_the_library(db: &TestDb) {
     one_line(
         "kv trigger for an unknown script",
         &admin
-            .add_kv_trigger(app.id, "nope", "c", KvOps::ALL, ADMIN, None)
+            .add_trigger(app.id, TriggerOptions::kv("nope", "c", KvOps::ALL), ADMIN)
             .await
             .unwrap_err(),
     );
     let results = admin
-        .resolve_many(&[dl, DeadLetterId::new()], Resolution::Replayed, |_| {})
+        .resolve_many(
+            &[dl, DeadLetterId::new()],
+            Resolution::Replayed,
+            None,
+            |_| {},
+        )
         .await;
     assert_eq!(results.len(), 2, "one result per item");
     for r in &results {
@@ -492,6 +501,7 @@ async fn unknown_ids_are_refused_by_the_library(db: &TestDb) {
                 trigger_id: Some(tr),
                 ..DeadLetterFilter::default()
             },
+            None,
             |_, _| {},
         )
         .await

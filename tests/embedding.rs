@@ -6,11 +6,15 @@
 
 use std::time::Duration;
 
+use picloud_host::admin::{AdminError, TriggerOptions};
 use picloud_host::auth::Role;
-use picloud_host::model::{DeadLetterFilter, NewEvent, Resolution, ScriptId, TriggerId, source};
+use picloud_host::model::{
+    DeadLetterFilter, KvOps, NewEvent, Resolution, ScriptId, TriggerId, source,
+};
 use picloud_host::runs::{RunFilter, RunOutcome};
 use picloud_host::store::Conn;
 use picloud_host::{InvokeCallError, TriggerHost};
+use picloud_tests::cli::table_counts;
 use picloud_tests::db::{Pool, TestDb};
 use picloud_tests::guests;
 use picloud_tests::host as h;
@@ -21,6 +25,7 @@ picloud_tests::contract!(
     an_invocation_in_the_applications_transaction_runs_as_its_principal,
     a_failing_invocation_is_dead_lettered_and_replayed_as_its_principal,
     an_invocation_for_a_principal_without_the_capability_is_refused,
+    every_facade_operation_refuses_a_principal_without_the_capability,
 );
 
 /// Enqueue `event` in a transaction of the test's own pool, then commit.
@@ -250,4 +255,141 @@ async fn an_invocation_for_a_principal_without_the_capability_is_refused(db: &Te
         );
     }
     assert_eq!(s.count_events(None).await.unwrap(), 0);
+}
+
+/// Every operation of the facade (`TriggerHost`, `Admin`) that acts for a
+/// principal refuses a viewer where it needs more than reading, and a
+/// stranger everywhere, with `PermissionDenied`; nothing changes.
+async fn every_facade_operation_refuses_a_principal_without_the_capability(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(1), h::ceiling());
+    let app = h::app(s, "shop").await;
+    s.set_member(app.id, "watcher", Role::Viewer).await.unwrap();
+    h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
+    host.admin()
+        .add_trigger(
+            app.id,
+            TriggerOptions::kv("fails", "orders", KvOps::ALL),
+            h::ADMIN,
+        )
+        .await
+        .unwrap();
+    s.kv_set(app.id, "orders", "o1", &json!(1), 0)
+        .await
+        .unwrap();
+    settle(&host).await;
+    let dead = s
+        .list_dead_letters(&DeadLetterFilter {
+            app_id: Some(app.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let dl = dead[0].id;
+    let before = table_counts(db).await;
+    let wasm = std::fs::read(guests::NOOP).unwrap();
+    let admin = host.admin();
+    let denied = |what: &str, e: AdminError| {
+        assert!(
+            matches!(e, AdminError::PermissionDenied { .. }),
+            "{what}: {e:?}"
+        );
+    };
+    for p in ["watcher", "stranger"] {
+        denied(
+            "deploy",
+            host.deploy(app.id, "x", &wasm, Some(p)).await.unwrap_err(),
+        );
+        denied(
+            "add_trigger",
+            admin
+                .add_trigger(app.id, TriggerOptions::kv("fails", "c", KvOps::ALL), p)
+                .await
+                .unwrap_err(),
+        );
+        denied(
+            "add_trigger (dead letters)",
+            admin
+                .add_trigger(app.id, TriggerOptions::dead_letter("fails", "kv"), p)
+                .await
+                .unwrap_err(),
+        );
+        denied(
+            "kv_set",
+            admin
+                .kv_set(app.id, "c", "k", &json!(1), p)
+                .await
+                .unwrap_err(),
+        );
+        denied(
+            "kv_delete",
+            admin
+                .kv_delete(app.id, "orders", "o1", p)
+                .await
+                .unwrap_err(),
+        );
+        for resolution in [Resolution::Replayed, Resolution::Ignored] {
+            let results = admin.resolve_many(&[dl], resolution, Some(p), |_| {}).await;
+            for r in results {
+                denied("resolve_many", r.unwrap_err());
+            }
+        }
+        let filter = DeadLetterFilter {
+            app_id: Some(app.id),
+            ..Default::default()
+        };
+        denied(
+            "replay_matching",
+            admin
+                .replay_matching(&filter, Some(p), |_, _| {})
+                .await
+                .unwrap_err(),
+        );
+        let invoked = host
+            .invoke(app.id, "fails", json!({}), p, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(invoked, InvokeCallError::PermissionDenied { .. }),
+            "{invoked}"
+        );
+        let enqueued = match &db.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                host.enqueue_invocation_in(&mut *tx, app.id, "fails", &json!({}), p)
+                    .await
+                    .unwrap_err()
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                host.enqueue_invocation_in(&mut *tx, app.id, "fails", &json!({}), p)
+                    .await
+                    .unwrap_err()
+            }
+        };
+        assert!(
+            matches!(enqueued, InvokeCallError::PermissionDenied { .. }),
+            "{enqueued}"
+        );
+    }
+    // Reading runs and logs: a viewer may, a stranger may not.
+    let runs = RunFilter::app(app.id);
+    assert!(admin.list_runs(&runs, Some("watcher")).await.is_ok());
+    denied(
+        "list_runs",
+        admin.list_runs(&runs, Some("stranger")).await.unwrap_err(),
+    );
+    denied(
+        "dead_letter_history",
+        admin
+            .dead_letter_history(dl, Some("stranger"))
+            .await
+            .unwrap_err(),
+    );
+    match admin.follow_runs(runs.clone(), Some("stranger")).await {
+        Ok(_) => panic!("follow_runs let a stranger in"),
+        Err(e) => denied("follow_runs", e),
+    }
+    assert_eq!(table_counts(db).await, before, "nothing changed");
 }

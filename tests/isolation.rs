@@ -315,7 +315,7 @@ async fn deep_values_are_refused_at_every_entry_point(db: &TestDb) {
     let admin =
         picloud_host::admin::Admin::new(s.clone(), Arc::new(MemberAuthorizer::new(s.clone())));
     let err = admin
-        .kv_set(app.id, "c", "k", &nested(100).to_string(), ADMIN)
+        .kv_set(app.id, "c", "k", &nested(100), ADMIN)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nested 100 deep"), "{err}");

@@ -41,6 +41,9 @@ pub enum AdminError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A deploy was refused (see [`crate::runtime::DeployError`]).
+    #[error(transparent)]
+    Deploy(#[from] crate::runtime::DeployError),
     /// The authorizer could not answer.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -73,6 +76,52 @@ pub fn parse_json(what: &'static str, text: &str) -> Result<Value> {
     })
 }
 
+/// What trigger to register ([`Admin::add_trigger`]): its script (name or
+/// id), what it fires on, and its name (default `<script>-on-<collection>`
+/// or `<script>-on-dead-letters`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerOptions {
+    /// The script it runs (name or id).
+    pub script: String,
+    /// What it fires on.
+    pub spec: TriggerSpec,
+    /// Its name; `None` for the default.
+    pub name: Option<String>,
+}
+
+impl TriggerOptions {
+    /// Fire `script` on writes to collections matching `collection`
+    /// (exact, `prefix*` or `*`) with one of `ops`.
+    pub fn kv(script: &str, collection: &str, ops: KvOps) -> Self {
+        TriggerOptions {
+            script: script.to_owned(),
+            spec: TriggerSpec::Kv {
+                collection: collection.to_owned(),
+                ops,
+            },
+            name: None,
+        }
+    }
+
+    /// Fire `script` on new dead letters whose original source matches
+    /// `source`.
+    pub fn dead_letter(script: &str, source: &str) -> Self {
+        TriggerOptions {
+            script: script.to_owned(),
+            spec: TriggerSpec::DeadLetter {
+                source: source.to_owned(),
+            },
+            name: None,
+        }
+    }
+
+    /// The same, with its own name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+}
+
 /// The operations, over one store and authorizer.
 pub struct Admin {
     store: Arc<dyn Store>,
@@ -85,49 +134,39 @@ impl Admin {
         Admin { store, authorizer }
     }
 
-    /// Register a kv trigger as `principal` (needs AppManageTriggers).
-    pub async fn add_kv_trigger(
+    /// Register a trigger of `app` as `principal`, who needs
+    /// [`Capability::AppManageTriggers`]; the trigger's script then runs as
+    /// that principal. A bad pattern is refused before anything is looked
+    /// up; an unknown script is [`store::Error::NotFound`].
+    ///
+    /// ```no_run
+    /// # async fn example(admin: picloud_host::admin::Admin, app: picloud_host::model::AppId) -> picloud_host::admin::Result<()> {
+    /// use picloud_host::admin::TriggerOptions;
+    /// use picloud_host::model::KvOps;
+    ///
+    /// admin.add_trigger(app, TriggerOptions::kv("order-totals", "orders", KvOps::ALL), "alice").await?;
+    /// admin
+    ///     .add_trigger(app, TriggerOptions::dead_letter("triage", "kv").named("triage"), "alice")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_trigger(
         &self,
         app: AppId,
-        script: &str,
-        collection: &str,
-        ops: KvOps,
+        options: TriggerOptions,
         principal: &str,
-        name: Option<&str>,
     ) -> Result<Trigger> {
-        let spec = TriggerSpec::Kv {
-            collection: collection.to_owned(),
-            ops,
+        let TriggerOptions { script, spec, name } = options;
+        let suffix = match &spec {
+            TriggerSpec::Kv { collection, .. } => format!("on-{collection}"),
+            TriggerSpec::DeadLetter { .. } => "on-dead-letters".to_owned(),
         };
-        self.add_trigger(
-            app,
-            script,
-            spec,
-            principal,
-            name,
-            &format!("on-{collection}"),
-        )
-        .await
-    }
-
-    /// Register a dead_letter trigger as `principal` (needs AppManageTriggers).
-    pub async fn add_dead_letter_trigger(
-        &self,
-        app: AppId,
-        script: &str,
-        source: &str,
-        principal: &str,
-        name: Option<&str>,
-    ) -> Result<Trigger> {
-        let spec = TriggerSpec::DeadLetter {
-            source: source.to_owned(),
-        };
-        self.add_trigger(app, script, spec, principal, name, "on-dead-letters")
+        self.register(app, &script, spec, principal, name.as_deref(), &suffix)
             .await
     }
 
     /// Validate the pattern, check the principal, resolve the script, store.
-    async fn add_trigger(
+    async fn register(
         &self,
         app: AppId,
         script: &str,
@@ -167,11 +206,15 @@ impl Admin {
         app: AppId,
         collection: &str,
         key: &str,
-        json: &str,
+        value: &(impl serde::Serialize + ?Sized),
         principal: &str,
     ) -> Result<KvEntry> {
-        store::validate_kv_value_len(json.len())?;
-        let value = parse_json("value", json)?;
+        let value = serde_json::to_value(value).map_err(|e| AdminError::InvalidJson {
+            what: "value",
+            reason: e.to_string(),
+        })?;
+        store::validate_json_depth("value", &value)?;
+        store::validate_kv_value_len(value.to_string().len())?;
         store::validate_kv_names(collection, key)?;
         require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
         Ok(self.store.kv_set(app, collection, key, &value, 0).await?)
@@ -190,16 +233,33 @@ impl Admin {
         Ok(self.store.kv_delete(app, collection, key, 0).await?)
     }
 
-    /// Resolve each dead letter; per-item results, in order.
+    /// Resolve each of `ids` with `resolution` (a replay re-enqueues it), in
+    /// order, calling `progress` with the number done so far; one result per
+    /// id. `principal` needs [`Capability::AppDeadLetterManage`] in each dead
+    /// letter's app, or that item is refused; `None` is the operator or the
+    /// embedding application itself, unchecked.
     pub async fn resolve_many(
         &self,
         ids: &[DeadLetterId],
         resolution: Resolution,
+        principal: Option<&str>,
         mut progress: impl FnMut(u64),
-    ) -> Vec<store::Result<DeadLetter>> {
+    ) -> Vec<Result<DeadLetter>> {
+        let mut allowed: Vec<AppId> = Vec::new();
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            out.push(self.store.resolve(*id, resolution).await);
+            let result = async {
+                if let Some(p) = principal {
+                    let app = self.store.get_dead_letter(*id).await?.app_id;
+                    if !allowed.contains(&app) {
+                        require(&*self.authorizer, p, Capability::AppDeadLetterManage(app)).await?;
+                        allowed.push(app);
+                    }
+                }
+                Ok(self.store.resolve(*id, resolution).await?)
+            }
+            .await;
+            out.push(result);
             progress(i as u64 + 1);
         }
         out
@@ -251,12 +311,26 @@ impl Admin {
         }
     }
 
-    /// Replay every unresolved dead letter matching `filter`.
+    /// Replay every unresolved dead letter matching `filter`, calling
+    /// `progress` with (done, total). `principal` needs
+    /// [`Capability::AppDeadLetterManage`] in `filter.app_id`, which it must
+    /// then name; `None` is the operator or the embedding application
+    /// itself, unchecked.
     pub async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
+        principal: Option<&str>,
         progress: impl FnMut(u64, u64),
-    ) -> store::Result<Vec<store::Result<DeadLetter>>> {
+    ) -> Result<Vec<Result<DeadLetter>>> {
+        if let Some(p) = principal {
+            let Some(app) = filter.app_id else {
+                return Err(store::Error::Invalid(
+                    "a principal's bulk replay must name its app: set the filter's app_id".into(),
+                )
+                .into());
+            };
+            require(&*self.authorizer, p, Capability::AppDeadLetterManage(app)).await?;
+        }
         let filter = DeadLetterFilter {
             unresolved_only: true,
             ..filter.clone()
@@ -271,7 +345,9 @@ impl Admin {
         let total = ids.len() as u64;
         let mut progress = progress;
         Ok(self
-            .resolve_many(&ids, Resolution::Replayed, |done| progress(done, total))
+            .resolve_many(&ids, Resolution::Replayed, None, |done| {
+                progress(done, total)
+            })
             .await)
     }
 }

@@ -9,7 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AppId, InvalidValue};
@@ -134,13 +133,50 @@ impl Capability {
     }
 }
 
-/// The answer could not be had (the store behind the authorizer failed).
+/// The answer could not be had: the store behind the built-in authorizer
+/// failed, or a custom authorizer's own source (a directory, a token
+/// service) did. Not a refusal: that is `Ok(false)`.
 #[derive(Debug, thiserror::Error)]
-#[error("authorization check failed: {0}")]
-pub struct AuthError(#[from] pub crate::store::Error);
+pub enum AuthError {
+    /// The host's store failed.
+    #[error("authorization check failed: {0}")]
+    Store(#[from] crate::store::Error),
+    /// A custom authorizer's own failure ([`AuthError::other`]).
+    #[error("authorization check failed: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AuthError {
+    /// A custom authorizer's failure, with its cause.
+    pub fn other(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        AuthError::Other(cause.into())
+    }
+}
+
+/// The attribute an [`Authorizer`] implementation is written with,
+/// re-exported so that implementing the trait needs no dependency of your
+/// own: `#[picloud_host::auth::async_trait] impl Authorizer for Mine {...}`.
+pub use async_trait::async_trait;
 
 /// Answers "may `principal` use `capability` now?". The manager plugs in its
 /// own; [`MemberAuthorizer`] is the built-in one.
+///
+/// ```
+/// use picloud_host::auth::{async_trait, AuthError, Authorizer, Capability, Scope};
+///
+/// /// Everyone may read; only "ops" may do anything else.
+/// struct ReadOnlyExceptOps;
+///
+/// #[async_trait]
+/// impl Authorizer for ReadOnlyExceptOps {
+///     async fn allowed(&self, principal: &str, capability: Capability) -> Result<bool, AuthError> {
+///         if principal.is_empty() {
+///             return Err(AuthError::other("no principal"));
+///         }
+///         Ok(principal == "ops" || capability.scope() == Scope::AppRead)
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Authorizer: Send + Sync {
     /// Whether the principal holds the capability at this moment.

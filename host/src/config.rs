@@ -90,29 +90,29 @@ pub const MAX_EVENT_AGE_VAR: &str = "PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS";
 /// The dispatcher's policy: depth limit, retries, retention.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TriggerConfig {
-    /// `PICLOUD_MAX_TRIGGER_DEPTH` [8]: deeper events are never executed.
+    /// `PICLOUD_MAX_TRIGGER_DEPTH` (default 8): deeper events are never executed.
     pub max_trigger_depth: i32,
-    /// `PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS` [5]: attempts before dead-lettering.
+    /// `PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS` (default 5): attempts before dead-lettering.
     pub retry_max_attempts: i32,
-    /// `PICLOUD_TRIGGER_RETRY_BASE_MS` [1000]: the first retry delay.
+    /// `PICLOUD_TRIGGER_RETRY_BASE_MS` (default 1000): the first retry delay.
     pub retry_base: Duration,
-    /// `PICLOUD_TRIGGER_RETRY_MAX_MS` [300000]: the largest retry delay.
+    /// `PICLOUD_TRIGGER_RETRY_MAX_MS` (default 300000): the largest retry delay.
     pub retry_max: Duration,
-    /// `PICLOUD_DEAD_LETTER_RETENTION_DAYS` [30].
+    /// `PICLOUD_DEAD_LETTER_RETENTION_DAYS` (default 30).
     pub dead_letter_retention: Duration,
-    /// `PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS` [7].
+    /// `PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS` (default 7).
     pub abandoned_retention: Duration,
-    /// `PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS` [86400]: how long an event may
+    /// `PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS` (default 86400): how long an event may
     /// keep failing for reasons that are not its script's (the store was
     /// unavailable) before it is dead-lettered anyway. Such failures cost no
     /// attempt, so this is what bounds an event's life through an outage.
     pub max_event_age: Duration,
-    /// `PICLOUD_RUNS` [all]: which run records are kept (`all`, `failures`
+    /// `PICLOUD_RUNS` (default all): which run records are kept (`all`, `failures`
     /// or `off`; see [`crate::runs`]).
     pub runs: RunsMode,
-    /// `PICLOUD_RUN_RETENTION_DAYS` [7]: runs older than this are collected.
+    /// `PICLOUD_RUN_RETENTION_DAYS` (default 7): runs older than this are collected.
     pub run_retention: Duration,
-    /// `PICLOUD_RUN_RETENTION_PER_APP` [100000]: each app keeps at most this
+    /// `PICLOUD_RUN_RETENTION_PER_APP` (default 100000): each app keeps at most this
     /// many runs, the newest.
     pub run_retention_per_app: u64,
 }
@@ -225,36 +225,36 @@ fn fastrand_unit() -> f64 {
 /// The limits every script runs under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxCeiling {
-    /// `PICLOUD_SANDBOX_TIMEOUT_MS` [5000]: wall-clock deadline per invocation.
+    /// `PICLOUD_SANDBOX_TIMEOUT_MS` (default 5000): wall-clock deadline per invocation.
     pub timeout: Duration,
-    /// `PICLOUD_SANDBOX_MEMORY_MB` [64]: linear memory per instance.
+    /// `PICLOUD_SANDBOX_MEMORY_MB` (default 64): linear memory per instance.
     pub memory_bytes: u64,
-    /// `PICLOUD_SANDBOX_LOG_BYTES` [65536]: log and stdout/stderr per invocation.
+    /// `PICLOUD_SANDBOX_LOG_BYTES` (default 65536): log and stdout/stderr per invocation.
     pub log_bytes: u64,
-    /// `PICLOUD_SANDBOX_MAX_INSTANCES` [64]: concurrent instances (the pool size,
+    /// `PICLOUD_SANDBOX_MAX_INSTANCES` (default 64): concurrent instances (the pool size,
     /// and so the dispatcher's concurrency bound).
     pub max_instances: u32,
-    /// `PICLOUD_SCRIPT_MAX_BYTES` [32 MiB]: largest deployable component.
+    /// `PICLOUD_SCRIPT_MAX_BYTES` (default 32 MiB): largest deployable component.
     pub script_max_bytes: u64,
-    /// `PICLOUD_SANDBOX_REPLY_BYTES` [1 MiB]: largest reply body.
+    /// `PICLOUD_SANDBOX_REPLY_BYTES` (default 1 MiB): largest reply body.
     pub reply_max_bytes: u64,
-    /// `PICLOUD_SANDBOX_HOST_CALLS` [1000]: `kv` and `dead-letters` calls
+    /// `PICLOUD_SANDBOX_HOST_CALLS` (default 1000): `kv` and `dead-letters` calls
     /// per invocation.
     pub max_host_calls: u32,
-    /// `PICLOUD_SANDBOX_ENQUEUED_EVENTS` [100]: events one invocation may
+    /// `PICLOUD_SANDBOX_ENQUEUED_EVENTS` (default 100): events one invocation may
     /// cause (each `kv.set`, `kv.delete` and replay enqueues one).
     pub max_enqueued: u32,
-    /// `PICLOUD_SANDBOX_HOST_BYTES` [16 MiB]: bytes of host-call answers
+    /// `PICLOUD_SANDBOX_HOST_BYTES` (default 16 MiB): bytes of host-call answers
     /// (values, keys, dead letters) per invocation, counted as the host
     /// reads them, before they reach the guest's memory.
     pub host_bytes: u64,
-    /// `PICLOUD_COMPONENT_MAX_CORE_INSTANCES` [16]: core module instances a
+    /// `PICLOUD_COMPONENT_MAX_CORE_INSTANCES` (default 16): core module instances a
     /// deployable component may contain (a Rust trigger script has 3).
     pub component_core_instances: u32,
-    /// `PICLOUD_COMPONENT_MAX_MEMORIES` [2]: linear memories a deployable
+    /// `PICLOUD_COMPONENT_MAX_MEMORIES` (default 2): linear memories a deployable
     /// component may define. The memory limit covers all of them together.
     pub component_memories: u32,
-    /// `PICLOUD_COMPONENT_MAX_TABLES` [16]: tables a deployable component
+    /// `PICLOUD_COMPONENT_MAX_TABLES` (default 16): tables a deployable component
     /// may define (a Rust trigger script has 2; a core module has one at
     /// most, so this cap binds only when set below the core instances').
     pub component_tables: u32,

@@ -3,7 +3,6 @@
 //!
 //! The pieces, one module per concept:
 //! - [`admin`]: operations done for a principal (triggers, KV, bulk dead-letter work);
-//! - [`bench`]: the product's own benchmarks (`picloud-host bench`);
 //! - [`model`]: ids, timestamps and the rows everything else passes around;
 //! - [`pattern`]: collection/source patterns for triggers;
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
@@ -19,7 +18,8 @@
 
 pub mod admin;
 pub mod auth;
-pub mod bench;
+#[doc(hidden)]
+pub mod bench; // the binary's `bench` commands: not part of the library's API
 pub mod config;
 pub mod dispatch;
 pub mod inbox;

@@ -1,8 +1,8 @@
-//! The embedding entry point: one [`TriggerHost`] per process.
+//! The embedding entry point: [`TriggerHost`].
 //!
 //! Rule: the manager builds the host from a store (or a pool), an authorizer
-//! and the two configurations, then runs it until a token is cancelled; the
-//! CLI does exactly the same. Everything a caller can do that crosses the
+//! and the two configurations ([`TriggerHost::builder`]), then runs it until
+//! a token is cancelled; the CLI does exactly the same. Everything a caller can do that crosses the
 //! dispatcher (synchronous invocation, garbage collection) goes through here.
 
 use std::path::PathBuf;
@@ -103,47 +103,97 @@ pub struct GcReport {
     pub runs: u64,
 }
 
-/// The trigger host of one process.
+/// A trigger host: the dispatcher, the sandbox and the operations around
+/// them, over one store. Clones are cheap and share everything (metrics,
+/// the reply inbox, the compiled scripts). A process may hold several hosts
+/// (over different databases, say); each has its own wasmtime engine.
 ///
 /// Embedding it in an application that already has a PostgreSQL pool:
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use picloud_host::auth::MemberAuthorizer;
-/// use picloud_host::config::{SandboxCeiling, TriggerConfig};
 /// use picloud_host::model::AppId;
 /// use picloud_host::store::{Store, postgres::{self, PgStore}};
-/// use picloud_host::{HostOptions, TriggerHost};
+/// use picloud_host::TriggerHost;
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # async fn embed(pool: sqlx::PgPool, app: AppId) -> anyhow::Result<()> {
 /// let store: Arc<dyn Store> = Arc::new(PgStore::from_pool(pool.clone()));
-/// store.migrate().await?;
-/// let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
-/// let ceiling = SandboxCeiling::from_env()?;
-/// let options = HostOptions::new(&ceiling);
-/// let host = Arc::new(TriggerHost::new(store, authorizer, TriggerConfig::from_env()?, ceiling, options)?);
+/// store.migrate().await?; // its own bookkeeping and schema: yours are untouched
+/// let host = TriggerHost::builder(store).build()?;
 ///
 /// // Dispatch in the background until shutdown.
 /// let shutdown = CancellationToken::new();
-/// let runner = tokio::spawn({
-///     let (host, shutdown) = (host.clone(), shutdown.clone());
-///     async move { host.run(shutdown).await }
-/// });
+/// let runner = host.spawn(shutdown.clone());
 ///
 /// // A change and its event commit together, in the application's own transaction.
 /// let mut tx = pool.begin().await?;
 /// postgres::kv_set_in(&mut tx, app, "orders", "o-1", &serde_json::json!({"items": []}), 0).await?;
+/// // And one run of a script, as a principal allowed to invoke it.
+/// host.enqueue_invocation_in(&mut *tx, app, "mailer", &serde_json::json!({"to": "a@b"}), "alice")
+///     .await?;
 /// tx.commit().await?;
+/// host.notify(); // needed on SQLite only: PostgreSQL notifies on commit
 ///
 /// shutdown.cancel();
 /// runner.await??;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct TriggerHost {
     shared: Arc<Shared>,
     authorizer: Arc<dyn Authorizer>,
     options: HostOptions,
+}
+
+/// Builds a [`TriggerHost`]: see [`TriggerHost::builder`].
+#[must_use = "a builder does nothing until build() is called"]
+pub struct TriggerHostBuilder {
+    store: Arc<dyn Store>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    config: TriggerConfig,
+    ceiling: SandboxCeiling,
+    options: Option<HostOptions>,
+}
+
+impl TriggerHostBuilder {
+    /// Who may do what (default: the built-in [`MemberAuthorizer`] over the
+    /// store's `app_members`).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// The dispatcher's policy: depth limit, retries, retention, runs.
+    pub fn config(mut self, config: TriggerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The sandbox's limits for every invocation.
+    pub fn ceiling(mut self, ceiling: SandboxCeiling) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
+    /// The compile cache, dispatch tuning and GC interval (default:
+    /// [`HostOptions::new`] for the ceiling).
+    pub fn options(mut self, options: HostOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// The host. Fails when the sandbox cannot be set up (an engine the
+    /// ceiling's limits cannot configure, an unusable cache directory).
+    pub fn build(self) -> Result<TriggerHost, crate::runtime::SetupError> {
+        let authorizer = self
+            .authorizer
+            .unwrap_or_else(|| Arc::new(MemberAuthorizer::new(self.store.clone())));
+        let options = self
+            .options
+            .unwrap_or_else(|| HostOptions::new(&self.ceiling));
+        TriggerHost::new(self.store, authorizer, self.config, self.ceiling, options)
+    }
 }
 
 /// Wakes a host's dispatchers after the embedding application committed
@@ -198,6 +248,43 @@ impl TriggerHost {
             authorizer,
             options,
         })
+    }
+
+    /// Start building a host over `store`: every part not given has its
+    /// default (the built-in [`MemberAuthorizer`], the documented defaults of
+    /// [`TriggerConfig`] and [`SandboxCeiling`], [`HostOptions::new`]).
+    ///
+    /// ```no_run
+    /// # async fn example(store: std::sync::Arc<dyn picloud_host::store::Store>) -> anyhow::Result<()> {
+    /// use picloud_host::TriggerHost;
+    /// use picloud_host::config::TriggerConfig;
+    ///
+    /// let host = TriggerHost::builder(store)
+    ///     .config(TriggerConfig { retry_max_attempts: 3, ..TriggerConfig::default() })
+    ///     .build()?;
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let running = host.spawn(stop.clone());
+    /// // ... serve, then on shutdown:
+    /// stop.cancel();
+    /// running.await??;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(store: Arc<dyn Store>) -> TriggerHostBuilder {
+        TriggerHostBuilder {
+            store,
+            authorizer: None,
+            config: TriggerConfig::default(),
+            ceiling: SandboxCeiling::default(),
+            options: None,
+        }
+    }
+
+    /// Dispatch on a task of its own until `cancel` fires (see
+    /// [`TriggerHost::run`]); the handle ends when in-flight invocations
+    /// have finished.
+    pub fn spawn(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<store::Result<()>> {
+        let host = self.clone();
+        tokio::spawn(async move { host.run(cancel).await })
     }
 
     /// Build the host over a store with the built-in [`MemberAuthorizer`] and
@@ -327,6 +414,24 @@ impl TriggerHost {
             stale_replies: stale.len() as u64,
             runs,
         })
+    }
+
+    /// Validate `wasm` and deploy it as script `name` of `app` (replacing
+    /// the code of a script of that name). `principal` needs
+    /// [`Capability::ScriptDeploy`], and the script's host calls then need
+    /// its rights too (see [`crate::runtime::Runtime::deploy_as`]); `None`
+    /// is the operator or the embedding application itself, unchecked.
+    pub async fn deploy(
+        &self,
+        app: AppId,
+        name: &str,
+        wasm: &[u8],
+        principal: Option<&str>,
+    ) -> crate::admin::Result<crate::model::Script> {
+        if let Some(p) = principal {
+            crate::admin::require(&*self.authorizer, p, Capability::ScriptDeploy(app)).await?;
+        }
+        Ok(self.runtime().deploy_as(app, name, wasm, principal).await?)
     }
 
     /// Tell the dispatchers of this process that the embedding application

@@ -1,8 +1,8 @@
 //! The dispatch loop: turns outbox rows into script runs.
 //!
-//! Rule: one loop per process selects over cancellation, store signals
+//! Rule: one loop per host selects over cancellation, store signals
 //! (LISTEN/NOTIFY on PostgreSQL, an in-process wake-up on SQLite), a polling
-//! tick, and finished tasks ([`running`]). It claims no more rows than the
+//! tick, and finished tasks (`running`). It claims no more rows than the
 //! instance pool can run, so excess events wait in the outbox and never fail
 //! for lack of capacity; while invocations are short it keeps a few rows per
 //! instance claimed ahead ([`claim_ahead`]: a claimed row needs no instance
@@ -12,7 +12,7 @@
 //! completions are batched; a database error or a failing script never ends
 //! the loop: an action that could not be committed is kept and tried again,
 //! and a row whose outcome was lost runs again when its lease expires. While
-//! the store is unreachable a circuit breaker ([`breaker`]) stops claiming
+//! the store is unreachable a circuit breaker (`breaker`) stops claiming
 //! and backs off; it resumes by itself.
 
 use std::sync::Arc;

@@ -193,7 +193,8 @@ impl Runtime {
 
     /// Validate `wasm` and store it as script `name` of `app` (replacing the
     /// code of an existing script of that name), as deployed by the operator
-    /// or the embedding application itself. The compiled form goes into the
+    /// or the embedding application itself. Unchecked: for a principal, use
+    /// [`crate::TriggerHost::deploy`]. The compiled form goes into the
     /// cache, so the first invocation does not compile again.
     pub async fn deploy(&self, app: AppId, name: &str, wasm: &[u8]) -> Result<Script, DeployError> {
         self.deploy_as(app, name, wasm, None).await

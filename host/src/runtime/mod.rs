@@ -1,6 +1,6 @@
 //! The sandboxed WebAssembly runtime: runs one event through one script.
 //!
-//! Rule: one [`Engine`] and one [`Linker`] per process, built once; a fresh
+//! Rule: one [`Engine`] and one [`Linker`] per host, built once; a fresh
 //! `Store` and instance for every invocation, so no state leaks from one
 //! event to the next; every invocation runs under the [`SandboxCeiling`]
 //! (deadline, memory, log, reply size, host-call budgets) and inside a semaphore sized to the

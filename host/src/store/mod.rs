@@ -7,6 +7,12 @@
 //! backend only says how to store it. A change and the outbox event that
 //! describes it always commit in one transaction.
 //!
+//! **Unchecked.** The repositories trust their caller: nothing here asks
+//! whether a principal may do what is asked. Code acting for a principal
+//! goes through [`crate::admin::Admin`] and [`crate::TriggerHost`], which
+//! check first; the repositories are for the host itself, tests, and an
+//! embedding application acting as itself.
+//!
 //! Layout: the traits are implemented once, in `shared`, for every
 //! backend's `Dialect` (`dialect`): the SQL text that differs, locking,
 //! the clock, id lists, notifications and the hot-path statements. `sql`

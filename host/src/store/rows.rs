@@ -95,7 +95,7 @@ impl From<OutboxRow> for OutboxEvent {
     }
 }
 
-/// Outbox rows decode through [`OutboxRow`] on either database, so one
+/// Outbox rows decode through `OutboxRow` on either database, so one
 /// row's payload never fails the statement that fetched it.
 impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for OutboxEvent
 where

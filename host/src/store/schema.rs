@@ -3,7 +3,7 @@
 //!
 //! Rule: statement texts are written once, for both backends, with bare
 //! table names. On PostgreSQL each text is qualified with the schema the
-//! first time it runs ([`qualify`]) and the qualified text is kept, so a
+//! first time it runs (`qualify`) and the qualified text is kept, so a
 //! statement costs one hash lookup more and works on any connection: the
 //! host's own pool and an embedder's transaction alike, whatever their
 //! `search_path`. The schema is one per process: it is fixed by

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use picloud_host::TriggerHost;
-use picloud_host::admin::{Admin, require};
+use picloud_host::admin::{Admin, TriggerOptions, require};
 use picloud_host::auth::{Authorizer, Capability, MemberAuthorizer, Role};
 use picloud_host::bench::Progress;
 use picloud_host::model::{
     App, DeadLetterFilter, DeadLetterId, KvOps, Resolution, Timestamp, TriggerId, TriggerSpec,
 };
-use picloud_host::store::Store;
+use picloud_host::store::{self, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -147,14 +147,14 @@ pub async fn script(
         } => {
             let app = ctx.app(&app).await?;
             if let Some(p) = &principal {
+                // Before reading the file: a refusal needs no file.
                 require(&*ctx.authorizer, p, Capability::ScriptDeploy(app.id)).await?;
             }
             let wasm =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let host = host().await?;
             let script = host
-                .runtime()
-                .deploy_as(app.id, &name, &wasm, principal.as_deref())
+                .deploy(app.id, &name, &wasm, principal.as_deref())
                 .await?;
             println!(
                 "deployed {} to {} ({} bytes, sha256 {}, id {})",
@@ -207,13 +207,13 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             let ops = KvOps::parse(&ops)?;
             let t = ctx
                 .admin()
-                .add_kv_trigger(
+                .add_trigger(
                     app.id,
-                    &script,
-                    &collection,
-                    ops,
+                    TriggerOptions {
+                        name,
+                        ..TriggerOptions::kv(&script, &collection, ops)
+                    },
                     &principal,
-                    name.as_deref(),
                 )
                 .await?;
             println!(
@@ -233,7 +233,14 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             let app = ctx.app(&app).await?;
             let t = ctx
                 .admin()
-                .add_dead_letter_trigger(app.id, &script, &source, &principal, name.as_deref())
+                .add_trigger(
+                    app.id,
+                    TriggerOptions {
+                        name,
+                        ..TriggerOptions::dead_letter(&script, &source)
+                    },
+                    &principal,
+                )
                 .await?;
             println!(
                 "registered dead_letter trigger {} ({}) on source '{source}' as {principal}",
@@ -322,9 +329,11 @@ pub async fn kv(ctx: &Ctx, cmd: KvCmd) -> Result<()> {
             } else {
                 json
             };
+            store::validate_kv_value_len(json.len())?;
+            let value = picloud_host::admin::parse_json("value", &json)?;
             let e = ctx
                 .admin()
-                .kv_set(app.id, &collection, &key, &json, &principal)
+                .kv_set(app.id, &collection, &key, &value, &principal)
                 .await?;
             println!("set {collection}/{key} (version {})", e.version);
         }
@@ -529,7 +538,7 @@ pub async fn dead_letters(ctx: &Ctx, cmd: DeadLetterCmd) -> Result<()> {
             let mut bar: Option<Progress> = None;
             let results = ctx
                 .admin()
-                .replay_matching(&filter, |done, total| {
+                .replay_matching(&filter, None, |done, total| {
                     bar.get_or_insert_with(|| Progress::new("replay", total))
                         .update(done)
                 })
@@ -563,7 +572,10 @@ async fn settle(ctx: &Ctx, ids: &[String], resolution: Resolution) -> Result<()>
         .iter()
         .map(|i| dead_letter_id(i))
         .collect::<Result<Vec<_>>>()?;
-    let results = ctx.admin().resolve_many(&ids, resolution, |_| {}).await;
+    let results = ctx
+        .admin()
+        .resolve_many(&ids, resolution, None, |_| {})
+        .await;
     let mut failures = Vec::new();
     for (id, r) in ids.iter().zip(results) {
         match r {

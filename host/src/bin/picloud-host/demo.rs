@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use picloud_host::admin::Admin;
+use picloud_host::admin::{Admin, TriggerOptions};
 use picloud_host::auth::{MemberAuthorizer, Role};
 use picloud_host::config::{SandboxCeiling, TriggerConfig};
 use picloud_host::model::{DeadLetterFilter, KvOps, Resolution};
@@ -109,33 +109,39 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     say(&mut step, "Registering triggers as alice:");
     let t1 = admin
-        .add_kv_trigger(app.id, "order-totals", "orders", KvOps::ALL, "alice", None)
+        .add_trigger(
+            app.id,
+            TriggerOptions::kv("order-totals", "orders", KvOps::ALL),
+            "alice",
+        )
         .await?;
     let t2 = admin
-        .add_kv_trigger(
+        .add_trigger(
             app.id,
-            "audit-log",
-            "orders",
-            KvOps {
-                set: true,
-                delete: false,
-            },
+            TriggerOptions::kv(
+                "audit-log",
+                "orders",
+                KvOps {
+                    set: true,
+                    delete: false,
+                },
+            ),
             "alice",
-            None,
         )
         .await?;
     let t3 = admin
-        .add_kv_trigger(
+        .add_trigger(
             app.id,
-            "payment-processor",
-            "payments",
-            KvOps::ALL,
+            TriggerOptions::kv("payment-processor", "payments", KvOps::ALL),
             "alice",
-            None,
         )
         .await?;
     let t4 = admin
-        .add_dead_letter_trigger(app.id, "dead-letter-triage", "kv", "alice", None)
+        .add_trigger(
+            app.id,
+            TriggerOptions::dead_letter("dead-letter-triage", "kv"),
+            "alice",
+        )
         .await?;
     for t in [&t1, &t2, &t3, &t4] {
         println!("   {}", t.name);
@@ -160,9 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ),
     ];
     for (key, order) in &orders {
-        admin
-            .kv_set(app.id, "orders", key, &order.to_string(), "alice")
-            .await?;
+        admin.kv_set(app.id, "orders", key, order, "alice").await?;
     }
     let payments = [
         (
@@ -192,9 +196,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ),
     ];
     for (key, p, fate) in &payments {
-        admin
-            .kv_set(app.id, "payments", key, &p.to_string(), "alice")
-            .await?;
+        admin.kv_set(app.id, "payments", key, p, "alice").await?;
         println!("   payments/{key} {fate}");
     }
     println!(
