@@ -15,10 +15,16 @@ use picloud_host::runs::{RunFilter, RunOutcome};
 use picloud_host::store::Conn;
 use picloud_host::{InvokeCallError, TriggerHost};
 use picloud_tests::cli::table_counts;
+use picloud_tests::db::{FreshPostgres, TempDir};
 use picloud_tests::db::{Pool, TestDb};
 use picloud_tests::guests;
 use picloud_tests::host as h;
 use serde_json::json;
+
+/// The README's embedding example, compiled as it is shipped
+/// (`cargo run -p picloud-host --example embed`), run here on both backends.
+#[path = "../host/examples/embed.rs"]
+mod embed;
 
 picloud_tests::contract!(
     events_nothing_would_run_are_refused_at_enqueue,
@@ -392,4 +398,47 @@ async fn every_facade_operation_refuses_a_principal_without_the_capability(db: &
         Err(e) => denied("follow_runs", e),
     }
     assert_eq!(table_counts(db).await, before, "nothing changed");
+}
+
+#[tokio::test]
+async fn the_embedding_example_runs_on_sqlite_in_either_migration_order() {
+    for app_first in [true, false] {
+        let dir = TempDir::new();
+        let url = format!("sqlite://{}", dir.0.join("embed.db").display());
+        let db = embed::connect(&url).await.unwrap();
+        for _ in 0..2 {
+            let summary = embed::run(&db, app_first)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            check(&summary);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_embedding_example_runs_on_postgres_in_either_migration_order() {
+    for app_first in [true, false] {
+        let fresh = FreshPostgres::create().await;
+        let db = embed::connect(&fresh.url).await.unwrap();
+        for _ in 0..2 {
+            let summary = embed::run(&db, app_first)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            check(&summary);
+        }
+        if let embed::AppDb::Postgres(pool) = db {
+            pool.close().await;
+        }
+    }
+}
+
+fn check(summary: &embed::Summary) {
+    assert_eq!(
+        summary.orders, 1,
+        "the rolled-back order left nothing: {summary:?}"
+    );
+    assert_eq!(summary.totals, 1, "{summary:?}");
+    assert!(summary.badge >= 1, "{summary:?}");
+    assert_eq!(summary.replayed as i64, summary.badge, "{summary:?}");
+    assert_eq!(summary.greeting, "hello, Ada");
 }

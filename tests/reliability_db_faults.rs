@@ -42,9 +42,14 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One count on a new connection; `None` while the server is away.
+/// One count on a new connection; `None` while the server is away. `sql`
+/// names the host's tables bare: they are found in its schema.
 async fn count(url: &str, sql: &str) -> Option<i64> {
     let mut conn = PgConnection::connect(url).await.ok()?;
+    sqlx::query("set search_path to picloud, public")
+        .execute(&mut conn)
+        .await
+        .ok()?;
     let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.ok();
     conn.close().await.ok();
     n
