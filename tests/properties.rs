@@ -524,15 +524,15 @@ proptest! {
         let op = if delete { KvOp::Delete } else { KvOp::Set };
         let app = AppId::new();
         let ev = kv_event(app, op, &collection, &key, value.as_ref(), version, depth);
-        prop_assert_eq!(ev.app_id, app);
-        prop_assert_eq!(ev.source.as_str(), source::KV);
-        prop_assert_eq!(ev.op.as_str(), op.as_str());
-        prop_assert_eq!(ev.depth, depth);
-        prop_assert_eq!(ev.trigger_id, None);
+        prop_assert_eq!(ev.app_id(), app);
+        prop_assert_eq!(ev.source(), source::KV);
+        prop_assert_eq!(ev.op(), op.as_str());
+        prop_assert_eq!(ev.depth(), depth);
+        prop_assert_eq!(ev.trigger_id(), None);
         // The payload survives the trip through JSON text, as stored.
-        let stored: Value = serde_json::from_str(&ev.payload.to_string()).unwrap();
-        prop_assert_eq!(&stored, &ev.payload);
-        let seen = sdk_view(&ev.source, &ev.op, &ev.payload, |e| e.kv());
+        let stored: Value = serde_json::from_str(&ev.payload().to_string()).unwrap();
+        prop_assert_eq!(&stored, ev.payload());
+        let seen = sdk_view(ev.source(), ev.op(), ev.payload(), |e| e.kv());
         let seen = seen.expect("the SDK sees a kv event");
         prop_assert_eq!(seen.op, if delete { picloud_sdk::KvOp::Delete } else { picloud_sdk::KvOp::Set });
         prop_assert_eq!(seen.collection, collection);
@@ -570,11 +570,11 @@ proptest! {
         };
         let id = DeadLetterId::new();
         let ev = dead_letter_event(id, &dead);
-        prop_assert_eq!(ev.source.as_str(), source::DEAD_LETTER);
-        prop_assert_eq!(ev.op.as_str(), "created");
-        prop_assert_eq!(ev.depth, depth + 1, "one level deeper than the original");
-        prop_assert_eq!(ev.app_id, dead.app_id);
-        let seen = sdk_view(&ev.source, &ev.op, &ev.payload, |e| e.dead_letter());
+        prop_assert_eq!(ev.source(), source::DEAD_LETTER);
+        prop_assert_eq!(ev.op(), "created");
+        prop_assert_eq!(ev.depth(), depth + 1, "one level deeper than the original");
+        prop_assert_eq!(ev.app_id(), dead.app_id);
+        let seen = sdk_view(ev.source(), ev.op(), ev.payload(), |e| e.dead_letter());
         let seen = seen.expect("the SDK sees a dead letter event");
         prop_assert_eq!(seen.dead_letter_id, id.to_string());
         prop_assert_eq!(seen.source, src);
@@ -586,7 +586,7 @@ proptest! {
         prop_assert_eq!(seen.payload, payload);
         // The id the host's recursion stop reads back is the same id.
         prop_assert_eq!(
-            ev.payload["dead_letter_id"].as_str().and_then(|s| s.parse::<DeadLetterId>().ok()),
+            ev.payload()["dead_letter_id"].as_str().and_then(|s| s.parse::<DeadLetterId>().ok()),
             Some(id)
         );
     }

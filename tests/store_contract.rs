@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use picloud_host::auth::Role;
 use picloud_host::model::{
-    AppId, DeadLetterFilter, EventId, KvOp, KvOps, NewDeadLetter, NewEvent, NewTrigger, Outcome,
-    Resolution, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec, source,
+    AppId, Attempts, DeadLetterFilter, EventId, KvOp, KvOps, NewDeadLetter, NewEvent, NewTrigger,
+    Outcome, Resolution, ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec, source,
 };
 use picloud_host::store::{self, Error, NewAbandoned, Retry, Signal, Store, StoredReply};
 use picloud_tests::contract;
@@ -118,14 +118,13 @@ fn raw(app: AppId, n: i64) -> NewEvent {
     )
 }
 
-fn due_in(mut e: NewEvent, secs: i64) -> NewEvent {
+fn due_in(e: NewEvent, secs: i64) -> NewEvent {
     let now = Timestamp::now();
-    e.due_at = Some(if secs >= 0 {
+    e.due_at(if secs >= 0 {
         now.plus(Duration::from_secs(secs as u64))
     } else {
         now.minus(Duration::from_secs((-secs) as u64))
-    });
-    e
+    })
 }
 
 fn new_dead(
@@ -798,15 +797,19 @@ async fn fan_out_replaces_the_raw_row(db: &TestDb) {
     let raw_id = s(db).enqueue(&raw(a, 1).at_depth(2)).await.unwrap();
     let row = claim_all(db, "w").await.pop().unwrap();
     let (t1, t2) = (TriggerId::new(), TriggerId::new());
-    let inv = |t: TriggerId, attempts: i32| NewEvent {
-        event_id: Some(row.event_id),
-        trigger_id: Some(t),
-        script_id: Some(ScriptId::new()),
-        attempt_count: attempts,
-        first_attempt_at: (attempts > 0).then(Timestamp::now),
-        last_attempt_at: (attempts > 0).then(Timestamp::now),
-        last_error: (attempts > 0).then(|| "first try failed".to_owned()),
-        ..NewEvent::raw(a, &row.source, &row.op, row.payload.clone()).at_depth(row.depth)
+    let inv = |t: TriggerId, attempts: i32| {
+        NewEvent::for_trigger(
+            &row,
+            t,
+            ScriptId::new(),
+            Attempts {
+                count: attempts,
+                first_at: (attempts > 0).then(Timestamp::now),
+                last_at: (attempts > 0).then(Timestamp::now),
+                last_error: (attempts > 0).then(|| "first try failed".to_owned()),
+            },
+            Timestamp::now(),
+        )
     };
     let ids = s(db)
         .fan_out(raw_id, &[inv(t1, 0), inv(t2, 1)], &[])

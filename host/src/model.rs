@@ -440,40 +440,45 @@ pub mod source {
     pub const DEAD_LETTER: &str = "dead_letter";
 }
 
-/// An event to write to the outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An event to write to the outbox. Built only by its constructors, so its
+/// bookkeeping is always consistent: [`NewEvent::raw`] (an event from
+/// outside, matched against triggers), [`NewEvent::invocation`] (one run of
+/// a script), [`NewEvent::for_trigger`] (an event continuing for one
+/// trigger, as fan-out writes it); the host makes the rest. Read it with
+/// its accessors.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NewEvent {
     /// The logical event this row carries, when it continues one (a fanned-out
     /// invocation); `None` makes the new row's own id the event id.
-    pub event_id: Option<EventId>,
+    pub(crate) event_id: Option<EventId>,
     /// The app the event belongs to.
-    pub app_id: AppId,
+    pub(crate) app_id: AppId,
     /// One of [`source`].
-    pub source: String,
+    pub(crate) source: String,
     /// The operation, e.g. `set`.
-    pub op: String,
+    pub(crate) op: String,
     /// Set for an invocation row: run only this trigger.
-    pub trigger_id: Option<TriggerId>,
+    pub(crate) trigger_id: Option<TriggerId>,
     /// Set for an invocation row or a direct invocation: run this script.
-    pub script_id: Option<ScriptId>,
+    pub(crate) script_id: Option<ScriptId>,
     /// The principal to run as, for direct invocations.
-    pub principal: Option<String>,
+    pub(crate) principal: Option<String>,
     /// The JSON payload.
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// 0 for events from outside; a script's writes carry depth + 1.
-    pub depth: i32,
+    pub(crate) depth: i32,
     /// Attempts already made (0 for a fresh event).
-    pub attempt_count: i32,
+    pub(crate) attempt_count: i32,
     /// When the first attempt was made, carried over by fan-out.
-    pub first_attempt_at: Option<Timestamp>,
+    pub(crate) first_attempt_at: Option<Timestamp>,
     /// When the last attempt was made, carried over by fan-out.
-    pub last_attempt_at: Option<Timestamp>,
+    pub(crate) last_attempt_at: Option<Timestamp>,
     /// The last failure, carried over by fan-out.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Earliest time to run; `None` means now.
-    pub due_at: Option<Timestamp>,
+    pub(crate) due_at: Option<Timestamp>,
     /// Inbox to deliver the reply to (synchronous invocation).
-    pub reply_to: Option<String>,
+    pub(crate) reply_to: Option<String>,
 }
 
 impl NewEvent {
@@ -511,6 +516,70 @@ impl NewEvent {
         }
     }
 
+    /// The row that continues event `of` for one `trigger` running `script`
+    /// (what fan-out writes for a trigger that failed, or will run later):
+    /// same event id, app, source, op, payload and depth, with `attempts`
+    /// so far, due at `due_at`.
+    pub fn for_trigger(
+        of: &OutboxEvent,
+        trigger: TriggerId,
+        script: ScriptId,
+        attempts: Attempts,
+        due_at: Timestamp,
+    ) -> Self {
+        NewEvent {
+            event_id: Some(of.event_id),
+            trigger_id: Some(trigger),
+            script_id: Some(script),
+            attempt_count: attempts.count,
+            first_attempt_at: attempts.first_at,
+            last_attempt_at: attempts.last_at,
+            last_error: attempts.last_error,
+            due_at: Some(due_at),
+            ..NewEvent::raw(of.app_id, &of.source, &of.op, of.payload.clone()).at_depth(of.depth)
+        }
+    }
+
+    /// The app it belongs to.
+    pub fn app_id(&self) -> AppId {
+        self.app_id
+    }
+
+    /// Its source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Its op.
+    pub fn op(&self) -> &str {
+        &self.op
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> &Value {
+        &self.payload
+    }
+
+    /// Its depth: 0 from outside, one more for each script write.
+    pub fn depth(&self) -> i32 {
+        self.depth
+    }
+
+    /// The trigger it is for, when it continues an event for one.
+    pub fn trigger_id(&self) -> Option<TriggerId> {
+        self.trigger_id
+    }
+
+    /// The script it runs, when it names one.
+    pub fn script_id(&self) -> Option<ScriptId> {
+        self.script_id
+    }
+
+    /// The principal a direct run of a script runs as.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
     /// The same event, first due at `due_at` instead of now.
     pub fn due_at(mut self, due_at: Timestamp) -> Self {
         self.due_at = Some(due_at);
@@ -522,6 +591,19 @@ impl NewEvent {
         self.depth = depth;
         self
     }
+}
+
+/// The attempts an event has had so far ([`NewEvent::for_trigger`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attempts {
+    /// How many.
+    pub count: i32,
+    /// When the first was made.
+    pub first_at: Option<Timestamp>,
+    /// When the last was made.
+    pub last_at: Option<Timestamp>,
+    /// How the last failed.
+    pub last_error: Option<String>,
 }
 
 /// A row of the outbox. Decoded row by row: a row whose payload cannot be

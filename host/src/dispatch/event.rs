@@ -29,8 +29,8 @@ use tracing::Instrument;
 use super::Shared;
 use crate::inbox::{Delivery, ReplyMsg};
 use crate::model::{
-    AppId, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, OutboxEvent, Outcome, Script,
-    ScriptId, Timestamp, Trigger, TriggerId, source,
+    AppId, Attempts, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, OutboxEvent, Outcome,
+    Script, ScriptId, Timestamp, Trigger, TriggerId, source,
 };
 use crate::runs::{self, NewRun, RunOutcome};
 use crate::runtime::{Failure, Invocation, InvokeError, LoadError, Success};
@@ -798,23 +798,18 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             }
         };
         runs.extend(run);
-        invocations.push(NewEvent {
-            event_id: Some(ev.event_id),
-            app_id: ev.app_id,
-            source: ev.source.clone(),
-            op: ev.op.clone(),
-            trigger_id: Some(trigger.id),
-            script_id: Some(trigger.script_id),
-            principal: None,
-            payload: ev.payload.clone(),
-            depth: ev.depth,
-            attempt_count: attempts,
-            first_attempt_at: Some(ev.first_attempt_at.unwrap_or(started)),
-            last_attempt_at: Some(started),
-            last_error: Some(error),
-            due_at: Some(due_at),
-            reply_to: None,
-        });
+        invocations.push(NewEvent::for_trigger(
+            ev,
+            trigger.id,
+            trigger.script_id,
+            Attempts {
+                count: attempts,
+                first_at: Some(ev.first_attempt_at.unwrap_or(started)),
+                last_at: Some(started),
+                last_error: Some(error),
+            },
+            due_at,
+        ));
     }
     if invocations.is_empty() {
         return Ok(vec![Action::Complete(ev.id, runs)]);
