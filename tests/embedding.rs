@@ -50,6 +50,37 @@ async fn enqueue_own(db: &TestDb, event: &NewEvent) -> picloud_host::store::Resu
     Ok(())
 }
 
+/// `host.enqueue_invocation_in` in a transaction of the test's own pool,
+/// then commit it (`commit`) or roll it back.
+async fn invoke_in_own_tx(
+    db: &TestDb,
+    host: &TriggerHost,
+    app: picloud_host::model::AppId,
+    script: &str,
+    payload: serde_json::Value,
+    principal: &str,
+    commit: bool,
+) -> Result<picloud_host::model::EventId, InvokeCallError> {
+    macro_rules! within {
+        ($tx:expr) => {{
+            let mut tx = $tx;
+            let result = host
+                .enqueue_invocation_in(&mut *tx, app, script, &payload, principal)
+                .await;
+            if commit && result.is_ok() {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            result
+        }};
+    }
+    match &db.pool {
+        Pool::Sqlite(pool) => within!(pool.begin_with("BEGIN IMMEDIATE").await.unwrap()),
+        Pool::Postgres(pool) => within!(pool.begin().await.unwrap()),
+    }
+}
+
 async fn settle(host: &TriggerHost) {
     tokio::time::timeout(Duration::from_secs(60), host.run_until_empty())
         .await
@@ -108,44 +139,14 @@ async fn an_invocation_in_the_applications_transaction_runs_as_its_principal(db:
     h::deploy(host.runtime(), app.id, "noop", guests::NOOP).await;
 
     // Rolled back: nothing runs.
-    match &db.pool {
-        Pool::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 0}), "dev")
-                .await
-                .unwrap();
-            tx.rollback().await.unwrap();
-        }
-        Pool::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 0}), "dev")
-                .await
-                .unwrap();
-            tx.rollback().await.unwrap();
-        }
-    }
+    invoke_in_own_tx(db, &host, app.id, "noop", json!({"n": 0}), "dev", false)
+        .await
+        .unwrap();
     assert_eq!(s.count_events(None).await.unwrap(), 0);
 
-    let id = match &db.pool {
-        Pool::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            let id = host
-                .enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 1}), "dev")
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            id
-        }
-        Pool::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            let id = host
-                .enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({"n": 1}), "dev")
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            id
-        }
-    };
+    let id = invoke_in_own_tx(db, &host, app.id, "noop", json!({"n": 1}), "dev", true)
+        .await
+        .unwrap();
     host.notify();
     settle(&host).await;
     let runs = s.list_runs(&RunFilter::app(app.id)).await.unwrap();
@@ -158,20 +159,9 @@ async fn an_invocation_in_the_applications_transaction_runs_as_its_principal(db:
     assert_eq!(run.trigger_id, None);
 
     // An unknown script is refused before anything is written.
-    let err = match &db.pool {
-        Pool::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            host.enqueue_invocation_in(&mut *tx, app.id, "nope", &json!({}), "dev")
-                .await
-                .unwrap_err()
-        }
-        Pool::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            host.enqueue_invocation_in(&mut *tx, app.id, "nope", &json!({}), "dev")
-                .await
-                .unwrap_err()
-        }
-    };
+    let err = invoke_in_own_tx(db, &host, app.id, "nope", json!({}), "dev", true)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
@@ -226,20 +216,9 @@ async fn an_invocation_for_a_principal_without_the_capability_is_refused(db: &Te
     s.set_member(app.id, "watcher", Role::Viewer).await.unwrap();
     h::deploy(host.runtime(), app.id, "noop", guests::NOOP).await;
     for principal in ["watcher", "stranger"] {
-        let err = match &db.pool {
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-                host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({}), principal)
-                    .await
-                    .unwrap_err()
-            }
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.unwrap();
-                host.enqueue_invocation_in(&mut *tx, app.id, "noop", &json!({}), principal)
-                    .await
-                    .unwrap_err()
-            }
-        };
+        let err = invoke_in_own_tx(db, &host, app.id, "noop", json!({}), principal, true)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, InvokeCallError::PermissionDenied { .. }),
             "{principal}: {err}"
@@ -345,20 +324,9 @@ async fn every_facade_operation_refuses_a_principal_without_the_capability(db: &
             matches!(invoked, InvokeCallError::PermissionDenied { .. }),
             "{invoked}"
         );
-        let enqueued = match &db.pool {
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-                host.enqueue_invocation_in(&mut *tx, app.id, "fails", &json!({}), p)
-                    .await
-                    .unwrap_err()
-            }
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.unwrap();
-                host.enqueue_invocation_in(&mut *tx, app.id, "fails", &json!({}), p)
-                    .await
-                    .unwrap_err()
-            }
-        };
+        let enqueued = invoke_in_own_tx(db, &host, app.id, "fails", json!({}), p, true)
+            .await
+            .unwrap_err();
         assert!(
             matches!(enqueued, InvokeCallError::PermissionDenied { .. }),
             "{enqueued}"

@@ -4,7 +4,6 @@
 //! bookkeeping (tables in `public`, versions in `_sqlx_migrations`) moved
 //! over with its data.
 
-use std::path::Path;
 use std::time::Duration;
 
 use picloud_host::store::postgres::PgStore;
@@ -305,17 +304,5 @@ async fn old_layout(pool: &PgPool) {
 
 /// How many migrations the host ships for `backend`.
 fn host_migration_count(backend: &str) -> i64 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../migrations")
-        .join(backend);
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "sql")
-        })
-        .count() as i64
+    picloud_tests::db::migration_count(backend) as i64
 }

@@ -374,3 +374,21 @@ macro_rules! contract {
         }
     };
 }
+
+/// How many migrations the repository has for `backend` (`sqlite` or
+/// `postgres`): the `.sql` files of `migrations/<backend>`.
+pub fn migration_count(backend: &str) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count()
+}
