@@ -5,11 +5,15 @@
 # `--bless` rewrites the listing after such a change.
 #
 # rustdoc's JSON output is unstable; RUSTC_BOOTSTRAP=1 enables it on the
-# pinned stable toolchain, whose JSON format the listing script reads.
+# pinned stable toolchain, whose JSON format the listing script reads. It
+# builds in a target directory of its own: build scripts that probe for
+# nightly features (io-extras) find them under RUSTC_BOOTSTRAP, and their
+# output must never reach the ordinary stable builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${CARGO_TARGET_DIR:-target}"
-RUSTC_BOOTSTRAP=1 cargo rustdoc -q -p picloud-host --lib -- -Z unstable-options --output-format json
+target="${CARGO_TARGET_DIR:-target}/public-api"
+CARGO_TARGET_DIR="$target" RUSTC_BOOTSTRAP=1 \
+    cargo rustdoc -q -p picloud-host --lib -- -Z unstable-options --output-format json
 python3 scripts/public-api.py "$target/doc/picloud_host.json" > "$target/public-api.txt"
 if [ "${1:-}" = --bless ]; then
     cp "$target/public-api.txt" host/public-api.txt

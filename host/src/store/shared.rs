@@ -391,6 +391,12 @@ macro_rules! connection_functions {
     ($store:ty, $conn:ty) => {
         /// Write one event to the outbox on the caller's connection or open
         /// transaction: the change it describes commits with it or not at all.
+        ///
+        /// On SQLite, begin the transaction with `BEGIN IMMEDIATE` (the
+        /// database is in WAL mode; a transaction that reads first and
+        /// writes later can fail with `SQLITE_BUSY`), and after the commit
+        /// call `TriggerHost::notify` so that the dispatcher starts now
+        /// rather than at its next poll. On PostgreSQL the commit notifies.
         pub async fn enqueue_in(conn: &mut $conn, event: &NewEvent) -> Result<EventId> {
             super::validate_event(event)?;
             super::shared::enqueue_in::<$store>(conn, event).await
@@ -399,6 +405,7 @@ macro_rules! connection_functions {
         /// Write events to the outbox on the caller's connection or
         /// transaction, in multi-row inserts. The ids come back in the order
         /// of `events`.
+        /// SQLite: `BEGIN IMMEDIATE` and `notify` as for `enqueue_in`.
         pub async fn enqueue_many_in(
             conn: &mut $conn,
             events: &[NewEvent],
@@ -409,6 +416,7 @@ macro_rules! connection_functions {
 
         /// Write a KV entry (version + 1) and enqueue its `kv`/`set` event at
         /// `depth` on the caller's connection or open transaction.
+        /// SQLite: `BEGIN IMMEDIATE` and `notify` as for `enqueue_in`.
         pub async fn kv_set_in(
             conn: &mut $conn,
             app: AppId,
@@ -423,6 +431,7 @@ macro_rules! connection_functions {
         /// Delete a KV entry and, if it existed, enqueue its `kv`/`delete`
         /// event at `depth` on the caller's connection or open transaction.
         /// Whether it existed.
+        /// SQLite: `BEGIN IMMEDIATE` and `notify` as for `enqueue_in`.
         pub async fn kv_delete_in(
             conn: &mut $conn,
             app: AppId,
