@@ -434,6 +434,26 @@ impl TriggerHost {
         Ok(self.runtime().deploy_as(app, name, wasm, principal).await?)
     }
 
+    /// `script` (name or id) of `app`, once `principal` is found to hold
+    /// [`Capability::ScriptInvoke`]: the check both ways of invoking share.
+    async fn invocable_script(
+        &self,
+        app: AppId,
+        script: &str,
+        principal: &str,
+    ) -> Result<crate::model::Script, InvokeCallError> {
+        if !self
+            .authorizer
+            .allowed(principal, Capability::ScriptInvoke(app))
+            .await?
+        {
+            return Err(InvokeCallError::PermissionDenied {
+                principal: principal.to_owned(),
+            });
+        }
+        Ok(self.shared.store.find_script(app, script).await?)
+    }
+
     /// Tell the dispatchers of this process that the embedding application
     /// committed outbox rows on its own connection (`*_in` calls). Call it
     /// after the commit. On SQLite it starts them at once (p50 under 2 ms,
@@ -471,16 +491,7 @@ impl TriggerHost {
         principal: &str,
     ) -> Result<EventId, InvokeCallError> {
         store::validate_printable("principal", principal)?;
-        if !self
-            .authorizer
-            .allowed(principal, Capability::ScriptInvoke(app))
-            .await?
-        {
-            return Err(InvokeCallError::PermissionDenied {
-                principal: principal.to_owned(),
-            });
-        }
-        let script = self.shared.store.find_script(app, script).await?;
+        let script = self.invocable_script(app, script, principal).await?;
         let payload = serde_json::to_value(payload)
             .map_err(|e| store::Error::Invalid(format!("the payload is not JSON: {e}")))?;
         let event = NewEvent::invocation(app, script.id, principal, payload);
@@ -503,18 +514,7 @@ impl TriggerHost {
         let timed_out = || InvokeCallError::Timeout {
             ms: timeout.as_millis(),
         };
-        let prepare = async {
-            if !self
-                .authorizer
-                .allowed(principal, Capability::ScriptInvoke(app))
-                .await?
-            {
-                return Err(InvokeCallError::PermissionDenied {
-                    principal: principal.to_owned(),
-                });
-            }
-            Ok(s.store.find_script(app, script).await?)
-        };
+        let prepare = self.invocable_script(app, script, principal);
         let script = tokio::time::timeout_at(deadline, prepare)
             .await
             .map_err(|_| timed_out())??;
