@@ -42,8 +42,13 @@ fn tutorial_wasm() -> &'static PathBuf {
         // its own [workspace] keeps it out of the repository's workspace.
         let dir = repo.join("target/tutorial/hello-trigger");
         std::fs::create_dir_all(dir.join("src")).unwrap();
-        let sdk = repo.join("sdk");
-        let manifest = readme_block("Cargo.toml").replace("../picloud/sdk", sdk.to_str().unwrap());
+        // The README's placeholder for the reader's checkout, wherever it is.
+        let manifest =
+            readme_block("Cargo.toml").replace("PICLOUD_CHECKOUT", repo.to_str().unwrap());
+        assert!(
+            manifest.contains(repo.join("sdk").to_str().unwrap()),
+            "{manifest}"
+        );
         std::fs::write(dir.join("Cargo.toml"), format!("{manifest}\n[workspace]\n")).unwrap();
         std::fs::write(dir.join("src/lib.rs"), readme_block("src/lib.rs")).unwrap();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -159,6 +164,27 @@ async fn a_failing_script_tells_its_whole_story(db: &TestDb) {
 async fn readme_tutorial_end_to_end(db: &TestDb) {
     let url = &db.url;
     let wasm = tutorial_wasm().to_str().unwrap().to_owned();
+    // "Test it before you deploy it": the README's event, run once.
+    let dir = picloud_tests::db::TempDir::new();
+    let event = dir.0.join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"source":"kv","op":"set","payload":{"collection":"greetings","key":"ada","value":{"name":"Ada"},"version":1}}"#,
+    )
+    .unwrap();
+    let tried = ok(url, &["run", &wasm, "--event", event.to_str().unwrap()]);
+    assert!(tried.starts_with("succeeded in "), "{tried}");
+    assert!(
+        tried.contains(
+            "log info   greeted Ada under greeted/ada
+"
+        ),
+        "{tried}"
+    );
+    assert!(
+        tried.contains("kv set greeted/ada = {\"message\":\"hello, Ada\"} (version 1)\n"),
+        "{tried}"
+    );
     assert!(ok(url, &["app", "create", "shop", "--admin", "alice"]).contains("created app shop"));
     ok(url, &["member", "add", "shop", "victor", "viewer"]);
     assert!(
@@ -219,6 +245,31 @@ async fn readme_tutorial_end_to_end(db: &TestDb) {
         serde_json::from_str(&ok(url, &["trigger", "list", "shop", "--json"])).unwrap();
     assert_eq!(triggers.as_array().unwrap().len(), 1);
     assert_eq!(triggers[0]["registered_by_principal"], json!("alice"));
+    assert_eq!(triggers[0]["spec"]["ordered"], json!(false));
+    // An ordered trigger, as the SDK guide's section on ordering registers it.
+    let added = ok(
+        url,
+        &[
+            "trigger",
+            "add-kv",
+            "shop",
+            "--script",
+            "hello",
+            "--collection",
+            "queue",
+            "--ordered",
+            "--as",
+            "alice",
+        ],
+    );
+    assert!(added.contains("[set,delete, ordered per key]"), "{added}");
+    let table = ok(url, &["trigger", "list", "shop"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("queue") && l.contains("set,delete ordered")),
+        "{table}"
+    );
     assert_eq!(ok(url, &["dead-letters", "count", "shop"]).trim(), "0");
     // The tutorial's last step: the script's log lines, run by run, also
     // for a viewer.
@@ -439,7 +490,10 @@ async fn bad_inputs_are_refused_and_change_nothing(db: &TestDb) {
                 "victor".into(),
             ],
             vec![],
-            "permission denied",
+            // A viewer: the refusal names the role that would do and how.
+            "permission denied: victor lacks AppAdmin on this app (not a member, or a member \
+             whose role does not grant it): the admin role grants it; an app admin or the \
+             operator runs `picloud-host member add APP victor admin`",
         ),
         (
             vec!["trigger".into(), "enable".into(), unknown.into()],
@@ -661,4 +715,106 @@ async fn demo_summary_matches_its_database() {
         .parse()
         .unwrap();
     assert!(seconds < 60.0, "the demo took {seconds} s");
+}
+
+/// `run FILE.wasm`: a good component, a failing one and a limit trip, each
+/// run once in the real sandbox with no app set-up; and bad input files.
+#[test]
+fn run_tries_a_component_once_and_reports_what_it_did() {
+    let dir = picloud_tests::db::TempDir::new();
+    let file = |name: &str, body: Value| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, body.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let order = file(
+        "order.json",
+        json!({"source": "kv", "op": "set", "payload": {
+            "collection": "orders", "key": "o-1",
+            "value": {"item": "widget", "qty": 3}, "version": 1}}),
+    );
+    let seed = file("seed.json", json!({"stock": {"widget": 2}}));
+    // The URL is never opened: `run` has a throwaway database of its own.
+    let url = "sqlite:///nonexistent-dir/never-created.db";
+
+    // A good component: its log line and both KV writes, in order.
+    let r = run(
+        url,
+        &[
+            "run",
+            guests::INVENTORY,
+            "--event",
+            &order,
+            "--kv",
+            &seed,
+            "--json",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["succeeded"], json!(true));
+    assert_eq!(report["limit"], Value::Null);
+    assert_eq!(
+        report["logs"][0]["message"],
+        json!("order o-1: 1 of widget backordered")
+    );
+    assert_eq!(
+        report["writes"],
+        json!([
+            {"op": "set", "collection": "stock", "key": "widget", "value": 0, "version": 2},
+            {"op": "set", "collection": "backorders", "key": "widget", "value": 1, "version": 1},
+        ]),
+        "the seed is not a write; the script's two are"
+    );
+    let text = run(
+        url,
+        &["run", guests::INVENTORY, "--event", &order, "--kv", &seed],
+    );
+    assert!(text.ok);
+    assert!(text.stdout.starts_with("succeeded in "), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("\nkv set stock/widget = 0 (version 2)\n"),
+        "{}",
+        text.stdout
+    );
+
+    // A failing handler: exit 1, its error on stderr in one line.
+    let r = run(url, &["run", guests::GREETER]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stdout.starts_with("failed in "), "{}", r.stdout);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: the handler failed: missing field: name"
+    );
+
+    // A limit trip names the limit.
+    let spin = file("spin.json", json!({"payload": {"mode": "loop"}}));
+    let r = run_with(
+        url,
+        &["run", guests::HOSTILE, "--event", &spin, "--json"],
+        &[("PICLOUD_SANDBOX_TIMEOUT_MS", "300")],
+    );
+    assert_eq!(r.code, Some(1));
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["limit"], json!("timeout"));
+    assert_eq!(report["error"], json!("timeout after 300 ms"));
+
+    // Bad input names the file and the fix.
+    let bad = file("bad.json", json!({"sauce": "kv"}));
+    picloud_tests::cli::assert_refused(
+        &run(url, &["run", guests::GREETER, "--event", &bad]),
+        "an unknown event field",
+        "--event file",
+    );
+    picloud_tests::cli::assert_refused(
+        &run(url, &["run", "/nonexistent.wasm"]),
+        "a missing component",
+        "cannot read /nonexistent.wasm",
+    );
+    picloud_tests::cli::assert_refused(
+        &run(url, &["run", &seed]),
+        "a JSON file as the component",
+        "not a WebAssembly file",
+    );
 }

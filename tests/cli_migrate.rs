@@ -88,6 +88,10 @@ fn migrate_sqlite_twice() {
         "applied once"
     );
     assert_eq!(sqlite3("pragma journal_mode"), ["wal"]);
+    assert_eq!(
+        sqlite3("select name from sqlite_master where type = 'trigger'"),
+        ["outbox_release_next"]
+    );
 }
 
 #[test]
@@ -138,9 +142,9 @@ async fn migrate_postgres_twice() {
         );
         assert_eq!(
             psql(
-                "select tgname from pg_trigger where tgrelid = 'picloud.outbox'::regclass and not tgisinternal"
+                "select tgname from pg_trigger where tgrelid = 'picloud.outbox'::regclass and not tgisinternal order by 1"
             ),
-            ["outbox_notify"]
+            ["outbox_notify", "outbox_release_next"]
         );
     });
     checks.await.unwrap();

@@ -46,6 +46,7 @@ async fn kv_trigger(
         spec: TriggerSpec::Kv {
             collection: collection.into(),
             ops: KvOps::ALL,
+            ordered: false,
         },
     })
     .await
@@ -528,34 +529,29 @@ async fn two_dispatcher_processes_share_one_postgres_database() {
     kv_trigger(s, app.id, recorder.id, "in", ADMIN).await;
     enqueue_kv_events(s, app.id, "in", events).await;
 
-    let spawn = || {
-        std::process::Command::new(picloud_tests::db::host_bin())
-            .args(["--database-url", &db.url, "dispatch", "--until-idle"])
-            .env(
-                "PICLOUD_CACHE_DIR",
-                std::env::temp_dir().join("picloud-two-process-cache"),
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting a dispatcher process")
-    };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let succeeded = |out: &std::process::Output| -> u64 {
-        assert!(
-            out.status.success(),
-            "dispatcher failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
+    // Output goes to files, never to a pipe read only after exit.
+    let dir = picloud_tests::db::TempDir::new();
+    let env = [(
+        "PICLOUD_CACHE_DIR",
+        std::env::temp_dir()
+            .join("picloud-two-process-cache")
+            .display()
+            .to_string(),
+    )];
+    let args = ["dispatch", "--until-idle"];
+    let mut a = picloud_tests::procs::spawn_host(&db.url, &args, &env, &dir.0, "a");
+    let mut b = picloud_tests::procs::spawn_host(&db.url, &args, &env, &dir.0, "b");
+    let succeeded = |p: &mut picloud_tests::procs::HostProcess| -> u64 {
+        let status = p.wait_for_exit(Duration::from_secs(600), String::new);
+        assert!(status.success(), "dispatcher failed: {}", p.stderr());
+        let text = p.stdout();
         text.split("dispatched: ")
             .nth(1)
             .and_then(|t| t.split(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no count in {text}"))
     };
-    let (na, nb) = (succeeded(&a), succeeded(&b));
+    let (na, nb) = (succeeded(&mut a), succeeded(&mut b));
     // A process may stop when it finds nothing due while the other still
     // runs; finish what is left here (there should be nothing).
     let host = h::host(s, h::fast_retries(3), h::ceiling());

@@ -310,6 +310,7 @@ async fn hostile_events_under_load_are_dead_lettered_and_memory_stays_bounded() 
             spec: TriggerSpec::Kv {
                 collection: "jobs".into(),
                 ops: KvOps::ALL,
+                ordered: false,
             },
         })
         .await

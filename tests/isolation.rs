@@ -68,6 +68,7 @@ fn on(collection: &str) -> TriggerSpec {
     TriggerSpec::Kv {
         collection: collection.into(),
         ops: KvOps::ALL,
+        ordered: false,
     }
 }
 

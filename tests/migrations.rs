@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use picloud_host::store::postgres::PgStore;
 use picloud_host::store::sqlite::SqliteStore;
-use picloud_host::store::{AppRepo, DatabaseUrl, Store};
+use picloud_host::store::{AppRepo, DatabaseUrl, RunRepo, Store};
 use picloud_tests::db::{FreshPostgres, TempDir, raw_pool};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -228,6 +228,16 @@ async fn a_postgres_database_of_the_old_layout_moves_to_the_schema_with_its_data
     .await
     .unwrap();
     assert_eq!(functions, 2, "the notify functions moved too");
+    // The function that releases ordered rows names tables: it moved with
+    // a search path of the schema.
+    let config: Vec<String> = sqlx::query_scalar(
+        "select unnest(p.proconfig) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+         where n.nspname = 'picloud' and p.proname = 'picloud_release_next'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(config, ["search_path=picloud"]);
     // New rows still wake dispatchers: the statement trigger came along.
     let mut signals = host.subscribe().await.unwrap();
     let app = host.find_app("legacy").await.unwrap();
@@ -305,4 +315,86 @@ async fn old_layout(pool: &PgPool) {
 /// How many migrations the host ships for `backend`.
 fn host_migration_count(backend: &str) -> i64 {
     picloud_tests::db::migration_count(backend) as i64
+}
+
+/// Migration 0007 rewrites SQLite's runs table in its compact form (blob
+/// ids, integer microseconds): a run recorded before it reads back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_runs_table_of_text_converts_to_the_compact_form() {
+    let dir = TempDir::new();
+    let (pool, url) = sqlite_pool(&dir).await;
+    // The database as the host left it before 0007.
+    let before = dir.0.join("before-0007");
+    std::fs::create_dir_all(&before).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, before.join(&name)).unwrap();
+        }
+    }
+    Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let (app, run, event, trigger) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    sqlx::query(
+        "insert into apps (id, name, created_at) values ($1, 'old', '2026-01-01T00:00:00.000000Z')",
+    )
+    .bind(app.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into runs (id, app_id, trigger_id, script_id, event_id, source, op, attempt,
+             principal, started_at, duration_us, outcome, limit_name, error, reply_bytes, logs,
+             recorded_at)
+         values ($1, $2, $3, null, $4, 'kv', 'set', 2, 'alice', '2026-03-04T05:06:07.000089Z',
+             1234, 'failed', null, 'boom', null, null, '2026-03-04T05:06:08.123456Z')",
+    )
+    .bind(run.to_string())
+    .bind(app.to_string())
+    .bind(trigger.to_string())
+    .bind(event.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let host = SqliteStore::connect(&DatabaseUrl::parse(&url).unwrap())
+        .await
+        .unwrap();
+    migrate_within(&host)
+        .await
+        .expect("0007 on a database with runs");
+    let got = host
+        .get_run(picloud_host::model::RunId(run))
+        .await
+        .expect("the run, by its id");
+    assert_eq!(got.app_id.0, app);
+    assert_eq!(got.trigger_id.map(|t| t.0), Some(trigger));
+    assert_eq!(got.script_id, None);
+    assert_eq!(got.event_id.0, event);
+    assert_eq!(got.started_at.to_string(), "2026-03-04T05:06:07.000Z");
+    assert_eq!(got.started_at.0.timestamp_subsec_micros(), 89);
+    assert_eq!(got.recorded_at.0.timestamp_micros() % 1_000_000, 123_456);
+    assert_eq!((got.attempt, got.error.as_deref()), (2, Some("boom")));
+    let listed = host
+        .list_runs(&picloud_host::runs::RunFilter::app(got.app_id))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "found by its app, through the index");
+    let (id_type, time_type): (String, String) =
+        sqlx::query_as("select typeof(id), typeof(recorded_at) from runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((id_type.as_str(), time_type.as_str()), ("blob", "integer"));
 }

@@ -364,9 +364,13 @@ async fn server_down_longer_than_the_retry_budget_costs_no_attempts() {
 
     let runs = assert_all_done_pg(&url, &work, &mut p, &cluster).await;
     let said = outage_lines(&p);
-    assert!(
-        (1..=2).contains(&said),
-        "the outage is said once (twice at most, if a script's failure lands after the store came back), not per event: {said} times\n{}",
+    // A script whose write fails just as the store comes back only makes
+    // the breaker suspect another outage; its probe answers, and nothing
+    // more is said.
+    assert_eq!(
+        said,
+        1,
+        "the outage is said once, not per event or per straggler: {said} times\n{}",
         p.stderr()
     );
     println!(

@@ -55,6 +55,7 @@ async fn kv_trigger_as(
         spec: TriggerSpec::Kv {
             collection: collection.into(),
             ops: KvOps::ALL,
+            ordered: false,
         },
     })
     .await
@@ -378,9 +379,14 @@ async fn retention_removes_old_runs_and_keeps_recent_ones(db: &TestDb) {
     // Age one of the quiet app's runs past the 7 days of retention.
     let quiet_runs = runs_of(s, quiet.id).await;
     let old = quiet_runs[0].id;
-    let aged =
+    // SQLite keeps the runs table compact: integer microseconds, blob ids.
+    let sqlite = format!(
+        "update runs set recorded_at = 1577836800000000 where id = x'{}'",
+        old.0.simple()
+    );
+    let postgres =
         format!("update runs set recorded_at = '2020-01-01T00:00:00.000000Z' where id = '{old}'");
-    sql(db, &aged, &aged).await;
+    sql(db, &sqlite, &postgres).await;
     let busy_runs = runs_of(s, busy.id).await;
 
     let report = host.gc().await.unwrap();
@@ -427,7 +433,9 @@ async fn a_viewer_can_read_logs_and_a_non_member_cannot(db: &TestDb) {
         assert!(matches!(e, AdminError::PermissionDenied { .. }), "{e}");
         assert_eq!(
             e.to_string(),
-            "permission denied: mallory lacks AppLogs on this app"
+            "permission denied: mallory lacks AppLogs on this app (not a member, or a member \
+             whose role does not grant it): the viewer role grants it; an app admin or the \
+             operator runs `picloud-host member add APP mallory viewer`"
         );
     };
     denied(a.list_runs(&filter, Some("mallory")).await.map(drop));

@@ -396,6 +396,11 @@ async fn deploy_rejections_store_nothing(db: &TestDb) {
             "not a WebAssembly file: build the script with `cargo build --target wasm32-wasip2`",
         ),
         (
+            "rlib",
+            b"!<arch>\n/               0           0     0     0       8         `\n".to_vec(),
+            "this is a Rust library archive (.rlib), not a component: add `[lib] crate-type = [\"cdylib\"]`",
+        ),
+        (
             "truncated",
             std::fs::read(guests::NOOP).unwrap()[..100].to_vec(),
             "invalid component: ",

@@ -76,6 +76,7 @@ fn kv_spec(pattern: &str, ops: &str) -> TriggerSpec {
     TriggerSpec::Kv {
         collection: pattern.into(),
         ops: KvOps::parse(ops).unwrap(),
+        ordered: false,
     }
 }
 
@@ -322,7 +323,8 @@ async fn triggers_crud_and_cascades(db: &TestDb) {
             ops: KvOps {
                 set: true,
                 delete: false
-            }
+            },
+            ordered: false,
         }
     );
     tick().await;
@@ -333,6 +335,17 @@ async fn triggers_crud_and_cascades(db: &TestDb) {
         s(db).list_triggers(a).await.unwrap(),
         vec![t1.clone(), t2.clone()]
     );
+
+    let ordered = TriggerSpec::Kv {
+        collection: "queue".into(),
+        ops: KvOps::ALL,
+        ordered: true,
+    };
+    let t3 = trigger(db, a, sc, "in-order", ordered.clone()).await;
+    assert_eq!(t3.spec, ordered, "ordered per key survives the round trip");
+    assert!(t3.is_ordered() && !t1.is_ordered() && !t2.is_ordered());
+    assert_eq!(s(db).get_trigger(t3.id).await.unwrap(), t3);
+    s(db).delete_trigger(t3.id).await.unwrap();
 
     tick().await;
     let off = s(db).set_trigger_enabled(t1.id, false).await.unwrap();
@@ -812,7 +825,7 @@ async fn fan_out_replaces_the_raw_row(db: &TestDb) {
         )
     };
     let ids = s(db)
-        .fan_out(raw_id, &[inv(t1, 0), inv(t2, 1)], &[])
+        .fan_out(&[raw_id], &[inv(t1, 0), inv(t2, 1)], &[])
         .await
         .unwrap();
     assert_eq!(ids.len(), 2);

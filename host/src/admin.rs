@@ -22,8 +22,9 @@ use crate::store::{self, Store};
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// The principal lacks the capability.
-    #[error("permission denied: {principal} lacks {scope:?} on this app")]
+    /// The principal lacks the capability. The message names the least
+    /// role that grants it and the command that gives it.
+    #[error("permission denied: {principal} lacks {scope:?} on this app{}", grant_hint(principal, *scope))]
     PermissionDenied {
         /// Who.
         principal: String,
@@ -47,6 +48,18 @@ pub enum AdminError {
     /// The authorizer could not answer.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+}
+
+/// How `principal` could get `scope`: the least role with it and the
+/// command, for the end of a refusal.
+fn grant_hint(principal: &str, scope: crate::auth::Scope) -> String {
+    match crate::auth::least_role_for(scope) {
+        Some(role) => format!(
+            " (not a member, or a member whose role does not grant it): the {role} role grants it; \
+             an app admin or the operator runs `picloud-host member add APP {principal} {role}`"
+        ),
+        None => " (only the operator has it)".to_owned(),
+    }
 }
 
 /// Result with [`AdminError`].
@@ -98,9 +111,19 @@ impl TriggerOptions {
             spec: TriggerSpec::Kv {
                 collection: collection.to_owned(),
                 ops,
+                ordered: false,
             },
             name: None,
         }
+    }
+
+    /// The same kv trigger, run in order per key (see
+    /// [`TriggerSpec::Kv::ordered`]). A dead_letter trigger is unchanged.
+    pub fn ordered(mut self) -> Self {
+        if let TriggerSpec::Kv { ordered, .. } = &mut self.spec {
+            *ordered = true;
+        }
+        self
     }
 
     /// Fire `script` on new dead letters whose original source matches

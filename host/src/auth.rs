@@ -85,6 +85,14 @@ pub fn role_satisfies(role: Role, scope: Scope) -> bool {
     }
 }
 
+/// The least role that satisfies `scope`, to name in a refusal; `None` for
+/// [`Scope::InstanceAdmin`], which no app role grants.
+pub fn least_role_for(scope: Scope) -> Option<Role> {
+    [Role::Viewer, Role::Developer, Role::Admin]
+        .into_iter()
+        .find(|role| role_satisfies(*role, scope))
+}
+
 /// Something a principal wants to do to an app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Capability {

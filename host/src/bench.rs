@@ -260,6 +260,7 @@ async fn bench_host(
     store: &Arc<dyn Store>,
     wasm: &[u8],
     runs: Option<RunsMode>,
+    ordered: bool,
 ) -> anyhow::Result<(
     Arc<TriggerHost>,
     Script,
@@ -295,29 +296,74 @@ async fn bench_host(
             spec: TriggerSpec::Kv {
                 collection: "bench".into(),
                 ops: KvOps::ALL,
+                ordered,
             },
         })
         .await?;
     Ok((host, script, latencies))
 }
 
-/// Fill the outbox with `events` kv events matched by one trigger running
-/// the component in `wasm`, drain them, then measure single events on the
-/// idle dispatcher. `runs` overrides `PICLOUD_RUNS`.
+/// The shape of a dispatch benchmark ([`dispatch`]).
+#[derive(Clone, Debug)]
+pub struct DispatchBench {
+    /// How many events to fill the outbox with and drain.
+    pub events: u64,
+    /// Single events timed on the idle dispatcher afterwards.
+    pub idle_samples: usize,
+    /// Overrides `PICLOUD_RUNS`.
+    pub runs: Option<RunsMode>,
+    /// The bench trigger runs in order per key (`trigger add-kv --ordered`).
+    pub ordered: bool,
+    /// The events go to this many keys in turn (`None`: a key each).
+    pub keys: Option<u64>,
+    /// Beside the bench app, another app whose ordered trigger has this many
+    /// events waiting on one key behind a first one that waits a day for
+    /// its retry: a tenant's long backlog on one key, which must not slow
+    /// the bench app.
+    pub backlog: u64,
+}
+
+impl DispatchBench {
+    /// `events` events, 200 idle samples, nothing else.
+    pub fn new(events: u64) -> Self {
+        DispatchBench {
+            events,
+            idle_samples: 200,
+            runs: None,
+            ordered: false,
+            keys: None,
+            backlog: 0,
+        }
+    }
+}
+
+/// Fill the outbox with `shape.events` kv events matched by one trigger
+/// running the component in `wasm`, drain them, then measure single events
+/// on the idle dispatcher (see [`DispatchBench`] for the rest of the shape).
 pub async fn dispatch(
     store: Arc<dyn Store>,
     wasm: &[u8],
-    events: u64,
-    idle_samples: usize,
-    runs: Option<RunsMode>,
+    shape: &DispatchBench,
 ) -> anyhow::Result<DispatchReport> {
-    let (host, script, latencies) = bench_host(&store, wasm, runs).await?;
+    let DispatchBench {
+        events,
+        idle_samples,
+        runs,
+        ordered,
+        keys,
+        backlog,
+    } = shape.clone();
+    let (host, script, latencies) = bench_host(&store, wasm, runs, ordered).await?;
+    if backlog > 0 {
+        waiting_backlog(&store, host.runtime(), wasm, backlog).await?;
+    }
+    let key = |i: u64| keys.map_or(i, |k| i % k.max(1));
     let event = |i: u64| {
         NewEvent::raw(
             script.app_id,
             source::KV,
             "set",
-            json!({"collection": "bench", "key": format!("k{i}"), "value": i, "version": 1}),
+            json!({"collection": "bench", "key": format!("k{}", key(i)), "value": i, "version": 1}),
         )
     };
 
@@ -335,7 +381,7 @@ pub async fn dispatch(
     fill.finish(written);
     let fill_secs = fill_started.elapsed().as_secs_f64();
 
-    let before = store.count_events(None).await? as u64;
+    let before = store.count_events(Some(script.app_id)).await? as u64;
     let drain = Arc::new(Progress::new("drain", before));
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = {
@@ -380,6 +426,56 @@ pub async fn dispatch(
     })
 }
 
+/// Another app with an ordered trigger and `n` rows of one key in its
+/// outbox, as its fan-outs leave them: the first waiting a day for its
+/// retry, the others behind it (parked).
+async fn waiting_backlog(
+    store: &Arc<dyn Store>,
+    runtime: &Runtime,
+    wasm: &[u8],
+    n: u64,
+) -> anyhow::Result<()> {
+    let script = bench_app(store, runtime, wasm).await?;
+    let trigger = store
+        .create_trigger(&NewTrigger {
+            app_id: script.app_id,
+            script_id: script.id,
+            name: "backlog".into(),
+            registered_by_principal: BENCH_PRINCIPAL.into(),
+            spec: TriggerSpec::Kv {
+                collection: "backlog".into(),
+                ops: KvOps::ALL,
+                ordered: true,
+            },
+        })
+        .await?;
+    let key = crate::model::order_key("backlog", "hot");
+    let retry_at = crate::model::Timestamp::now().plus(Duration::from_secs(86_400));
+    for first in (0..n).step_by(1000) {
+        let rows: Vec<NewEvent> = (first..(first + 1000).min(n))
+            .map(|i| {
+                let mut row = NewEvent::raw(
+                    script.app_id,
+                    source::KV,
+                    "set",
+                    json!({"collection": "backlog", "key": "hot", "value": i, "version": i + 1}),
+                );
+                row.trigger_id = Some(trigger.id);
+                row.script_id = Some(script.id);
+                row.event_id = Some(crate::model::EventId::new());
+                row.order = crate::model::Order::Fixed(key.clone(), i as i64 + 1);
+                if i == 0 {
+                    row.attempt_count = 1;
+                    row.due_at = Some(retry_at);
+                }
+                row
+            })
+            .collect();
+        store.enqueue_many(&rows).await?;
+    }
+    Ok(())
+}
+
 /// The embedding application's own pool, which the host does not watch.
 pub enum ManagerPool {
     /// On SQLite.
@@ -410,7 +506,7 @@ pub async fn wake(
     wasm: &[u8],
     samples: usize,
 ) -> anyhow::Result<WakeReport> {
-    let (host, script, latencies) = bench_host(&store, wasm, None).await?;
+    let (host, script, latencies) = bench_host(&store, wasm, None, false).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = {
         let (host, cancel) = (host.clone(), cancel.clone());

@@ -30,5 +30,6 @@ pub mod runs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod trial;
 
 pub use service::{HostOptions, InvokeCallError, Notifier, TriggerHost};

@@ -4,7 +4,9 @@
 //! passed where a script id is expected, and every type here encodes the same
 //! way on both backends (UUIDs as `uuid` on PostgreSQL and hyphenated text on
 //! SQLite; timestamps as `timestamptz` and as fixed-width, sortable UTC text),
-//! so one row struct decodes from either database.
+//! so one row struct decodes from either database. On SQLite they also decode
+//! from the compact form the runs table stores (`store::sql::Compact`: ids as
+//! 16-byte blobs, times as integer microseconds).
 
 use std::fmt;
 use std::str::FromStr;
@@ -74,6 +76,9 @@ macro_rules! id_type {
             fn type_info() -> SqliteTypeInfo {
                 <String as Type<Sqlite>>::type_info()
             }
+            fn compatible(ty: &SqliteTypeInfo) -> bool {
+                <String as Type<Sqlite>>::compatible(ty) || <Vec<u8> as Type<Sqlite>>::compatible(ty)
+            }
         }
         impl<'q> Encode<'q, Sqlite> for $name {
             fn encode_by_ref(
@@ -85,8 +90,12 @@ macro_rules! id_type {
         }
         impl Decode<'_, Sqlite> for $name {
             fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
-                let text = <&str as Decode<Sqlite>>::decode(value)?;
-                Ok(Self(Uuid::parse_str(text)?))
+                // Hyphenated text (36 bytes) or, in the runs table, 16 raw bytes.
+                let bytes = <&[u8] as Decode<Sqlite>>::decode(value)?;
+                Ok(Self(match bytes.len() {
+                    16 => Uuid::from_slice(bytes)?,
+                    _ => Uuid::try_parse_ascii(bytes)?,
+                }))
             }
         }
     };
@@ -137,6 +146,14 @@ impl Timestamp {
     /// backends store.
     pub fn held() -> Self {
         Self(DateTime::from_timestamp(253_370_764_800, 0).expect("9999-01-01 is a valid time"))
+    }
+
+    /// The due time of an ordered trigger's row that is parked behind an
+    /// earlier row of its key (see `TriggerSpec::Kv::ordered`): never due,
+    /// so claims do not look at it, until the settling of the row before it
+    /// makes it due. 9999-01-02T00:00:00Z, after [`Timestamp::held`].
+    pub fn parked() -> Self {
+        Self(DateTime::from_timestamp(253_370_851_200, 0).expect("9999-01-02 is a valid time"))
     }
 
     /// The current time, truncated to microseconds (what both backends keep).
@@ -208,6 +225,9 @@ impl Type<Sqlite> for Timestamp {
     fn type_info() -> SqliteTypeInfo {
         <String as Type<Sqlite>>::type_info()
     }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty) || <i64 as Type<Sqlite>>::compatible(ty)
+    }
 }
 impl<'q> Encode<'q, Sqlite> for Timestamp {
     fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
@@ -216,6 +236,14 @@ impl<'q> Encode<'q, Sqlite> for Timestamp {
 }
 impl Decode<'_, Sqlite> for Timestamp {
     fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+        use sqlx::{TypeInfo, ValueRef};
+        // Fixed-width text or, in the runs table, integer microseconds.
+        if value.type_info().name() != "TEXT" {
+            let micros = <i64 as Decode<Sqlite>>::decode(value)?;
+            return DateTime::from_timestamp_micros(micros)
+                .map(Self)
+                .ok_or_else(|| format!("{micros} µs is not a time").into());
+        }
         let text = <&str as Decode<Sqlite>>::decode(value)?;
         Ok(Self(
             DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc),
@@ -366,12 +394,26 @@ pub enum TriggerSpec {
         collection: String,
         /// Which ops fire it.
         ops: KvOps,
+        /// Run the events of one (collection, key) one at a time, in the
+        /// order they were written: while one is running or waiting for its
+        /// retry, later ones of that key wait behind it. Other keys are not
+        /// held up. Off by default: handlers run concurrently and unordered.
+        /// Ordering covers writes made after the trigger was registered.
+        #[serde(default)]
+        ordered: bool,
     },
     /// Fires on new dead letters whose original source matches `source`.
     DeadLetter {
         /// A validated source pattern (see [`crate::pattern`]).
         source: String,
     },
+}
+
+impl Trigger {
+    /// Whether it is a kv trigger that runs in order per key.
+    pub fn is_ordered(&self) -> bool {
+        matches!(self.spec, TriggerSpec::Kv { ordered: true, .. })
+    }
 }
 
 impl TriggerSpec {
@@ -479,6 +521,36 @@ pub struct NewEvent {
     pub(crate) due_at: Option<Timestamp>,
     /// Inbox to deliver the reply to (synchronous invocation).
     pub(crate) reply_to: Option<String>,
+    /// Its place in a per-key order (ordered kv triggers).
+    #[serde(skip)]
+    pub(crate) order: Order,
+}
+
+/// A new outbox row's place in the order of its key (see
+/// [`TriggerSpec::Kv::ordered`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum Order {
+    /// Not ordered.
+    #[default]
+    None,
+    /// A raw kv event: keyed by its collection and key when its app has an
+    /// ordered trigger, numbered after the key's rows already written (the
+    /// store decides both in the insert).
+    Raw(String),
+    /// An ordered trigger's invocation row: the key and number of the raw
+    /// event it continues.
+    Fixed(String, i64),
+}
+
+/// The order key of `collection`/`key`: both, unambiguously.
+pub(crate) fn order_key(collection: &str, key: &str) -> String {
+    serde_json::json!([collection, key]).to_string()
+}
+
+/// The order key of a raw kv event's payload, when it names both.
+pub(crate) fn payload_order_key(payload: &Value) -> Option<String> {
+    let name = |field| payload.get(field).and_then(Value::as_str);
+    Some(order_key(name("collection")?, name("key")?))
 }
 
 impl NewEvent {
@@ -492,7 +564,6 @@ impl NewEvent {
             trigger_id: None,
             script_id: None,
             principal: None,
-            payload,
             depth: 0,
             attempt_count: 0,
             first_attempt_at: None,
@@ -500,6 +571,11 @@ impl NewEvent {
             last_error: None,
             due_at: None,
             reply_to: None,
+            order: match source {
+                source::KV => payload_order_key(&payload).map_or(Order::None, Order::Raw),
+                _ => Order::None,
+            },
+            payload,
         }
     }
 
@@ -536,6 +612,7 @@ impl NewEvent {
             last_attempt_at: attempts.last_at,
             last_error: attempts.last_error,
             due_at: Some(due_at),
+            order: Order::None,
             ..NewEvent::raw(of.app_id, &of.source, &of.op, of.payload.clone()).at_depth(of.depth)
         }
     }
@@ -657,6 +734,13 @@ pub struct OutboxEvent {
     pub reply_to: Option<String>,
     /// When it was written.
     pub created_at: Timestamp,
+    /// The (collection, key) whose order it keeps, for a raw kv event of an
+    /// app with an ordered trigger and for an ordered trigger's invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// Its number in that order: rows of a key run in rising numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seq: Option<i64>,
 }
 
 /// The closed vocabulary of dead-letter resolutions.

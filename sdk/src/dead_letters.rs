@@ -6,6 +6,14 @@
 //! A dead letter your handler leaves unresolved stays on the app's
 //! dashboard for a person to replay or ignore.
 //!
+//! **Which dead letters reach a handler.** Every dead letter of an event that
+//! ran out of retries does, with one exception: a dead letter made by the
+//! depth limit (its `last_error` is `max trigger depth N exceeded`) reaches
+//! no handler, because the handler's event would be deeper still, past the
+//! same limit. Such dead letters are listed like the others
+//! (`picloud-host dead-letters list APP`, with that error) for a person to
+//! replay or ignore. A failed dead-letter handler makes none (below).
+//!
 //! # The recursion stop
 //!
 //! A dead-letter handler that returns an error is retried like any handler.
@@ -49,7 +57,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::__private::bindings::picloud::trigger::dead_letters as raw;
+use crate::sys::dead_letters as raw;
 use crate::{Error, HostError};
 
 /// How a dead letter was settled: a closed vocabulary.

@@ -40,6 +40,32 @@ impl Event {
         &self.raw.op
     }
 
+    /// What kind of event this is, as an enum to `match` on instead of
+    /// comparing [`Event::source`] and [`Event::op`] text.
+    ///
+    /// ```no_run
+    /// use picloud_sdk::{Event, EventKind, Result};
+    ///
+    /// fn handle(event: Event) -> Result<()> {
+    ///     match event.kind() {
+    ///         EventKind::KvSet | EventKind::KvDelete => { /* event.kv() */ }
+    ///         EventKind::DeadLetter => { /* event.dead_letter() */ }
+    ///         EventKind::Invoke => { /* event.json() */ }
+    ///         _ => {} // `Other`, and kinds that later versions add
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn kind(&self) -> EventKind {
+        match (self.raw.source.as_str(), self.raw.op.as_str()) {
+            ("kv", "set") => EventKind::KvSet,
+            ("kv", "delete") => EventKind::KvDelete,
+            ("dead_letter", _) => EventKind::DeadLetter,
+            ("http", "invoke") => EventKind::Invoke,
+            _ => EventKind::Other,
+        }
+    }
+
     /// The payload as JSON text.
     pub fn payload(&self) -> &str {
         &self.raw.payload
@@ -79,22 +105,8 @@ impl Event {
 
     /// The KV change, if this is a `kv` event.
     pub fn kv(&self) -> Option<KvEvent> {
-        if self.raw.source != "kv" {
-            return None;
-        }
-        let op = match self.raw.op.as_str() {
-            "set" => KvOp::Set,
-            "delete" => KvOp::Delete,
-            _ => return None,
-        };
         let payload: Value = serde_json::from_str(&self.raw.payload).ok()?;
-        Some(KvEvent {
-            op,
-            collection: payload.get("collection")?.as_str()?.to_owned(),
-            key: payload.get("key")?.as_str()?.to_owned(),
-            value: payload.get("value").filter(|v| !v.is_null()).cloned(),
-            version: payload.get("version").and_then(Value::as_u64).unwrap_or(0),
-        })
+        KvEvent::from_parts(&self.raw.source, &self.raw.op, &payload)
     }
 
     /// The dead letter, if this is a `dead_letter` event (a dead-letter
@@ -116,6 +128,25 @@ impl Event {
             payload: p.get("payload").cloned().unwrap_or(Value::Null),
         })
     }
+}
+
+/// What kind of event a handler got ([`Event::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A key was written (`kv`/`set`): see [`Event::kv`].
+    KvSet,
+    /// A key was deleted (`kv`/`delete`): see [`Event::kv`].
+    KvDelete,
+    /// An event ran out of retries (`dead_letter`): see
+    /// [`Event::dead_letter`].
+    DeadLetter,
+    /// A synchronous invocation (`http`/`invoke`): its payload is the
+    /// caller's, and the handler's value is the reply.
+    Invoke,
+    /// A source or op this SDK version does not know; read
+    /// [`Event::source`] and [`Event::op`].
+    Other,
 }
 
 /// A KV write or delete.
@@ -143,6 +174,25 @@ pub struct KvEvent {
 }
 
 impl KvEvent {
+    /// The change a `kv` event of `op` with `payload` describes.
+    fn from_parts(source: &str, op: &str, payload: &Value) -> Option<KvEvent> {
+        if source != "kv" {
+            return None;
+        }
+        let op = match op {
+            "set" => KvOp::Set,
+            "delete" => KvOp::Delete,
+            _ => return None,
+        };
+        Some(KvEvent {
+            op,
+            collection: payload.get("collection")?.as_str()?.to_owned(),
+            key: payload.get("key")?.as_str()?.to_owned(),
+            value: payload.get("value").filter(|v| !v.is_null()).cloned(),
+            version: payload.get("version").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
     /// The new value parsed into your type; `None` on delete.
     pub fn value_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         match &self.value {
@@ -182,6 +232,25 @@ pub struct DeadLetterEvent {
     pub last_error: String,
     /// The original event's payload.
     pub payload: Value,
+}
+
+impl DeadLetterEvent {
+    /// The KV change whose handling failed, when the original event was a
+    /// `kv` event: its collection, key and value, without guessing at
+    /// `payload["key"]`.
+    ///
+    /// ```no_run
+    /// # use picloud_sdk::{Event, Result, log};
+    /// # fn triage(event: Event) -> Result<()> {
+    /// if let Some(change) = event.dead_letter().and_then(|d| d.kv()) {
+    ///     log::warn!("giving up on {}/{} (version {})", change.collection, change.key, change.version);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kv(&self) -> Option<KvEvent> {
+        KvEvent::from_parts(&self.source, &self.op, &self.payload)
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +299,18 @@ mod tests {
     }
 
     #[test]
+    fn kinds() {
+        assert_eq!(event("kv", "set", "{}").kind(), EventKind::KvSet);
+        assert_eq!(event("kv", "delete", "{}").kind(), EventKind::KvDelete);
+        assert_eq!(
+            event("dead_letter", "created", "{}").kind(),
+            EventKind::DeadLetter
+        );
+        assert_eq!(event("http", "invoke", "{}").kind(), EventKind::Invoke);
+        assert_eq!(event("cron", "tick", "{}").kind(), EventKind::Other);
+    }
+
+    #[test]
     fn dead_letter_payload() {
         let e = event(
             "dead_letter",
@@ -245,6 +326,28 @@ mod tests {
         assert_eq!(dead.attempt_count, 5);
         assert_eq!(dead.payload["value"]["poison"], serde_json::json!(true));
         assert!(e.kv().is_none());
+        // This payload has no collection or key: no typed KV view.
+        assert!(dead.kv().is_none());
+
+        let e = event(
+            "dead_letter",
+            "created",
+            r#"{"dead_letter_id":"d2","source":"kv","op":"set","attempt_count":5,
+                "last_error":"boom","payload":{"collection":"orders","key":"o-1",
+                "value":{"qty":2},"version":3}}"#,
+        );
+        let change = e
+            .dead_letter()
+            .unwrap()
+            .kv()
+            .expect("the original kv change");
+        assert_eq!(change.op, KvOp::Set);
+        assert_eq!(
+            (change.collection.as_str(), change.key.as_str()),
+            ("orders", "o-1")
+        );
+        assert_eq!(change.value, Some(serde_json::json!({"qty": 2})));
+        assert_eq!(change.version, 3);
     }
 
     #[test]

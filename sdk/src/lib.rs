@@ -157,7 +157,16 @@
 //!   script cannot write; a removed member's script cannot read; a
 //!   developer's redeploy of an admin's script cannot resolve dead letters.
 //!   The refusal is [`HostError::PermissionDenied`]. A script only ever
-//!   sees its own app.
+//!   sees its own app. The roles an app's members hold:
+//!
+//!   | role | may (and so may the scripts it registers or deploys) |
+//!   | --- | --- |
+//!   | `admin` | everything below, and resolve dead letters ([`dead_letters::resolve`]), manage members and triggers |
+//!   | `developer` | deploy scripts, read and write [`kv`], invoke scripts, read runs and logs |
+//!   | `viewer` | read [`kv`] and dead letters, read runs and logs |
+//!
+//!   An admin or the operator grants a role with `picloud-host member add
+//!   APP PRINCIPAL ROLE`.
 //! - **Budgets.** One invocation may make 1,000 `kv` and `dead_letters`
 //!   calls, cause 100 events (each [`kv::set`], [`kv::delete`] and replay
 //!   causes one) and read 16 MiB of answers, by default. The call that goes
@@ -173,6 +182,93 @@
 //!   default; hitting one fails the attempt with an error that names it
 //!   (`timeout after 5000 ms`, `memory limit 64 MiB exceeded`, ...). A
 //!   panic fails the attempt too.
+//!
+//! ## Concurrency: handlers run at once, in any order
+//!
+//! The host runs many events at the same time, across several dispatchers
+//! when they share a database, at least once each, and in no particular
+//! order: the order events were written is not the order they run. Two
+//! handlers that read a key and write it back race:
+//!
+//! ```no_run
+//! # use picloud_sdk::{Result, kv};
+//! # fn wrong() -> Result<()> {
+//! // WRONG under concurrency: two orders both read 10 and both write 9.
+//! let left: i64 = kv::get_json("stock", "widget")?.unwrap_or(0);
+//! kv::set("stock", "widget", &(left - 1))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Thirty such orders against a stock of 10 leave it at 8 or 9, not 0 with
+//! 20 backorders. Two cures:
+//!
+//! - **A conditional write.** [`kv::set_if_version`] and
+//!   [`kv::delete_if_version`] write only if the key is still at the
+//!   version you read (0: only if it does not exist), and fail with
+//!   [`HostError::Conflict`] otherwise. [`kv::update`] does the read, your
+//!   change and the conditional write, again on a conflict; when every try
+//!   loses, return the error and the host retries the event later.
+//! - **An atomic increment.** [`kv::increment`] adds to an integer in one
+//!   step, for counters and stock levels.
+//!
+//! ```no_run
+//! # use picloud_sdk::{Result, kv};
+//! # fn right() -> Result<()> {
+//! let mut short = 0;
+//! kv::update("stock", "widget", |left: Option<i64>| {
+//!     let left = left.unwrap_or(0);
+//!     short = if left > 0 { 0 } else { 1 }; // the last run is the one written
+//!     left - (1 - short)
+//! })?;
+//! if short > 0 {
+//!     kv::increment("backorders", "widget", short)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The repository's `examples/inventory` is this script in full, with both
+//! cures; its test runs 1,000 orders against a stock of 100 and finds the
+//! stock at exactly 0 and exactly 900 backorders. Many handlers updating
+//! one key conflict often: each conflict costs a read and a try, and an
+//! attempt that runs out of tries is retried by the host. For one hot
+//! counter, prefer [`kv::increment`], which never conflicts.
+//!
+//! At-least-once delivery still holds: an attempt that wrote and then
+//! failed runs again. Make the writes of one event idempotent (key them by
+//! [`Event::id`]) where running twice would do harm.
+//!
+//! ### Ordering per key: an option of the trigger
+//!
+//! When the events of one key must run one at a time and in the order they
+//! were written, register the kv trigger with `--ordered`
+//! (`picloud-host trigger add-kv APP --script S --collection C --ordered --as P`,
+//! or `TriggerOptions::ordered` in the host library). Then, for that
+//! trigger and each (collection, key):
+//!
+//! - events run in write order, and one at a time: while one runs, or waits
+//!   for its retry after a failure, the later ones of that key wait behind
+//!   it (on every dispatcher sharing the database);
+//! - other keys are not held up, and the trigger's handler still runs for
+//!   many keys at once;
+//! - an event that uses up its attempts becomes a dead letter as usual, and
+//!   the next event of its key runs after it;
+//! - ordering covers writes made after the trigger was registered, and a
+//!   dead letter replayed by hand runs outside it.
+//!
+//! Under an ordered trigger the plain read-and-write above is correct for
+//! state that belongs to the event's own key. It does not order different
+//! keys: orders written under keys of their own still race on a shared
+//! stock. `examples/inventory`'s `"method": "plain"` relies on every order
+//! of an item being a new write of one key, `orders/<item>`. Ordering costs
+//! throughput: each event takes one more outbox row (about a third to
+//! two fifths of the unordered rate remains), and a key's events cannot run
+//! side by side, so one hot key runs about a thousand events a second on
+//! SQLite and a few hundred on PostgreSQL. Events waiting behind a key are
+//! parked until their turn, so a long backlog on one key slows neither the
+//! other keys nor other apps. Keep an ordered trigger's keys many; the
+//! README's benchmark table gives the figures.
 //!
 //! ## Seeing what your script did
 //!
@@ -203,7 +299,28 @@
 //! The crate compiles for any target, so `cargo check`, `cargo doc` and doc
 //! tests work on your machine; only a `wasm32-wasip2` build is a script.
 //! Host calls ([`kv`], [`dead_letters`], [`log`]) have no host to talk to
-//! outside the sandbox and panic if called there.
+//! outside the sandbox and panic if called there, unless a test gives them
+//! one.
+//!
+//! ## Testing a handler before you deploy it
+//!
+//! Two steps, both without an app:
+//!
+//! 1. **Unit tests, natively.** With `picloud-sdk`'s `testing` feature as a
+//!    dev-dependency, `cargo test` calls your handler function with an event
+//!    built by `picloud_sdk::testing` inside `TestHost::run`: an in-memory
+//!    host with the KV and dead letters you seed, that records log lines and
+//!    writes and fails the calls you tell it to. The repository's
+//!    `examples/inventory` tests itself this way.
+//!
+//!    ```toml
+//!    [dev-dependencies]
+//!    picloud-sdk = { path = "PICLOUD_CHECKOUT/sdk", features = ["testing"] }
+//!    ```
+//! 2. **One real run.** `picloud-host run target/wasm32-wasip2/release/NAME.wasm
+//!    --event EVENT.json [--kv SEED.json]` runs the built component once in
+//!    the real sandbox on a throwaway database and prints its reply, log
+//!    lines, KV writes and any limit it hit.
 #![warn(missing_docs)]
 
 use std::fmt;
@@ -217,8 +334,11 @@ pub mod dead_letters;
 mod event;
 pub mod kv;
 pub mod log;
+mod sys;
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
-pub use event::{DeadLetterEvent, Event, KvEvent, KvOp};
+pub use event::{DeadLetterEvent, Event, EventKind, KvEvent, KvOp};
 
 #[doc(hidden)]
 pub mod __private {
@@ -274,7 +394,10 @@ pub enum HostError {
     NotFound(String),
     /// An argument was malformed (empty key, oversized value, bad id...).
     InvalidArgument(String),
-    /// The call conflicts with current state (e.g. a dead letter already resolved).
+    /// The call conflicts with current state: a conditional KV write
+    /// ([`kv::set_if_version`], [`kv::delete_if_version`]) found the key at
+    /// another version, or a dead letter is already resolved. The message
+    /// says which.
     Conflict(String),
     /// The host's storage could not complete the call now (the database is
     /// down, or did not answer before your invocation's deadline). Pass it on
@@ -283,6 +406,14 @@ pub enum HostError {
     /// the outage (up to the host's maximum event age). Don't loop on it
     /// yourself; your deadline keeps running.
     Unavailable(String),
+}
+
+impl HostError {
+    /// Whether this is [`HostError::Conflict`]: for a conditional KV write,
+    /// someone else wrote the key first; read it again and retry.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, HostError::Conflict(_))
+    }
 }
 
 impl From<RawHostError> for HostError {
@@ -315,25 +446,54 @@ impl std::error::Error for HostError {}
 ///
 /// Anything `Display` works as a handler error; this type is a convenient
 /// default that `?` converts host errors, JSON errors and strings into.
-/// [`bail!`] returns one built like `format!`.
+/// [`bail!`] returns one built like `format!`. An error that came from a host
+/// call keeps it: [`Error::host_error`] tells a conflict or a refusal apart
+/// from a malformed value, for example after [`kv::get_json`] or
+/// [`kv::update`].
+///
+/// ```no_run
+/// use picloud_sdk::{HostError, kv};
+///
+/// # fn main() -> Result<(), picloud_sdk::Error> {
+/// match kv::get_json::<u64>("counters", "visits") {
+///     Ok(n) => println!("{n:?}"),
+///     Err(e) if e.host_error() == Some(&HostError::PermissionDenied) => {
+///         println!("this script may not read counters");
+///     }
+///     Err(e) => return Err(e), // unavailable, or not a u64
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
+pub struct Error {
+    message: String,
+    host: Option<HostError>,
+}
 
 impl Error {
     /// An error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        Error(message.to_string())
+        Error {
+            message: message.to_string(),
+            host: None,
+        }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// The host error this error came from, when it came from a host call.
+    pub fn host_error(&self) -> Option<&HostError> {
+        self.host.as_ref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -341,25 +501,28 @@ impl std::error::Error for Error {}
 
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
-        Error(e.to_string())
+        Error {
+            message: e.to_string(),
+            host: Some(e),
+        }
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error(format!("invalid JSON: {e}"))
+        Error::msg(format!("invalid JSON: {e}"))
     }
 }
 
 impl From<String> for Error {
     fn from(e: String) -> Self {
-        Error(e)
+        Error::msg(e)
     }
 }
 
 impl From<&str> for Error {
     fn from(e: &str) -> Self {
-        Error(e.to_owned())
+        Error::msg(e)
     }
 }
 
@@ -492,5 +655,26 @@ mod tests {
         );
         let bailed = || -> Result<()> { bail!("missing field: {}", "name") };
         assert_eq!(bailed().unwrap_err().message(), "missing field: name");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn refused() -> Result<()> {
+        Err(HostError::Conflict(
+            "c/k is at version 2, not absent".into(),
+        ))?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_host_error_passed_on_with_question_mark_can_still_be_matched() {
+        let e = refused().unwrap_err();
+        assert_eq!(e.message(), "conflict: c/k is at version 2, not absent");
+        assert!(e.host_error().is_some_and(HostError::is_conflict));
+        assert_eq!(Error::msg("mine").host_error(), None);
+        assert_eq!(Error::from("mine"), Error::msg("mine"));
     }
 }

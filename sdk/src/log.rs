@@ -24,7 +24,7 @@
 //! log::info!("order {key} totals {total} cents");
 //! ```
 
-use crate::__private::bindings::picloud::trigger::log::{Level, log};
+use crate::sys::log::{Level, log};
 
 /// Finest detail.
 pub fn trace(message: &str) {

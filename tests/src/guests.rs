@@ -18,6 +18,12 @@ pub const PAYMENT_PROCESSOR: &str = env!("PICLOUD_GUEST_PAYMENT_PROCESSOR");
 pub const DEAD_LETTER_TRIAGE: &str = env!("PICLOUD_GUEST_DEAD_LETTER_TRIAGE");
 /// examples/greeter: synchronous reply `{"greeting":"hello, NAME","event":ID}`.
 pub const GREETER: &str = env!("PICLOUD_GUEST_GREETER");
+/// examples/inventory: kv trigger on `orders`, takes stock or backorders
+/// without lost updates (`"method"`: `update` or `increment`).
+pub const INVENTORY: &str = env!("PICLOUD_GUEST_INVENTORY");
+/// tests/fixtures/contract-0-1-0: built against `picloud:trigger@0.1.0`;
+/// writes its payload to `legacy/<event id>` and replies.
+pub const CONTRACT_0_1_0: &str = env!("PICLOUD_GUEST_CONTRACT_0_1_0");
 /// tests/fixtures/noop: succeeds at once (benchmarks).
 pub const NOOP: &str = env!("PICLOUD_GUEST_NOOP");
 /// tests/fixtures/hostile: misbehaves as `{"mode": ...}` says.
@@ -28,6 +34,9 @@ pub const KV_PROBE: &str = env!("PICLOUD_GUEST_KV_PROBE");
 pub const DEPTH_BOMB: &str = env!("PICLOUD_GUEST_DEPTH_BOMB");
 /// tests/fixtures/recorder: writes `seen/<event id>` = attempt.
 pub const RECORDER: &str = env!("PICLOUD_GUEST_RECORDER");
+/// tests/fixtures/sequencer: appends each kv event's `n` to `seen/<key>`
+/// with a plain get and set (right only when the key's events run in order).
+pub const SEQUENCER: &str = env!("PICLOUD_GUEST_SEQUENCER");
 /// tests/fixtures/always-fails: fails with `always fails: <source>/<op>`.
 pub const ALWAYS_FAILS: &str = env!("PICLOUD_GUEST_ALWAYS_FAILS");
 /// tests/fixtures/tenant-abuse: one tenant trying to hurt the others, as
@@ -171,6 +180,7 @@ mod tests {
             PAYMENT_PROCESSOR,
             DEAD_LETTER_TRIAGE,
             GREETER,
+            INVENTORY,
         ] {
             assert!(EXAMPLES.iter().any(|(_, p)| *p == path), "{path}");
         }
@@ -180,8 +190,10 @@ mod tests {
             KV_PROBE,
             DEPTH_BOMB,
             RECORDER,
+            SEQUENCER,
             ALWAYS_FAILS,
             TENANT_ABUSE,
+            CONTRACT_0_1_0,
         ] {
             assert!(FIXTURES.iter().any(|(_, p)| *p == path), "{path}");
         }

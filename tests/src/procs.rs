@@ -85,7 +85,18 @@ impl HostProcess {
             .status()
             .expect("running kill");
         assert!(sent.success(), "kill -INT {}", self.pid);
-        let deadline = Instant::now() + grace;
+        self.wait_for_exit(grace, || "it was sent SIGINT".to_owned())
+    }
+
+    /// Wait up to `limit` for it to exit by itself; on time-out, kill it and
+    /// panic with its stderr and `context` (what the test knows of why it
+    /// might hang), so a stuck process fails the test instead of the run.
+    pub fn wait_for_exit(
+        &mut self,
+        limit: Duration,
+        context: impl FnOnce() -> String,
+    ) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.try_exited() {
                 return status;
@@ -94,8 +105,9 @@ impl HostProcess {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!(
-                    "picloud-host {} did not stop within {grace:?} of SIGINT:\n{}",
+                    "picloud-host {} did not exit within {limit:?}; {}\nits stderr:\n{}",
                     self.pid,
+                    context(),
                     self.stderr()
                 );
             }

@@ -69,6 +69,7 @@ pub async fn recorder_with(
             spec: TriggerSpec::Kv {
                 collection: COLLECTION.into(),
                 ops: KvOps::ALL,
+                ordered: false,
             },
         })
         .await

@@ -6,6 +6,15 @@
 //! closes the breaker. An outage is said once in the log when it starts and
 //! once when it ends, never once per event, and the time spent paused is
 //! counted in [`Metrics`].
+//!
+//! Two kinds of evidence open it. The dispatcher's own store call failing
+//! (a claim, a commit) is an outage: [`Breaker::trip`] says so at once. A
+//! script's host call failing for storage reasons is only a suspicion
+//! ([`Breaker::suspect`]): claims pause the same, but the outage is said
+//! only if the probe claim fails too. A script whose write failed just
+//! before the store came back, or one that met a passing error, costs a
+//! short pause and no log line: one outage is said once, however its
+//! stragglers land.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +33,9 @@ struct Outage {
     counted: Instant,
     pause: Duration,
     probe_at: Instant,
+    /// Whether the outage is confirmed (the dispatcher's own call failed)
+    /// and was said; a suspected one closes without a word.
+    said: bool,
 }
 
 /// Open (paused) while the store is unreachable, closed otherwise.
@@ -33,34 +45,52 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
-    /// The store failed (`why`): open, or back off further if already open.
+    /// The dispatcher's own store call failed (`why`): open and say so, or
+    /// back off further if already open.
     pub(crate) fn trip(&mut self, why: &dyn std::fmt::Display, metrics: &Metrics) {
+        self.open(why, true, metrics);
+    }
+
+    /// A script's host call failed for storage reasons (`why`): pause
+    /// claims until a probe claim tells whether the store is away, and say
+    /// nothing unless it is.
+    pub(crate) fn suspect(&mut self, why: &dyn std::fmt::Display, metrics: &Metrics) {
+        self.open(why, false, metrics);
+    }
+
+    fn open(&mut self, why: &dyn std::fmt::Display, confirmed: bool, metrics: &Metrics) {
         let now = Instant::now();
-        match &mut self.outage {
-            None => {
-                tracing::warn!(error = %why, "store unreachable: pausing claims until it answers");
-                Metrics::add(&metrics.store_outages, 1);
-                self.outage = Some(Outage {
-                    since: now,
-                    counted: now,
-                    pause: MIN_PAUSE,
-                    probe_at: now + MIN_PAUSE,
-                });
-            }
-            Some(o) => {
-                tracing::debug!(error = %why, pause = ?o.pause, "store still unreachable");
-                o.pause = (o.pause * 2).min(MAX_PAUSE);
-                o.probe_at = now + o.pause;
-            }
+        let outage = self.outage.get_or_insert(Outage {
+            since: now,
+            counted: now,
+            pause: MIN_PAUSE / 2,
+            probe_at: now,
+            said: false,
+        });
+        if confirmed && !outage.said {
+            tracing::warn!(error = %why, "store unreachable: pausing claims until it answers");
+            Metrics::add(&metrics.store_outages, 1);
+            outage.said = true;
+        } else {
+            tracing::debug!(error = %why, confirmed, pause = ?outage.pause, "store failed: pausing claims");
         }
+        outage.pause = (outage.pause * 2).min(MAX_PAUSE);
+        outage.probe_at = now + outage.pause;
         self.count(metrics);
     }
 
-    /// A claim succeeded: close, saying how long the outage lasted.
+    /// A claim succeeded: close, saying how long the outage lasted when it
+    /// was said.
     pub(crate) fn close(&mut self, metrics: &Metrics) {
         self.count(metrics);
-        if let Some(o) = self.outage.take() {
-            tracing::warn!(outage = ?o.since.elapsed(), "store reachable again: claiming resumes");
+        match self.outage.take() {
+            Some(o) if o.said => {
+                tracing::warn!(outage = ?o.since.elapsed(), "store reachable again: claiming resumes");
+            }
+            Some(o) => {
+                tracing::debug!(paused = ?o.since.elapsed(), "the store answered the probe: claiming resumes");
+            }
+            None => {}
         }
     }
 
@@ -122,5 +152,32 @@ mod tests {
         let s = m.snapshot();
         assert_eq!(s.store_outages, 1, "one outage, however many trips");
         assert!(s.store_paused_ms >= 20, "{}", s.store_paused_ms);
+    }
+
+    #[test]
+    fn a_suspicion_pauses_and_counts_an_outage_only_when_a_probe_fails() {
+        let m = Metrics::default();
+        let mut b = Breaker::default();
+        b.suspect(&"a script's write failed", &m);
+        assert!(b.is_open() && !b.may_claim());
+        assert!(b.pause().unwrap() <= MIN_PAUSE);
+        b.close(&m);
+        assert!(!b.is_open());
+        assert_eq!(
+            m.snapshot().store_outages,
+            0,
+            "the probe answered: no outage"
+        );
+
+        b.suspect(&"a script's write failed", &m);
+        b.trip(&"the probe claim failed", &m);
+        b.suspect(&"another script's write failed", &m);
+        b.trip(&"the next probe failed", &m);
+        b.close(&m);
+        assert_eq!(
+            m.snapshot().store_outages,
+            1,
+            "confirmed once, counted once"
+        );
     }
 }

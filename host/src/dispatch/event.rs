@@ -4,8 +4,10 @@
 //! it writes nothing itself except a synchronous reply. The loop commits the
 //! actions in batches, so the success path costs one share of a batched
 //! delete. Every row ends in exactly one of: deleted after success, retried
-//! with backoff, fanned out per failing trigger, dead-lettered, stopped by the
-//! recursion stop, postponed when the host's own storage failed, or held
+//! with backoff, fanned out per failing trigger (and per ordered trigger,
+//! whose runs keep their key's order from rows of their own), dead-lettered,
+//! stopped by the recursion stop, postponed when the host's own storage
+//! failed, or held
 //! while its trigger is disabled. A row's fate is its own: one that cannot
 //! be decoded is dead-lettered alone, without running.
 //!
@@ -29,8 +31,8 @@ use tracing::Instrument;
 use super::Shared;
 use crate::inbox::{Delivery, ReplyMsg};
 use crate::model::{
-    AppId, Attempts, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, OutboxEvent, Outcome,
-    Script, ScriptId, Timestamp, Trigger, TriggerId, source,
+    AppId, Attempts, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, Order, OutboxEvent,
+    Outcome, Script, ScriptId, Timestamp, Trigger, TriggerId, payload_order_key, source,
 };
 use crate::runs::{self, NewRun, RunOutcome};
 use crate::runtime::{Failure, Invocation, InvokeError, LoadError, Success};
@@ -57,8 +59,13 @@ pub(crate) enum Action {
         raw: EventId,
         invocations: Vec<NewEvent>,
         exhausted: Vec<usize>,
+        /// How many of the rows (the last ones) are ordered triggers' runs,
+        /// not yet attempted.
+        deferred: usize,
         /// How many of the rows failed for the host's reasons.
         postponed: usize,
+        /// The first of those failures, for the log.
+        storage_error: Option<String>,
         /// The raw event's runs, one per trigger.
         runs: Runs,
     },
@@ -87,6 +94,11 @@ pub(crate) enum Action {
     /// The database failed while replying to a synchronous call: leave the
     /// row leased; it runs again when the lease expires.
     Leave(EventId),
+    /// Beside the outcome of a row in a key's order (see
+    /// `TriggerSpec::Kv::ordered`): once that outcome commits, the next row
+    /// of the key may be claimable, so the loop claims again at once rather
+    /// than at its next poll.
+    Unblock,
 }
 
 impl Action {
@@ -99,10 +111,12 @@ impl Action {
             Action::FanOut {
                 invocations,
                 postponed,
+                storage_error,
                 ..
             } if *postponed > 0 => Some(format!(
-                "{postponed} of {} triggers failed for the store's reasons",
-                invocations.len()
+                "{postponed} of {} triggers failed for the store's reasons: {}",
+                invocations.len(),
+                storage_error.as_deref().unwrap_or("unknown")
             )),
             _ => None,
         }
@@ -752,6 +766,25 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     if triggers.is_empty() {
         return Ok(vec![Action::Complete(ev.id, Vec::new())]);
     }
+    // Ordered triggers run later, from rows of their own that keep the
+    // key's order (see `TriggerSpec::Kv::ordered`); the others run now.
+    let key = ev
+        .order_key
+        .clone()
+        .or_else(|| payload_order_key(&ev.payload));
+    let (ordered, triggers): (Vec<_>, Vec<_>) = match &key {
+        Some(_) => triggers.into_iter().partition(Trigger::is_ordered),
+        None => (Vec::new(), triggers),
+    };
+    let deferred: Vec<NewEvent> = ordered
+        .iter()
+        .map(|t| {
+            let mut row =
+                NewEvent::for_trigger(ev, t.id, t.script_id, Attempts::default(), Timestamp::now());
+            row.order = Order::Fixed(key.clone().unwrap_or_default(), ev.order_seq.unwrap_or(0));
+            row
+        })
+        .collect();
     let started = Timestamp::now();
     let runs = triggers.iter().map(|t| async move {
         let r = run(
@@ -769,6 +802,7 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     let mut invocations = Vec::new();
     let mut exhausted_idx = Vec::new();
     let mut postponed = 0;
+    let mut storage_error = None;
     let mut runs = Vec::new();
     for (trigger, ran) in results {
         let ran = ran?;
@@ -784,7 +818,11 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
                 postponed: infra,
             } => {
                 postponed += usize::from(infra);
-                (attempt_count, due_at, failure.error.to_string())
+                let error = failure.error.to_string();
+                if infra && storage_error.is_none() {
+                    storage_error = Some(error.clone());
+                }
+                (attempt_count, due_at, error)
             }
             Next::Exhausted {
                 attempt_count,
@@ -811,14 +849,18 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             due_at,
         ));
     }
-    if invocations.is_empty() {
+    if invocations.is_empty() && deferred.is_empty() {
         return Ok(vec![Action::Complete(ev.id, runs)]);
     }
+    let deferred_count = deferred.len();
+    invocations.extend(deferred);
     Ok(vec![Action::FanOut {
         raw: ev.id,
         invocations,
         exhausted: exhausted_idx,
         postponed,
+        storage_error,
+        deferred: deferred_count,
         runs,
     }])
 }
@@ -848,6 +890,8 @@ pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
         locked_by: None,
         reply_to: None,
         created_at: now,
+        order_key: None,
+        order_seq: None,
     };
     exhausted(
         id,

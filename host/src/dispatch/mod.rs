@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::config::{self, ConfigError, TriggerConfig};
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
-use crate::model::{EventId, Timestamp};
+use crate::model::{EventId, NewEvent, Timestamp};
 use crate::runs::NewRun;
 use crate::runtime::Runtime;
 use crate::store::{self, Signal, Store, Subscription};
@@ -253,6 +253,10 @@ const START_MARGIN: Duration = Duration::from_secs(1);
 /// run after their lease.
 const CLAIM_LIMIT: Duration = Duration::from_secs(3);
 
+/// How often a running dispatcher sweeps for parked rows nothing holds
+/// back any more ([`store::OutboxRepo::release_parked`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Commit finished rows once this many outcomes have gathered...
 const FLUSH_AT: usize = 128;
 /// ...or once the oldest has waited this long.
@@ -282,6 +286,7 @@ impl Dispatcher {
         let mut breaker = Breaker::default();
         let mut subscription = self.subscribe(&breaker).await;
         let mut last_flush = Instant::now();
+        let mut last_sweep = Instant::now();
         // Whether there may be rows to claim: at start, on a signal, on the
         // poll tick, and when running tasks free half the slots.
         let mut look = true;
@@ -317,6 +322,7 @@ impl Dispatcher {
                 || cancel.is_cancelled()
                 || last_flush.elapsed() >= FLUSH_EVERY;
             let mut done = Done::default();
+            let mut unblocked = false;
             if !pending.is_empty() && (flush_due || claim_limit.is_some()) && breaker.may_claim() {
                 last_flush = Instant::now();
                 if claim_limit.is_some() {
@@ -326,7 +332,7 @@ impl Dispatcher {
                 // CLAIM_LIMIT means the store is away: the breaker opens
                 // (and says so) while the commit keeps waiting, so an
                 // outage that only commits meet is said too.
-                let applied = self.apply(&mut pending);
+                let applied = self.apply(&mut pending, &mut unblocked);
                 tokio::pin!(applied);
                 let applied = tokio::select! {
                     result = &mut applied => result,
@@ -379,8 +385,12 @@ impl Dispatcher {
                                 {
                                     return vec![Action::Release(row.id)];
                                 }
-                                let actions = event::process(s, batch, row).await;
+                                let ordered = row.order_key.is_some();
+                                let mut actions = event::process(s, batch, row).await;
                                 drop(start);
+                                if ordered {
+                                    actions.push(Action::Unblock);
+                                }
                                 actions
                             });
                         }
@@ -394,8 +404,19 @@ impl Dispatcher {
             } else {
                 done.restore(&mut pending);
             }
-            if claimed_full {
-                // More may be due: look again as soon as slots allow.
+            // The safety net of ordered triggers' parked rows (see
+            // `OutboxRepo::release_parked`).
+            if last_sweep.elapsed() >= SWEEP_EVERY && !breaker.is_open() {
+                last_sweep = Instant::now();
+                match s.store.release_parked().await {
+                    Ok(0) => {}
+                    Ok(_) => look = true,
+                    Err(e) => tracing::debug!(error = %e, "cannot sweep parked rows"),
+                }
+            }
+            if claimed_full || unblocked {
+                // More may be due (or the rows behind an ordered row just
+                // settled): look again as soon as slots allow.
                 look = true;
                 if slots.available_permits() > 0 {
                     continue;
@@ -465,13 +486,14 @@ impl Dispatcher {
     }
 
     /// Keep the actions of the tasks that finished for the next commit. A
-    /// row that failed for the store's reasons opens the breaker.
+    /// row that failed for the store's reasons makes the breaker suspect an
+    /// outage (the next claim tells).
     fn collect(&self, tasks: &Running, pending: &mut Vec<Action>, breaker: &mut Breaker) {
         let actions = tasks.take();
         if !breaker.is_open()
             && let Some(why) = actions.iter().find_map(Action::infrastructure_failure)
         {
-            breaker.trip(&why, &self.shared.metrics);
+            breaker.suspect(&why, &self.shared.metrics);
         }
         pending.extend(actions);
     }
@@ -553,7 +575,12 @@ impl Dispatcher {
     /// Whether the loop may stop in `mode`; sleeps until the next due row in
     /// `UntilEmpty`.
     async fn idle(&self, mode: RunMode) -> store::Result<bool> {
-        // Held rows are never due: they do not keep the loop waiting.
+        // A parked row whose release never ran runs now.
+        if self.shared.store.release_parked().await? > 0 {
+            return Ok(false);
+        }
+        // Held and parked rows are never due: they do not keep the loop
+        // waiting.
         let next = self
             .shared
             .store
@@ -583,7 +610,7 @@ impl Dispatcher {
     /// Commit the actions: one batched delete, one batched reschedule, and the
     /// rare per-row transactions. What fails stays in `pending`, and the
     /// first failure is returned (the breaker says it, once).
-    async fn apply(&self, pending: &mut Vec<Action>) -> store::Result<()> {
+    async fn apply(&self, pending: &mut Vec<Action>, unblocked: &mut bool) -> store::Result<()> {
         let s = &self.shared;
         let m = &s.metrics;
         let mut finished = Done::take(pending);
@@ -591,6 +618,7 @@ impl Dispatcher {
         let mut postponed = (Vec::new(), Vec::new());
         let mut released = Vec::new();
         let mut held = Vec::new();
+        let mut fan_outs = FanOuts::default();
         let mut rest = Vec::new();
         for action in pending.drain(..) {
             match action {
@@ -605,13 +633,39 @@ impl Dispatcher {
                 Action::Release(id) => released.push(id),
                 Action::Hold(id) => held.push(id),
                 Action::Settled => {}
+                Action::Unblock => *unblocked = true,
                 Action::Leave(id) => {
                     tracing::debug!(event.id = %id, "left leased for a later attempt")
+                }
+                Action::FanOut {
+                    raw,
+                    invocations,
+                    exhausted,
+                    postponed,
+                    deferred,
+                    runs,
+                    ..
+                } if exhausted.is_empty() => {
+                    fan_outs.add(raw, invocations, postponed, deferred, runs)
                 }
                 other => rest.push(other),
             }
         }
         let mut failed = None;
+        if !fan_outs.raws.is_empty() {
+            match s
+                .store
+                .fan_out(&fan_outs.raws, &fan_outs.rows, &fan_outs.runs)
+                .await
+            {
+                Ok(_) => fan_outs.count(m),
+                Err(e) => {
+                    tracing::debug!(error = %e, rows = fan_outs.raws.len(), "batched fan-out failed; will retry");
+                    pending.extend(fan_outs.into_actions());
+                    failed.get_or_insert(e);
+                }
+            }
+        }
         if finished.len() > 0 {
             match s.store.complete(&finished.ids(), &finished.runs).await {
                 Ok(_) => finished.count(m),
@@ -735,15 +789,12 @@ impl Dispatcher {
                 invocations,
                 exhausted,
                 postponed,
+                storage_error,
+                deferred,
                 runs,
-            } => match s.store.fan_out(raw, &invocations, &runs).await {
+            } => match s.store.fan_out(&[raw], &invocations, &runs).await {
                 Ok(ids) => {
-                    Metrics::add(&m.fanned_out, 1);
-                    Metrics::add(&m.postponed, postponed as u64);
-                    Metrics::add(
-                        &m.retried,
-                        (invocations.len() - exhausted.len() - postponed) as u64,
-                    );
+                    count_fan_out(m, invocations.len(), exhausted.len(), postponed, deferred);
                     for i in exhausted {
                         // Committed next round with the rest of the dead letters.
                         let next = event::exhausted_invocation(ids[i], &invocations[i]);
@@ -762,6 +813,8 @@ impl Dispatcher {
                         invocations,
                         exhausted,
                         postponed,
+                        storage_error,
+                        deferred,
                         runs,
                     },
                 )),
@@ -771,6 +824,71 @@ impl Dispatcher {
                 Ok(())
             }
         }
+    }
+}
+
+/// Count one committed fan-out of `rows` invocation rows: `exhausted` of
+/// them end at once, `postponed` failed for the host's reasons, and the last
+/// `deferred` are ordered triggers' first runs, which are not retries.
+fn count_fan_out(m: &Metrics, rows: usize, exhausted: usize, postponed: usize, deferred: usize) {
+    let failed = rows - deferred;
+    Metrics::add(&m.fanned_out, u64::from(failed > 0));
+    Metrics::add(&m.postponed, postponed as u64);
+    Metrics::add(&m.retried, (failed - exhausted - postponed) as u64);
+}
+
+/// The fan-outs of a commit with no row that ends at once (most are the
+/// ordered triggers' rows of raw kv events), written in one transaction.
+#[derive(Default)]
+struct FanOuts {
+    raws: Vec<EventId>,
+    rows: Vec<NewEvent>,
+    runs: Vec<NewRun>,
+    /// Per fan-out: how many rows and runs, `postponed` and `deferred`.
+    parts: Vec<(usize, usize, usize, usize)>,
+}
+
+impl FanOuts {
+    fn add(
+        &mut self,
+        raw: EventId,
+        rows: Vec<NewEvent>,
+        postponed: usize,
+        deferred: usize,
+        runs: Vec<NewRun>,
+    ) {
+        self.raws.push(raw);
+        self.parts
+            .push((rows.len(), runs.len(), postponed, deferred));
+        self.rows.extend(rows);
+        self.runs.extend(runs);
+    }
+
+    fn count(&self, m: &Metrics) {
+        for &(rows, _, postponed, deferred) in &self.parts {
+            count_fan_out(m, rows, 0, postponed, deferred);
+        }
+    }
+
+    /// The fan-outs again, to commit later.
+    fn into_actions(self) -> Vec<Action> {
+        let (mut rows, mut runs) = (self.rows.into_iter(), self.runs.into_iter());
+        self.raws
+            .into_iter()
+            .zip(self.parts)
+            .map(
+                |(raw, (n_rows, n_runs, postponed, deferred))| Action::FanOut {
+                    raw,
+                    invocations: rows.by_ref().take(n_rows).collect(),
+                    exhausted: Vec::new(),
+                    postponed,
+                    // Said (or not) when the fan-out was collected.
+                    storage_error: None,
+                    deferred,
+                    runs: runs.by_ref().take(n_runs).collect(),
+                },
+            )
+            .collect()
     }
 }
 

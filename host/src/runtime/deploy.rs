@@ -27,6 +27,12 @@ pub enum DeployError {
     /// No wasm header.
     #[error("not a WebAssembly file: build the script with `cargo build --target wasm32-wasip2`")]
     NotWasm,
+    /// A library archive (`.rlib`, `.a`): what cargo builds from a crate
+    /// without `crate-type = ["cdylib"]`.
+    #[error(
+        "this is a Rust library archive (.rlib), not a component: add `[lib] crate-type = [\"cdylib\"]` to the script's Cargo.toml, build with `cargo build --target wasm32-wasip2` and deploy the .wasm file"
+    )]
+    LibraryArchive,
     /// A core module, not a component.
     #[error(
         "this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (`cargo build --target wasm32-wasip2`)"
@@ -114,6 +120,9 @@ impl Runtime {
                 size: wasm.len(),
                 limit,
             });
+        }
+        if wasm.starts_with(b"!<arch>\n") {
+            return Err(DeployError::LibraryArchive);
         }
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
             return Err(DeployError::NotWasm);

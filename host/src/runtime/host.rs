@@ -312,6 +312,7 @@ fn guest_error(e: store::Error) -> HostError {
         store::Error::Pattern(p) => HostError::InvalidArgument(p.to_string()),
         e @ store::Error::AlreadyResolved { .. } => HostError::Conflict(e.to_string()),
         store::Error::Conflict(m) => HostError::Conflict(m),
+        e @ store::Error::VersionConflict { .. } => HostError::Conflict(e.to_string()),
         e if e.is_input_refused() => {
             tracing::debug!(error = %e, "the database refused a host call's arguments");
             HostError::InvalidArgument("the database refused the value (bad text or number)".into())
@@ -322,6 +323,51 @@ fn guest_error(e: store::Error) -> HostError {
             HostError::Unavailable("storage is unavailable, try again".into())
         }
     }
+}
+
+impl State {
+    /// A KV write host call: charged one call and one caused event, its
+    /// arguments checked by `prepare`, then the principal's `KvWrite`, then
+    /// `write` run to completion on its own task ([`Call::write`]) at the
+    /// next depth.
+    async fn kv_write<P, T, Fut>(
+        &mut self,
+        prepare: impl FnOnce() -> Result<P, HostError>,
+        write: impl FnOnce(Arc<dyn Store>, AppId, i32, P) -> Fut,
+    ) -> wasmtime::Result<Result<T, HostError>>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = store::Result<T>> + Send + 'static,
+    {
+        self.budget.call()?;
+        self.budget.enqueue()?;
+        let this = self.call();
+        Ok(async move {
+            let prepared = prepare()?;
+            this.check(Capability::KvWrite(this.call.app_id)).await?;
+            let (app, depth) = (this.call.app_id, this.call.depth + 1);
+            this.write(move |store| write(store, app, depth, prepared))
+                .await
+        }
+        .await)
+    }
+}
+
+/// A KV call's collection and key, checked before any storage round trip.
+fn kv_names(collection: String, key: String) -> Result<(String, String), HostError> {
+    store::validate_kv_names(&collection, &key).map_err(guest_error)?;
+    Ok((collection, key))
+}
+
+/// A KV write's names and JSON value text, checked before any storage
+/// round trip.
+fn kv_value(collection: &str, key: &str, value: &str) -> Result<Value, HostError> {
+    store::validate_kv_names(collection, key).map_err(guest_error)?;
+    store::validate_kv_value_len(value.len()).map_err(guest_error)?;
+    let value: Value = serde_json::from_str(value)
+        .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
+    store::validate_json_depth("value", &value).map_err(guest_error)?;
+    Ok(value)
 }
 
 impl picloud::trigger::types::Host for State {}
@@ -359,25 +405,14 @@ impl wit_kv::Host for State {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<u64, HostError>> {
-        self.budget.call()?;
-        self.budget.enqueue()?;
-        let this = self.call();
-        Ok(async move {
-            store::validate_kv_names(&collection, &key).map_err(guest_error)?;
-            store::validate_kv_value_len(value.len()).map_err(guest_error)?;
-            let value: Value = serde_json::from_str(&value)
-                .map_err(|e| HostError::InvalidArgument(format!("value is not valid JSON: {e}")))?;
-            store::validate_json_depth("value", &value).map_err(guest_error)?;
-            this.check(Capability::KvWrite(this.call.app_id)).await?;
-            let (app, depth) = (this.call.app_id, this.call.depth + 1);
-            let entry = this
-                .write(move |store| async move {
-                    store.kv_set(app, &collection, &key, &value, depth).await
-                })
-                .await?;
-            Ok(entry.version as u64)
-        }
-        .await)
+        self.kv_write(
+            || Ok((kv_value(&collection, &key, &value)?, collection, key)),
+            |store, app, depth, (value, collection, key)| async move {
+                let entry = store.kv_set(app, &collection, &key, &value, depth).await?;
+                Ok(entry.version as u64)
+            },
+        )
+        .await
     }
 
     async fn delete(
@@ -385,19 +420,69 @@ impl wit_kv::Host for State {
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<bool, HostError>> {
-        self.budget.call()?;
-        self.budget.enqueue()?;
-        let this = self.call();
-        Ok(async move {
-            store::validate_kv_names(&collection, &key).map_err(guest_error)?;
-            this.check(Capability::KvWrite(this.call.app_id)).await?;
-            let (app, depth) = (this.call.app_id, this.call.depth + 1);
-            this.write(
-                move |store| async move { store.kv_delete(app, &collection, &key, depth).await },
-            )
-            .await
-        }
-        .await)
+        self.kv_write(
+            || kv_names(collection, key),
+            |store, app, depth, (collection, key)| async move {
+                store.kv_delete(app, &collection, &key, depth).await
+            },
+        )
+        .await
+    }
+
+    async fn set_if_version(
+        &mut self,
+        collection: String,
+        key: String,
+        value: String,
+        expected: u64,
+    ) -> wasmtime::Result<Result<u64, HostError>> {
+        self.kv_write(
+            || Ok((kv_value(&collection, &key, &value)?, collection, key)),
+            move |store, app, depth, (value, collection, key)| async move {
+                let entry = store
+                    .kv_set_if_version(app, &collection, &key, &value, expected, depth)
+                    .await?;
+                Ok(entry.version as u64)
+            },
+        )
+        .await
+    }
+
+    async fn delete_if_version(
+        &mut self,
+        collection: String,
+        key: String,
+        expected: u64,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        self.kv_write(
+            || kv_names(collection, key),
+            move |store, app, depth, (collection, key)| async move {
+                store
+                    .kv_delete_if_version(app, &collection, &key, expected, depth)
+                    .await
+                    .map(drop)
+            },
+        )
+        .await
+    }
+
+    async fn increment(
+        &mut self,
+        collection: String,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, HostError>> {
+        self.kv_write(
+            || kv_names(collection, key),
+            move |store, app, depth, (collection, key)| async move {
+                let entry = store
+                    .kv_increment(app, &collection, &key, delta, depth)
+                    .await?;
+                // What the store wrote is an integer.
+                Ok(entry.value.as_i64().unwrap_or_default())
+            },
+        )
+        .await
     }
 
     async fn list_keys(

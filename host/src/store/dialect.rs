@@ -151,6 +151,18 @@ pub(crate) struct Statements {
     /// Insert a KV entry at version 1 or bump an existing one. Binds
     /// app_id, collection, key, value. Returns the KV columns.
     pub kv_upsert: &'static str,
+    /// Read a KV entry inside a write transaction, locking it against other
+    /// writers to the end of the transaction where the database locks rows.
+    /// Binds app_id, collection, key. Returns the entry columns.
+    pub kv_get_for_update: &'static str,
+    /// Insert a KV entry at version 1 only if it does not exist; no row
+    /// returned when it does. Binds app_id, collection, key, value.
+    /// Returns the entry columns.
+    pub kv_insert_new: &'static str,
+    /// Update a KV entry's value and version only if it is at a version; no
+    /// row returned otherwise. Binds app_id, collection, key, value,
+    /// version. Returns the entry columns.
+    pub kv_update_if_version: &'static str,
     /// Keys of a collection after a key (null: from the start), in order.
     /// Binds app_id, collection, after, limit.
     pub kv_list_keys: &'static str,
@@ -159,6 +171,16 @@ pub(crate) struct Statements {
     /// The earliest time a row becomes claimable: its due time, or its
     /// lease's expiry when that is later.
     pub next_due_at: &'static str,
+    /// Make due every parked row that no earlier row of its key holds back
+    /// (see [`super::OutboxRepo::release_parked`]). Binds the parked time.
+    pub release_parked: &'static str,
+    /// What follows the check that parks an ordered trigger's row (see
+    /// `shared::park_heads`): on PostgreSQL ` for share skip locked`, so a
+    /// row that another transaction is settling right now does not park
+    /// the new row behind it, and a row found cannot go until this commits
+    /// (its delete then sees the parked row, and releases it); on SQLite
+    /// nothing (one writer at a time).
+    pub park_check_lock: &'static str,
     /// Insert a dead letter. Binds id, app_id, original_event_id, source,
     /// op, trigger_id, script_id, payload, attempt_count,
     /// first_attempt_at, last_attempt_at, last_error. Returns the

@@ -32,6 +32,19 @@ pub enum Error {
         /// How it was resolved.
         resolution: Resolution,
     },
+    /// A conditional KV write found the key at another version than it
+    /// expected (version 0: absent).
+    #[error("{}", version_conflict_text(collection, key, *expected, *found))]
+    VersionConflict {
+        /// The key's collection.
+        collection: String,
+        /// The key.
+        key: String,
+        /// The version the write was conditioned on (0: absent).
+        expected: u64,
+        /// The version the key is at (0: absent).
+        found: u64,
+    },
     /// A trigger pattern was refused.
     #[error(transparent)]
     Pattern(#[from] PatternError),
@@ -55,6 +68,18 @@ pub enum Error {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+fn version_conflict_text(collection: &str, key: &str, expected: u64, found: u64) -> String {
+    let at = |v: u64| match v {
+        0 => "absent".to_owned(),
+        v => format!("at version {v}"),
+    };
+    format!(
+        "{collection}/{key} is {}, not {}: read it again and retry, or fail the attempt",
+        at(found),
+        at(expected)
+    )
 }
 
 impl Error {

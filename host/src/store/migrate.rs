@@ -47,7 +47,11 @@ pub(crate) const TABLES: &[&str] = &[
 ];
 
 /// The host's PostgreSQL functions (their argument lists are empty).
-const FUNCTIONS: &[&str] = &["picloud_outbox_notify", "picloud_runs_notify"];
+const FUNCTIONS: &[&str] = &[
+    "picloud_outbox_notify",
+    "picloud_runs_notify",
+    "picloud_release_next",
+];
 
 /// The PostgreSQL advisory lock that serializes migrations: "picloud" in
 /// ASCII, so that it does not collide with sqlx's own (a hash of the
@@ -261,9 +265,12 @@ async fn move_legacy_postgres(tx: &mut PgConnection, schema: &str) -> Result<()>
     for (function,) in &functions {
         raw_pg(
             &mut *tx,
+            // Its search path goes with it: a function that names tables
+            // (picloud_release_next) finds them in the schema.
             &format!(
-                "alter function public.{}() set schema {quoted}",
-                quote(function)
+                "alter function public.{name}() set schema {quoted};
+                 alter function {quoted}.{name}() set search_path = {quoted}",
+                name = quote(function)
             ),
         )
         .await?;

@@ -144,6 +144,40 @@ pub trait KvRepo: Send + Sync {
     /// Delete an entry and, if it existed, enqueue its `kv`/`delete` event at
     /// `depth`, atomically. Whether it existed.
     async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool>;
+    /// [`KvRepo::kv_set`], only if the entry is at version `expected` (0: only
+    /// if it does not exist); otherwise [`Error::VersionConflict`] and nothing
+    /// is written.
+    async fn kv_set_if_version(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        expected: u64,
+        depth: i32,
+    ) -> Result<KvEntry>;
+    /// [`KvRepo::kv_delete`], only if the entry is at version `expected` (0:
+    /// only if it does not exist, deleting nothing); otherwise
+    /// [`Error::VersionConflict`]. Whether an entry went.
+    async fn kv_delete_if_version(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        expected: u64,
+        depth: i32,
+    ) -> Result<bool>;
+    /// Add `delta` to an entry holding an integer (an absent entry counts as
+    /// 0) and enqueue its `kv`/`set` event, atomically. A value that is not
+    /// an integer, or a sum out of the `i64` range, is [`Error::Invalid`].
+    async fn kv_increment(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        delta: i64,
+        depth: i32,
+    ) -> Result<KvEntry>;
 }
 
 /// Triggers, and the dispatch-time matching queries.
@@ -234,16 +268,25 @@ pub trait OutboxRepo: Send + Sync {
     /// Record failed attempts and their `runs`, and release the rows'
     /// leases until `due_at`, atomically.
     async fn reschedule(&self, retries: &[Retry], runs: &[NewRun]) -> Result<()>;
-    /// Replace a raw event by per-trigger invocation rows and record the
-    /// raw event's `runs`, atomically. Each row gets its own id; the rows
-    /// carry the raw event's id as their `event_id` (set by the caller),
-    /// which is what scripts see.
+    /// Replace raw events by per-trigger invocation rows and record the
+    /// raw events' `runs`, atomically: the rows `raws` go, `invocations`
+    /// come (ids in their order). Each row gets its own id; the rows carry
+    /// their raw event's id as their `event_id` (set by the caller), which
+    /// is what scripts see.
     async fn fan_out(
         &self,
-        raw: EventId,
+        raws: &[EventId],
         invocations: &[NewEvent],
         runs: &[NewRun],
     ) -> Result<Vec<EventId>>;
+    /// Make due every parked row that nothing holds back any more (see
+    /// `TriggerSpec::Kv::ordered`). Deleting an ordered trigger's row makes
+    /// the next of its key and trigger due (a trigger in the database);
+    /// this is the safety net for what that cannot see, such as a raw row
+    /// that went without a row for a trigger removed meanwhile. Reads every
+    /// parked row; the dispatcher runs it when idle and every 10 s. How
+    /// many rows became due.
+    async fn release_parked(&self) -> Result<u64>;
     /// Give leases back without recording an attempt (graceful shutdown).
     async fn release(&self, ids: &[EventId]) -> Result<()>;
     /// Hold the leased rows `ids` (retries and replays of a disabled

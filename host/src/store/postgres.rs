@@ -31,7 +31,8 @@ use uuid::Uuid;
 
 use super::dialect::{Dialect, Statements};
 use super::rows::{
-    self, FairClaimRow, abandoned_columns, dead_letter_columns, outbox_columns, script_columns,
+    self, FairClaimRow, abandoned_columns, dead_letter_columns, order_gate, outbox_columns,
+    script_columns,
 };
 use super::schema::qualify;
 use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
@@ -47,9 +48,39 @@ pub const REPLY_CHANNEL: &str = "picloud_reply";
 /// The notification channel of new run records (no payload).
 pub const RUNS_CHANNEL: &str = "picloud_runs";
 
-/// Connections per process: dispatch tasks, host calls from scripts and
-/// the embedder share them.
+/// Connections per process by default: dispatch tasks, host calls from
+/// scripts and the embedder share them.
 const MAX_CONNECTIONS: u32 = 16;
+
+/// The variable that sets the pool's size ([`pool_size`]). Each process
+/// also holds one listening connection, and a server accepts only its
+/// `max_connections` (100 by default): six dispatchers at 16 + 1 already
+/// need 102.
+pub const POOL_SIZE_VAR: &str = "PICLOUD_PG_POOL_SIZE";
+
+/// A pooled connection unused this long is closed, so a quiet dispatcher
+/// gives its share of the server's connections back to busy ones.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pool size: [`POOL_SIZE_VAR`], else 16; an error
+/// naming the variable when it is not a whole number from 2 to 1000 (the
+/// dispatcher and a script's host call need one each at once).
+pub fn pool_size() -> Result<u32> {
+    pool_size_from(std::env::var(POOL_SIZE_VAR).ok().as_deref())
+}
+
+fn pool_size_from(value: Option<&str>) -> Result<u32> {
+    let Some(text) = value else {
+        return Ok(MAX_CONNECTIONS);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(n) if (2..=1000).contains(&n) => Ok(n),
+        _ => Err(super::Error::Invalid(format!(
+            "{POOL_SIZE_VAR}='{text}' is not a pool size: give a whole number from 2 to 1000 \
+             (default {MAX_CONNECTIONS})"
+        ))),
+    }
+}
 
 /// How long opening the store waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +98,7 @@ impl PgStore {
     /// is [`Error::Unreachable`](super::Error::Unreachable), naming the URL
     /// without its password.
     pub async fn connect(url: &DatabaseUrl) -> Result<Self> {
+        let size = pool_size()?;
         let options: PgConnectOptions = url.url.parse().map_err(|e| rows::unreachable(url, e))?;
         // One direct connection first: the pool would retry until its
         // timeout and report only that, hiding "connection refused".
@@ -78,7 +110,8 @@ impl PgStore {
             .map_err(|e| rows::unreachable(url, e))?;
         probe.close().await.ok();
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(size)
+            .idle_timeout(IDLE_TIMEOUT)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
@@ -97,6 +130,22 @@ impl PgStore {
     /// The connection pool, for an embedder's own transactions.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A pool of one connection, to the same server, for one `LISTEN`.
+    ///
+    /// Never the shared pool: a listener whose reconnection is cut off
+    /// (its `recv` is one branch of the dispatcher's `select!`) drops the
+    /// connection it was subscribing, and sqlx returns it to its pool
+    /// still listening. In the shared pool, the next statement on that
+    /// connection then fails on a notification it did not expect
+    /// ("unexpected message: NotificationResponse"); this failed a
+    /// dispatcher's claims and scripts' writes after the server restarted.
+    fn listener_pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with((*self.pool.connect_options()).clone())
     }
 }
 
@@ -218,9 +267,12 @@ const CLAIM_OLDEST: &str = concat!(
     "update outbox
      set locked_until = now() + make_interval(secs => $2), locked_by = $1
      where id in (
-         select id from outbox
-         where due_at <= now() and (locked_until is null or locked_until < now())
-         order by due_at
+         select c.id from outbox c
+         where c.due_at <= now() and (c.locked_until is null or c.locked_until < now())
+           and ",
+    order_gate!("c"),
+    "
+         order by c.due_at
          limit $3
          for update skip locked
      )
@@ -290,6 +342,9 @@ const CLAIM_FAIR: &str = concat!(
              select o.id, o.due_at from outbox o
              where o.app_id >= s.app_id and o.app_id <= s.app_id and o.due_at <= now()
                and (o.locked_until is null or o.locked_until < now())
+               and ",
+    order_gate!("o"),
+    "
              order by o.app_id, o.due_at
              limit (select share from shares)
              for update skip locked
@@ -299,10 +354,13 @@ const CLAIM_FAIR: &str = concat!(
          limit $3
      ),
      fill as (
-         select id from outbox
-         where due_at <= now() and (locked_until is null or locked_until < now())
-           and id <> all(array(select id from picked))
-         order by due_at
+         select c.id from outbox c
+         where c.due_at <= now() and (c.locked_until is null or c.locked_until < now())
+           and c.id <> all(array(select id from picked))
+           and ",
+    order_gate!("c"),
+    "
+         order by c.due_at
          limit $3 - (select count(*) from picked)
          for update skip locked
      )
@@ -397,11 +455,29 @@ impl Dialect for PgStore {
                    version = kv_entries.version + 1,
                    updated_at = excluded.updated_at
            returning collection, key, value, version, updated_at"#,
+        kv_get_for_update: "select collection, key, value, version, updated_at from kv_entries
+             where app_id = $1 and collection = $2 and key = $3 for update",
+        kv_insert_new: r#"insert into kv_entries (app_id, collection, key, value, version, updated_at)
+           values ($1, $2, $3, $4, 1, now())
+           on conflict (app_id, collection, key) do nothing
+           returning collection, key, value, version, updated_at"#,
+        kv_update_if_version: r#"update kv_entries
+           set value = $4, version = version + 1, updated_at = now()
+           where app_id = $1 and collection = $2 and key = $3 and version = $5
+           returning collection, key, value, version, updated_at"#,
         kv_list_keys: "select key from kv_entries
              where app_id = $1 and collection = $2 and ($3::text is null or key > $3)
              order by key limit $4",
         count_events: "select count(*) from outbox where $1::uuid is null or app_id = $1",
-        next_due_at: "select min(greatest(due_at, coalesce(locked_until, due_at))) from outbox",
+        next_due_at: concat!(
+            "select min(greatest(c.due_at, coalesce(c.locked_until, c.due_at))) from outbox c where ",
+            order_gate!("c")
+        ),
+        release_parked: concat!(
+            "update outbox as o set due_at = now() where o.due_at = $1 and ",
+            order_gate!("o")
+        ),
+        park_check_lock: " for share skip locked",
         insert_dead_letter: concat!(
             "insert into dead_letters (id, app_id, original_event_id, source, op, trigger_id,
                  script_id, payload, attempt_count, first_attempt_at, last_attempt_at, last_error)
@@ -550,13 +626,13 @@ impl Dialect for PgStore {
     }
 
     async fn listen(&self) -> Result<Box<dyn Subscription>> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.listener_pool()).await?;
         listener.listen_all([OUTBOX_CHANNEL, REPLY_CHANNEL]).await?;
         Ok(Box::new(PgSubscription { listener }))
     }
 
     async fn listen_runs(&self) -> Result<Option<Box<dyn Subscription>>> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.listener_pool()).await?;
         listener.listen(RUNS_CHANNEL).await?;
         Ok(Some(Box::new(PgSubscription { listener })))
     }
@@ -584,6 +660,24 @@ impl Subscription for PgSubscription {
                 RUNS_CHANNEL => return Ok(Signal::Runs),
                 _ => continue,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_is_read_and_checked() {
+        assert_eq!(pool_size_from(None).unwrap(), MAX_CONNECTIONS);
+        assert_eq!(pool_size_from(Some(" 8 ")).unwrap(), 8);
+        for bad in ["", "1", "0", "-3", "many", "1001"] {
+            let e = pool_size_from(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("PICLOUD_PG_POOL_SIZE") && e.contains("from 2 to 1000"),
+                "{e}"
+            );
         }
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct OutboxRow {
     locked_by: Option<String>,
     reply_to: Option<String>,
     created_at: Timestamp,
+    order_key: Option<String>,
+    order_seq: Option<i64>,
 }
 
 /// Most of an undecodable payload's text kept in its dead letter.
@@ -91,6 +93,8 @@ impl From<OutboxRow> for OutboxEvent {
             locked_by: r.locked_by,
             reply_to: r.reply_to,
             created_at: r.created_at,
+            order_key: r.order_key,
+            order_seq: r.order_seq,
         }
     }
 }
@@ -112,10 +116,32 @@ macro_rules! outbox_columns {
         "id, coalesce(event_id, id) as event_id, app_id, source, op, trigger_id, script_id, \
          principal, payload, depth, \
          attempt_count, first_attempt_at, last_attempt_at, last_error, due_at, locked_until, \
-         locked_by, reply_to, created_at"
+         locked_by, reply_to, created_at, order_key, order_seq"
     };
 }
 pub(crate) use outbox_columns;
+
+/// The claim's condition on the outbox row `$t`: it is not an ordered
+/// trigger's invocation behind an earlier row of its key still in the
+/// outbox, that is the raw event of an earlier write (not fanned out yet) or
+/// an earlier invocation of its own trigger (running, or waiting for its
+/// retry). Rows compare by `order_seq`, then by event id (rows numbered in
+/// one statement). Only ordered rows pay the probe: a range of
+/// `idx_outbox_order` from the key's first row, which ends at the first row
+/// ahead (for a waiting row, the key's first), not after the whole key.
+#[rustfmt::skip]
+macro_rules! order_gate {
+    ($t:literal) => {
+        concat!(
+            "(", $t, ".order_key is null or ", $t, ".trigger_id is null or not exists (",
+            "select 1 from outbox e where e.app_id = ", $t, ".app_id",
+            " and e.order_key = ", $t, ".order_key and e.order_seq <= ", $t, ".order_seq",
+            " and (e.order_seq < ", $t, ".order_seq or e.event_id < ", $t, ".event_id)",
+            " and (e.trigger_id is null or e.trigger_id = ", $t, ".trigger_id)))"
+        )
+    };
+}
+pub(crate) use order_gate;
 
 /// A row leased by a fair claim on PostgreSQL: the outbox columns and, on
 /// every row, where the claim's walk of the apps ended (`next_app`).
@@ -174,7 +200,7 @@ macro_rules! trigger_select {
     () => {
         "select t.id, t.app_id, t.script_id, t.kind, t.name, t.enabled, \
          t.registered_by_principal, t.created_at, t.updated_at, k.collection_pattern, k.ops, \
-         d.source_pattern \
+         k.ordered, d.source_pattern \
          from triggers t \
          left join kv_trigger_details k on k.trigger_id = t.id \
          left join dead_letter_trigger_details d on d.trigger_id = t.id "
@@ -202,6 +228,7 @@ pub(crate) struct TriggerRow {
     updated_at: Timestamp,
     collection_pattern: Option<String>,
     ops: Option<String>,
+    ordered: Option<bool>,
     source_pattern: Option<String>,
 }
 
@@ -217,6 +244,7 @@ impl TryFrom<TriggerRow> for Trigger {
             ("kv", Some(collection), Some(ops), _) => TriggerSpec::Kv {
                 collection,
                 ops: KvOps::parse(&ops).map_err(|e| corrupt("trigger ops", e))?,
+                ordered: r.ordered.unwrap_or(false),
             },
             ("dead_letter", _, _, Some(source)) => TriggerSpec::DeadLetter { source },
             (kind, ..) => {
@@ -253,6 +281,7 @@ pub(crate) fn matching_kv(candidates: Vec<Trigger>, collection: &str, op: KvOp) 
             TriggerSpec::Kv {
                 collection: pattern,
                 ops,
+                ..
             } => t.enabled && ops.contains(op) && collection_matches(pattern, collection),
             TriggerSpec::DeadLetter { .. } => false,
         })
@@ -276,7 +305,11 @@ pub(crate) fn matching_dead_letter(candidates: Vec<Trigger>, source: &str) -> Ve
 /// for kv, `source_pattern` for dead_letter.
 pub(crate) enum Details<'a> {
     /// `kv_trigger_details`.
-    Kv { pattern: &'a str, ops: &'static str },
+    Kv {
+        pattern: &'a str,
+        ops: &'static str,
+        ordered: bool,
+    },
     /// `dead_letter_trigger_details`.
     DeadLetter { pattern: &'a str },
 }
@@ -284,9 +317,14 @@ pub(crate) enum Details<'a> {
 impl<'a> Details<'a> {
     pub(crate) fn of(spec: &'a TriggerSpec) -> Self {
         match spec {
-            TriggerSpec::Kv { collection, ops } => Details::Kv {
+            TriggerSpec::Kv {
+                collection,
+                ops,
+                ordered,
+            } => Details::Kv {
                 pattern: collection,
                 ops: ops.as_db_str(),
+                ordered: *ordered,
             },
             TriggerSpec::DeadLetter { source } => Details::DeadLetter { pattern: source },
         }

@@ -21,7 +21,7 @@
 //! statements run through [`Run`], whose bounds are implied by
 //! [`super::sql::Db`], so no signature here carries a `where` clause.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use super::rows::{
     ScriptCodeRow, TriggerRow, dead_letter_columns, outbox_columns, reply_columns, run_columns,
     script_columns, trigger_select,
 };
-use super::sql::{Built, Db, Run, Runs};
+use super::sql::{Built, Compact, Db, Run, Runs, Tuple};
 use super::{
     AbandonedRepo, AppRepo, Backend, DeadLetterRepo, Error, KvRepo, Member, NewAbandoned,
     OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store, StoredReply,
@@ -45,8 +45,8 @@ use super::{
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, AbandonedId, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId,
-    EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Resolution, RunId,
-    Script, ScriptId, Timestamp, Trigger, TriggerId,
+    EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, Order, OutboxEvent, Resolution,
+    RunId, Script, ScriptId, Timestamp, Trigger, TriggerId,
 };
 use crate::runs::{self, NewRun, RunFilter};
 
@@ -235,38 +235,165 @@ pub(crate) async fn insert_events<S: Dialect>(
     ids: &[EventId],
 ) -> Result<()> {
     let now = Timestamp::now();
-    for (chunk, chunk_ids) in events.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
+    let ordered = ordered_apps::<S>(conn, events).await?;
+    let heads = batch_heads(events);
+    for (n, (chunk, chunk_ids)) in events.chunks(CHUNK).zip(ids.chunks(CHUNK)).enumerate() {
         let mut q = Built::<S::DB>::new(
             "insert into outbox (id, event_id, app_id, source, op, trigger_id, script_id, principal, \
              payload, depth, attempt_count, first_attempt_at, last_attempt_at, last_error, \
-             due_at, reply_to, created_at) ",
+             due_at, reply_to, created_at, order_key, order_seq) ",
         );
-        q.push_values(chunk.iter().zip(chunk_ids), |row, (e, id)| {
-            row.bind(*id)
-                .bind(e.event_id.unwrap_or(*id))
-                .bind(e.app_id)
-                .bind(e.source.as_str())
-                .bind(e.op.as_str())
-                .bind(e.trigger_id)
-                .bind(e.script_id)
-                .bind(e.principal.as_deref())
-                .bind(Json(&e.payload))
-                .bind(e.depth)
-                .bind(e.attempt_count)
-                .bind(e.first_attempt_at)
-                .bind(e.last_attempt_at)
-                .bind(e.last_error.as_deref())
-                .bind_or_now(e.due_at, S::CLOCK, now)
-                .bind(e.reply_to.as_deref())
-                .now(S::CLOCK, now);
-        });
+        q.push_values(
+            chunk.iter().zip(chunk_ids).enumerate(),
+            |row, (i, (e, id))| {
+                row.bind(*id)
+                    .bind(e.event_id.unwrap_or(*id))
+                    .bind(e.app_id)
+                    .bind(e.source.as_str())
+                    .bind(e.op.as_str())
+                    .bind(e.trigger_id)
+                    .bind(e.script_id)
+                    .bind(e.principal.as_deref())
+                    .bind(Json(&e.payload))
+                    .bind(e.depth)
+                    .bind(e.attempt_count)
+                    .bind(e.first_attempt_at)
+                    .bind(e.last_attempt_at)
+                    .bind(e.last_error.as_deref());
+                // An ordered trigger's row behind another of its key and
+                // trigger in this statement is parked; the first is checked
+                // below.
+                if matches!(e.order, Order::Fixed(..)) && !heads.contains(&(n * CHUNK + i)) {
+                    row.bind(Timestamp::parked());
+                } else {
+                    row.bind_or_now(e.due_at, S::CLOCK, now);
+                }
+                row.bind(e.reply_to.as_deref()).now(S::CLOCK, now);
+                order_values(row, e, &ordered);
+            },
+        );
         let (sql, arguments) = q.finish()?;
         <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
             .run(&mut *conn)
             .await
             .map_err(rows::unknown_app_on_fk(chunk[0].app_id))?;
     }
+    let mut heads: Vec<EventId> = heads.into_iter().map(|i| ids[i]).collect();
+    heads.sort_unstable_by_key(|id| id.0);
+    park_heads::<S>(conn, &heads).await
+}
+
+/// Park the ordered trigger rows `heads` (just inserted, each the first of
+/// its key and trigger in its statement) that have a row of their key
+/// before them: a raw row not yet fanned out, or their trigger's row (see
+/// `TriggerSpec::Kv::ordered`). This is the claim's `order_gate`, asked
+/// once here, so that claims never look at the rows waiting behind a key.
+/// When an ordered trigger's row is deleted, the database makes the next
+/// parked row of its key and trigger due (the `outbox_release_next`
+/// trigger, migration `0008_ordered_release` on PostgreSQL and
+/// `0009_ordered_release` on SQLite). On PostgreSQL a row ahead that
+/// another transaction holds (it is being settled right now) is passed
+/// over (`Statements::park_check_lock`): a row left due wrongly is only
+/// held back by the gate, but one parked wrongly would wait for a sweep.
+async fn park_heads<S: Dialect>(conn: &mut Conn<S>, heads: &[EventId]) -> Result<()> {
+    for chunk in heads.chunks(CHUNK) {
+        let mut q = Built::<S::DB>::new("update outbox as o set due_at = ");
+        q.bind(Timestamp::parked())
+            .push(" where o.id in (")
+            .bind_list(chunk.iter().copied())
+            .push(
+                ") and exists (select 1 from outbox p where p.app_id = o.app_id \
+                 and p.order_key = o.order_key \
+                 and (p.trigger_id is null or p.trigger_id = o.trigger_id) \
+                 and p.order_seq <= o.order_seq \
+                 and (p.order_seq < o.order_seq or p.event_id < o.event_id)",
+            )
+            .push(S::SQL.park_check_lock)
+            .push(")");
+        let (sql, arguments) = q.finish()?;
+        <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+            .run(&mut *conn)
+            .await?;
+    }
     Ok(())
+}
+
+/// The indexes of `events`' ordered trigger rows ([`Order::Fixed`]) that
+/// come first of their (app, key, trigger) among `events`: only those may
+/// be due at once; the others wait behind them.
+fn batch_heads(events: &[NewEvent]) -> HashSet<usize> {
+    // Per (app, key, trigger): the place (number, event id) of its first
+    // row, and that row's index.
+    type Place = (i64, Option<EventId>);
+    let mut first: HashMap<(AppId, &str, Option<TriggerId>), (Place, usize)> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let Order::Fixed(key, seq) = &e.order else {
+            continue;
+        };
+        let place = (*seq, e.event_id);
+        let head = first
+            .entry((e.app_id, key.as_str(), e.trigger_id))
+            .or_insert((place, i));
+        if place < head.0 {
+            *head = (place, i);
+        }
+    }
+    first.into_values().map(|(_, i)| i).collect()
+}
+
+/// Of the apps of `events`' raw kv rows, those with an ordered kv trigger:
+/// one indexed query, and none at all when no row is a raw kv row.
+async fn ordered_apps<S: Dialect>(conn: &mut Conn<S>, events: &[NewEvent]) -> Result<Vec<AppId>> {
+    let mut apps: Vec<AppId> = events
+        .iter()
+        .filter(|e| matches!(e.order, Order::Raw(_)))
+        .map(|e| e.app_id)
+        .collect();
+    apps.sort_unstable_by_key(|a| a.0);
+    apps.dedup();
+    let mut ordered = Vec::new();
+    for chunk in apps.chunks(CHUNK) {
+        let mut q = Built::<S::DB>::new(
+            "select distinct t.app_id from triggers t \
+             join kv_trigger_details k on k.trigger_id = t.id \
+             where t.kind = 'kv' and k.ordered and t.app_id in (",
+        );
+        q.bind_list(chunk.iter().copied()).push(")");
+        let (sql, arguments) = q.finish()?;
+        let rows: Vec<(AppId,)> =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .all(&mut *conn)
+                .await?;
+        ordered.extend(rows.into_iter().map(|(app,)| app));
+    }
+    Ok(ordered)
+}
+
+/// The `order_key` and `order_seq` values of `e` (see [`Order`] and
+/// migration 0007/0008). A raw kv event is keyed only when its app is one
+/// of `ordered` (apps with an ordered trigger), and numbered one more than
+/// the highest number of its key in the outbox. A kv write has locked its
+/// entry by the time it enqueues, so writes of one key are numbered in the
+/// order they commit; rows of one statement that share a key share a
+/// number and keep their event ids' order.
+fn order_values<'q, DB: Db>(row: &mut Tuple<'_, 'q, DB>, e: &'q NewEvent, ordered: &[AppId]) {
+    match &e.order {
+        Order::Raw(key) if ordered.contains(&e.app_id) => {
+            row.bind(Some(key.as_str()));
+            row.expr()
+                .push("(select coalesce(max(s.order_seq), 0) + 1 from outbox s where s.app_id = ")
+                .bind(e.app_id)
+                .push(" and s.order_key = ")
+                .bind(key.as_str())
+                .push(")");
+        }
+        Order::Fixed(key, seq) => {
+            row.bind(Some(key.as_str())).bind(Some(*seq));
+        }
+        Order::None | Order::Raw(_) => {
+            row.bind(None::<&str>).bind(None::<i64>);
+        }
+    }
 }
 
 /// Record `runs` on the caller's transaction, stamped `recorded_at` now by
@@ -294,23 +421,23 @@ pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRu
              recorded_at) ",
         );
         q.push_values(chunk, |row, r| {
-            row.bind(r.id)
-                .bind(r.app_id)
-                .bind(r.trigger_id)
-                .bind(r.script_id)
-                .bind(r.event_id)
+            row.bind(Compact(r.id))
+                .bind(Compact(r.app_id))
+                .bind(r.trigger_id.map(Compact))
+                .bind(r.script_id.map(Compact))
+                .bind(Compact(r.event_id))
                 .bind(r.source.as_str())
                 .bind(r.op.as_str())
                 .bind(r.attempt)
                 .bind(r.principal.as_str())
-                .bind(r.started_at)
+                .bind(Compact(r.started_at))
                 .bind(r.duration_us)
                 .bind(r.outcome.as_str())
                 .bind(r.limit.as_deref())
                 .bind(r.error.as_deref())
                 .bind(r.reply_bytes)
                 .bind((!r.logs.is_empty()).then_some(Json(r.logs.as_slice())))
-                .now(S::CLOCK, now);
+                .now_compact(S::CLOCK, now);
         });
         q.push(" on conflict (id) do nothing");
         let (sql, arguments) = q.finish()?;
@@ -321,14 +448,32 @@ pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRu
     Ok(())
 }
 
+/// Which version a KV write expects the entry to be at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KvExpect {
+    /// Whatever it is: the plain write.
+    Any,
+    /// Exactly this version; 0 means absent.
+    Version(u64),
+}
+
+/// How many times `kv_increment_in` reads and writes again when another
+/// writer got in between. The read locks an existing entry, so only the
+/// first insert of a key can race (on PostgreSQL; SQLite's write lock keeps
+/// others out of the transaction): two tries suffice, the rest is margin.
+const INCREMENT_TRIES: usize = 8;
+
 /// Write a KV entry (version + 1) and enqueue its `kv`/`set` event at
-/// `depth` on the caller's connection or open transaction.
+/// `depth` on the caller's connection or open transaction, if the entry is
+/// at the version `expect` names; else [`Error::VersionConflict`] and
+/// nothing written.
 pub(crate) async fn kv_set_in<S: Dialect>(
     conn: &mut Conn<S>,
     app: AppId,
     collection: &str,
     key: &str,
     value: &Value,
+    expect: KvExpect,
     depth: i32,
 ) -> Result<KvEntry> {
     super::validate_kv_names(collection, key)?;
@@ -336,15 +481,38 @@ pub(crate) async fn kv_set_in<S: Dialect>(
     // it is checked without recursion, and makes the size check safe.
     super::validate_json_depth("value", value)?;
     super::validate_kv_value_len(value.to_string().len())?;
-    let row: KvRow = S::query(S::SQL.kv_upsert)
+    let row: Option<KvRow> = match expect {
+        // Insert (or, for the plain write, update): an unknown app is named.
+        KvExpect::Any | KvExpect::Version(0) => S::query(match expect {
+            KvExpect::Any => S::SQL.kv_upsert,
+            _ => S::SQL.kv_insert_new,
+        })
         .arg(app)
         .arg(collection)
         .arg(key)
         .arg(Json(value))
         .now(S::CLOCK)
-        .one(&mut *conn)
+        .optional(&mut *conn)
         .await
-        .map_err(rows::unknown_app_on_fk(app))?;
+        .map_err(rows::unknown_app_on_fk(app))?,
+        KvExpect::Version(expected) => match i64::try_from(expected) {
+            Ok(expected) => {
+                S::query(S::SQL.kv_update_if_version)
+                    .arg(app)
+                    .arg(collection)
+                    .arg(key)
+                    .arg(Json(value))
+                    .arg(expected)
+                    .now(S::CLOCK)
+                    .optional(&mut *conn)
+                    .await?
+            }
+            Err(_) => None,
+        },
+    };
+    let Some(row) = row else {
+        return Err(version_conflict::<S>(conn, app, collection, key, expect).await);
+    };
     let entry = KvEntry::from(row);
     let event = super::kv_event(
         app,
@@ -359,30 +527,166 @@ pub(crate) async fn kv_set_in<S: Dialect>(
     Ok(entry)
 }
 
-/// Delete a KV entry and, if it existed, enqueue its `kv`/`delete` event at
-/// `depth` on the caller's connection or open transaction. Whether it existed.
-pub(crate) async fn kv_delete_in<S: Dialect>(
+/// The [`Error::VersionConflict`] of a write that expected `expect`, with the
+/// version the entry is at now (or the database error that stopped the
+/// look).
+async fn version_conflict<S: Dialect>(
     conn: &mut Conn<S>,
     app: AppId,
     collection: &str,
     key: &str,
-    depth: i32,
-) -> Result<bool> {
-    super::validate_kv_names(collection, key)?;
+    expect: KvExpect,
+) -> Error {
+    let expected = match expect {
+        KvExpect::Version(v) => v,
+        KvExpect::Any => 0,
+    };
+    match kv_version_in::<S>(conn, app, collection, key).await {
+        Ok(found) => Error::VersionConflict {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            expected,
+            found,
+        },
+        Err(e) => e,
+    }
+}
+
+/// The version a KV entry is at; 0 when it does not exist.
+async fn kv_version_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    app: AppId,
+    collection: &str,
+    key: &str,
+) -> Result<u64> {
     let version: Option<(i64,)> = S::query(
-        "delete from kv_entries where app_id = $1 and collection = $2 and key = $3 returning version",
+        "select version from kv_entries where app_id = $1 and collection = $2 and key = $3",
     )
     .arg(app)
     .arg(collection)
     .arg(key)
     .optional(&mut *conn)
     .await?;
+    Ok(version.map_or(0, |(v,)| v as u64))
+}
+
+/// Delete a KV entry and, if it existed, enqueue its `kv`/`delete` event at
+/// `depth` on the caller's connection or open transaction, if the entry is
+/// at the version `expect` names (0: absent, so nothing goes); else
+/// [`Error::VersionConflict`]. Whether an entry went.
+pub(crate) async fn kv_delete_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    expect: KvExpect,
+    depth: i32,
+) -> Result<bool> {
+    super::validate_kv_names(collection, key)?;
+    let version: Option<(i64,)> = match expect {
+        KvExpect::Any => {
+            S::query(
+                "delete from kv_entries where app_id = $1 and collection = $2 and key = $3 \
+                 returning version",
+            )
+            .arg(app)
+            .arg(collection)
+            .arg(key)
+            .optional(&mut *conn)
+            .await?
+        }
+        KvExpect::Version(0) => match kv_version_in::<S>(conn, app, collection, key).await? {
+            0 => return Ok(false),
+            _ => return Err(version_conflict::<S>(conn, app, collection, key, expect).await),
+        },
+        KvExpect::Version(expected) => match i64::try_from(expected) {
+            Ok(expected) => {
+                S::query(
+                    "delete from kv_entries \
+                     where app_id = $1 and collection = $2 and key = $3 and version = $4 \
+                     returning version",
+                )
+                .arg(app)
+                .arg(collection)
+                .arg(key)
+                .arg(expected)
+                .optional(&mut *conn)
+                .await?
+            }
+            Err(_) => None,
+        },
+    };
     let Some((version,)) = version else {
-        return Ok(false);
+        return match expect {
+            KvExpect::Any => Ok(false),
+            KvExpect::Version(_) => {
+                Err(version_conflict::<S>(conn, app, collection, key, expect).await)
+            }
+        };
     };
     let event = super::kv_event(app, KvOp::Delete, collection, key, None, version + 1, depth);
     enqueue_in::<S>(conn, &event).await?;
     Ok(true)
+}
+
+/// Add `delta` to the integer a KV entry holds (absent: 0) and enqueue its
+/// `kv`/`set` event, on the caller's open transaction: a read that locks the
+/// entry, and a write conditioned on the version read. Only a key that two
+/// writers create at once makes it read again (PostgreSQL's read committed:
+/// the next statement sees the other's commit).
+pub(crate) async fn kv_increment_in<S: Dialect>(
+    conn: &mut Conn<S>,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    delta: i64,
+    depth: i32,
+) -> Result<KvEntry> {
+    super::validate_kv_names(collection, key)?;
+    for _ in 0..INCREMENT_TRIES {
+        let current: Option<KvRow> = S::query(S::SQL.kv_get_for_update)
+            .arg(app)
+            .arg(collection)
+            .arg(key)
+            .optional(&mut *conn)
+            .await?;
+        let (base, expected) = match current.map(KvEntry::from) {
+            None => (0, 0),
+            Some(entry) => {
+                let Some(base) = entry.value.as_i64() else {
+                    return Err(Error::Invalid(format!(
+                        "{collection}/{key} holds {}, not an integer: increment only integers, \
+                         or set the key first",
+                        entry.value
+                    )));
+                };
+                (base, entry.version as u64)
+            }
+        };
+        let Some(sum) = base.checked_add(delta) else {
+            return Err(Error::Invalid(format!(
+                "{collection}/{key}: {base} + {delta} is outside the signed 64-bit range"
+            )));
+        };
+        let value = Value::from(sum);
+        match kv_set_in::<S>(
+            conn,
+            app,
+            collection,
+            key,
+            &value,
+            KvExpect::Version(expected),
+            depth,
+        )
+        .await
+        {
+            Err(Error::VersionConflict { .. }) => continue,
+            written => return written,
+        }
+    }
+    Err(Error::Conflict(format!(
+        "{collection}/{key} changed {INCREMENT_TRIES} times during one increment: try again"
+    )))
 }
 
 /// The public functions of a backend that write on the caller's connection
@@ -425,7 +729,16 @@ macro_rules! connection_functions {
             value: &serde_json::Value,
             depth: i32,
         ) -> Result<KvEntry> {
-            super::shared::kv_set_in::<$store>(conn, app, collection, key, value, depth).await
+            super::shared::kv_set_in::<$store>(
+                conn,
+                app,
+                collection,
+                key,
+                value,
+                super::shared::KvExpect::Any,
+                depth,
+            )
+            .await
         }
 
         /// Delete a KV entry and, if it existed, enqueue its `kv`/`delete`
@@ -439,7 +752,15 @@ macro_rules! connection_functions {
             key: &str,
             depth: i32,
         ) -> Result<bool> {
-            super::shared::kv_delete_in::<$store>(conn, app, collection, key, depth).await
+            super::shared::kv_delete_in::<$store>(
+                conn,
+                app,
+                collection,
+                key,
+                super::shared::KvExpect::Any,
+                depth,
+            )
+            .await
         }
     };
 }
@@ -811,22 +1132,96 @@ impl<S: Dialect> KvRepo for S {
         value: &Value,
         depth: i32,
     ) -> Result<KvEntry> {
-        let mut tx = self.begin_write().await?;
-        let entry = kv_set_in::<S>(&mut tx, app, collection, key, value, depth).await?;
-        tx.commit().await?;
-        self.announce(Signal::Outbox);
-        Ok(entry)
+        kv_set_as(self, app, collection, key, value, KvExpect::Any, depth).await
     }
 
     async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let existed = kv_delete_in::<S>(&mut tx, app, collection, key, depth).await?;
-        tx.commit().await?;
-        if existed {
-            self.announce(Signal::Outbox);
-        }
-        Ok(existed)
+        kv_delete_as(self, app, collection, key, KvExpect::Any, depth).await
     }
+
+    async fn kv_set_if_version(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        expected: u64,
+        depth: i32,
+    ) -> Result<KvEntry> {
+        let expect = KvExpect::Version(expected);
+        kv_set_as(self, app, collection, key, value, expect, depth).await
+    }
+
+    async fn kv_delete_if_version(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        expected: u64,
+        depth: i32,
+    ) -> Result<bool> {
+        let expect = KvExpect::Version(expected);
+        kv_delete_as(self, app, collection, key, expect, depth).await
+    }
+
+    async fn kv_increment(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        delta: i64,
+        depth: i32,
+    ) -> Result<KvEntry> {
+        let mut tx = self.begin_write().await?;
+        let entry = kv_increment_in::<S>(&mut tx, app, collection, key, delta, depth).await?;
+        commit_kv(self, tx, true).await?;
+        Ok(entry)
+    }
+}
+
+/// [`kv_set_in`] in a write transaction of its own.
+async fn kv_set_as<S: Dialect>(
+    store: &S,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    value: &Value,
+    expect: KvExpect,
+    depth: i32,
+) -> Result<KvEntry> {
+    let mut tx = store.begin_write().await?;
+    let entry = kv_set_in::<S>(&mut tx, app, collection, key, value, expect, depth).await?;
+    commit_kv(store, tx, true).await?;
+    Ok(entry)
+}
+
+/// [`kv_delete_in`] in a write transaction of its own.
+async fn kv_delete_as<S: Dialect>(
+    store: &S,
+    app: AppId,
+    collection: &str,
+    key: &str,
+    expect: KvExpect,
+    depth: i32,
+) -> Result<bool> {
+    let mut tx = store.begin_write().await?;
+    let deleted = kv_delete_in::<S>(&mut tx, app, collection, key, expect, depth).await?;
+    commit_kv(store, tx, deleted).await?;
+    Ok(deleted)
+}
+
+/// What every KV write does last: commit its transaction, and wake this
+/// process's dispatchers when it enqueued an event.
+async fn commit_kv<S: Dialect>(
+    store: &S,
+    tx: sqlx::Transaction<'static, S::DB>,
+    enqueued: bool,
+) -> Result<()> {
+    tx.commit().await?;
+    if enqueued {
+        store.announce(Signal::Outbox);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -857,11 +1252,16 @@ impl<S: Dialect> TriggerRepo for S {
             .run(&mut tx)
             .await?;
         match Details::of(&t.spec) {
-            Details::Kv { pattern, ops } => {
-                S::query("insert into kv_trigger_details (trigger_id, collection_pattern, ops) values ($1, $2, $3)")
+            Details::Kv {
+                pattern,
+                ops,
+                ordered,
+            } => {
+                S::query("insert into kv_trigger_details (trigger_id, collection_pattern, ops, ordered) values ($1, $2, $3, $4)")
                     .arg(id)
                     .arg(pattern)
                     .arg(ops)
+                    .arg(ordered)
                     .run(&mut tx)
                     .await?;
             }
@@ -1014,20 +1414,38 @@ impl<S: Dialect> OutboxRepo for S {
 
     async fn fan_out(
         &self,
-        raw: EventId,
+        raws: &[EventId],
         invocations: &[NewEvent],
         runs: &[NewRun],
     ) -> Result<Vec<EventId>> {
         let mut tx = self.begin_write().await?;
-        S::query("delete from outbox where id = $1")
-            .arg(raw)
-            .run(&mut tx)
-            .await?;
+        for chunk in raws.chunks(CHUNK) {
+            let mut q = Built::<S::DB>::new("delete from outbox where id in (");
+            q.bind_list(chunk.iter().copied()).push(")");
+            let (sql, arguments) = q.finish()?;
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .run(&mut tx)
+                .await?;
+        }
         insert_runs_in::<S>(&mut tx, runs).await?;
         let ids = enqueue_many_in::<S>(&mut tx, invocations).await?;
         tx.commit().await?;
         self.announce(Signal::Outbox);
         Ok(ids)
+    }
+
+    async fn release_parked(&self) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let released = S::query(S::SQL.release_parked)
+            .arg(Timestamp::parked())
+            .now(S::CLOCK)
+            .run(&mut tx)
+            .await?;
+        tx.commit().await?;
+        if released > 0 {
+            self.announce(Signal::Outbox);
+        }
+        Ok(released)
     }
 
     async fn release(&self, ids: &[EventId]) -> Result<()> {
@@ -1349,30 +1767,30 @@ impl<S: Dialect> ReplyRepo for S {
 /// where app_id = ...`.
 fn filter_runs<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q RunFilter) {
     if let Some(script) = f.script_id {
-        q.push(" and script_id = ").bind(script);
+        q.push(" and script_id = ").bind(Compact(script));
     }
     if let Some(trigger) = f.trigger_id {
-        q.push(" and trigger_id = ").bind(trigger);
+        q.push(" and trigger_id = ").bind(Compact(trigger));
     }
     if let Some(event) = f.event_id {
-        q.push(" and event_id = ").bind(event);
+        q.push(" and event_id = ").bind(Compact(event));
     }
     if f.failed_only {
         q.push(" and outcome <> 'succeeded'");
     }
     if let Some(since) = f.since {
-        q.push(" and recorded_at >= ").bind(since);
+        q.push(" and recorded_at >= ").bind(Compact(since));
     }
     if let Some(until) = f.until {
-        q.push(" and recorded_at <= ").bind(until);
+        q.push(" and recorded_at <= ").bind(Compact(until));
     }
     if let Some((at, id)) = f.after {
         q.push(" and (recorded_at > ")
-            .bind(at)
+            .bind(Compact(at))
             .push(" or (recorded_at = ")
-            .bind(at)
+            .bind(Compact(at))
             .push(" and id > ")
-            .bind(id)
+            .bind(Compact(id))
             .push("))");
     }
     let order = if f.oldest_first { "asc" } else { "desc" };
@@ -1401,7 +1819,7 @@ impl<S: Dialect> RunRepo for S {
             run_columns!(),
             " from runs where app_id = "
         ));
-        q.bind(filter.app_id);
+        q.bind(Compact(filter.app_id));
         filter_runs(&mut q, filter);
         let (sql, arguments) = q.finish()?;
         let mut conn = self.pool().acquire().await?;
@@ -1419,7 +1837,7 @@ impl<S: Dialect> RunRepo for S {
             run_columns!(),
             " from runs where id = $1"
         ))
-        .arg(id)
+        .arg(Compact(id))
         .optional(&mut conn)
         .await?;
         row.ok_or_else(|| Error::not_found("run", id))?.try_into()
@@ -1447,19 +1865,19 @@ impl<S: Dialect> RunRepo for S {
             run_columns!(),
             " from runs where app_id = "
         ));
-        q.bind(dl.app_id)
+        q.bind(Compact(dl.app_id))
             .push(" and recorded_at >= ")
-            .bind(from)
+            .bind(Compact(from))
             .push(" and recorded_at <= ")
-            .bind(to)
+            .bind(Compact(to))
             .push(" and event_id = ")
-            .bind(event);
+            .bind(Compact(event));
         match (dl.trigger_id, dl.script_id) {
             (Some(trigger), _) => {
-                q.push(" and trigger_id = ").bind(trigger);
+                q.push(" and trigger_id = ").bind(Compact(trigger));
             }
             (None, Some(script)) => {
-                q.push(" and script_id = ").bind(script);
+                q.push(" and script_id = ").bind(Compact(script));
             }
             (None, None) => {}
         }
@@ -1495,8 +1913,8 @@ impl<S: Dialect> RunRepo for S {
                 loop {
                     let mut tx = self.begin_write().await?;
                     let n = S::query(sql)
-                        .arg(app)
-                        .arg(before)
+                        .arg(Compact(app))
+                        .arg(Compact(before))
                         .arg(GC_CHUNK)
                         .arg(keep)
                         .run(&mut tx)

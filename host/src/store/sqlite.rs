@@ -30,7 +30,9 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::broadcast;
 
 use super::dialect::{Dialect, Statements};
-use super::rows::{self, abandoned_columns, dead_letter_columns, outbox_columns, script_columns};
+use super::rows::{
+    self, abandoned_columns, dead_letter_columns, order_gate, outbox_columns, script_columns,
+};
 use super::shared::{self, ClaimPlan, Claimed, FAIR_WALK, FairClaims};
 use super::sql::{Clock, Db};
 use super::{Backend, DatabaseUrl, Error, Result, Retry, Signal, Subscription};
@@ -159,9 +161,12 @@ const DELETE_IDS: &str = "delete from outbox where id in (select value from json
 const CLAIM_OLDEST: &str = concat!(
     "update outbox set locked_until = $1, locked_by = $2
      where id in (
-         select id from outbox
-         where due_at <= $3 and (locked_until is null or locked_until < $3)
-         order by due_at
+         select c.id from outbox c
+         where c.due_at <= $3 and (c.locked_until is null or c.locked_until < $3)
+           and ",
+    order_gate!("c"),
+    "
+         order by c.due_at
          limit $4
      )
      returning ",
@@ -217,16 +222,22 @@ const CLAIM_FAIR: &str = concat!(
                       select o.id from outbox o indexed by idx_outbox_app_due
                       where o.app_id = s.app_id and o.due_at <= $3
                         and (o.locked_until is null or o.locked_until < $3)
+                        and ",
+    order_gate!("o"),
+    "
                       order by o.due_at
                       limit (select share from shares)))) j
          order by j.key, s.n
          limit $4
      ),
      fill as (
-         select id from outbox
-         where due_at <= $3 and (locked_until is null or locked_until < $3)
-           and id not in (select id from picked)
-         order by due_at
+         select c.id from outbox c
+         where c.due_at <= $3 and (c.locked_until is null or c.locked_until < $3)
+           and c.id not in (select id from picked)
+           and ",
+    order_gate!("c"),
+    "
+         order by c.due_at
          limit max($4 - (select count(*) from picked), 0)
      )
      update outbox set locked_until = $1, locked_by = $2
@@ -312,12 +323,31 @@ impl Dialect for SqliteStore {
                    version = kv_entries.version + 1,
                    updated_at = excluded.updated_at
            returning collection, key, value, version, updated_at"#,
+        // BEGIN IMMEDIATE already keeps every other writer out.
+        kv_get_for_update: "select collection, key, value, version, updated_at from kv_entries
+             where app_id = $1 and collection = $2 and key = $3",
+        kv_insert_new: r#"insert into kv_entries (app_id, collection, key, value, version, updated_at)
+           values ($1, $2, $3, $4, 1, $5)
+           on conflict (app_id, collection, key) do nothing
+           returning collection, key, value, version, updated_at"#,
+        kv_update_if_version: r#"update kv_entries
+           set value = $4, version = version + 1, updated_at = $6
+           where app_id = $1 and collection = $2 and key = $3 and version = $5
+           returning collection, key, value, version, updated_at"#,
         kv_list_keys: "select key from kv_entries
              where app_id = $1 and collection = $2 and ($3 is null or key > $3)
              order by key limit $4",
         count_events: "select count(*) from outbox where $1 is null or app_id = $1",
         // Fixed-width text: max and min compare the times.
-        next_due_at: "select min(max(due_at, coalesce(locked_until, due_at))) from outbox",
+        next_due_at: concat!(
+            "select min(max(c.due_at, coalesce(c.locked_until, c.due_at))) from outbox c where ",
+            order_gate!("c")
+        ),
+        release_parked: concat!(
+            "update outbox as o set due_at = $2 where o.due_at = $1 and ",
+            order_gate!("o")
+        ),
+        park_check_lock: "",
         insert_dead_letter: concat!(
             "insert into dead_letters (id, app_id, original_event_id, source, op, trigger_id,
                  script_id, payload, attempt_count, first_attempt_at, last_attempt_at, last_error,

@@ -66,6 +66,12 @@ fn expand(attr: proc_macro2::TokenStream, func: &ItemFn) -> syn::Result<proc_mac
     }
     let arg_span = match sig.inputs.len() {
         1 => match &sig.inputs[0] {
+            FnArg::Typed(arg) if matches!(*arg.ty, syn::Type::Reference(_)) => {
+                return Err(syn::Error::new_spanned(
+                    &arg.ty,
+                    "take `Event` by value: `event: picloud_sdk::Event` (the handler owns its event)",
+                ));
+            }
             FnArg::Typed(arg) => arg.ty.span(),
             FnArg::Receiver(r) => {
                 return Err(syn::Error::new_spanned(
@@ -104,13 +110,14 @@ fn expand(attr: proc_macro2::TokenStream, func: &ItemFn) -> syn::Result<proc_mac
     // reported there rather than at the attribute.
     let event = quote_spanned!(arg_span=> __picloud_event);
     let finish = quote_spanned!(output_span=> ::picloud_sdk::__private::finish(__picloud_outcome));
-    // A second `#[handler]` in the crate redefines this name: the error then
-    // says what is wrong.
-    let handler_struct = quote!(__PicloudOneHandlerPerScript);
+    // A second `#[handler]` in the crate redefines this name, and rustc's
+    // "the name `...` is defined multiple times" then reads as the fix.
+    let handler_struct = quote!(only_one_handler_per_script__remove_the_other_handler_attribute);
     Ok(quote! {
         #func
 
         #[doc(hidden)]
+        #[allow(non_camel_case_types)]
         struct #handler_struct;
 
         impl ::picloud_sdk::__private::Guest for #handler_struct {

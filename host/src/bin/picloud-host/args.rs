@@ -45,6 +45,11 @@ pub enum Command {
     Kv(KvCmd),
     /// Invoke a script synchronously and print its reply.
     Invoke(InvokeArgs),
+    /// Run a component once on one event, in the real sandbox, against a
+    /// throwaway database: print its reply or error, its log lines, its KV
+    /// writes and the limit it hit. No app set-up needed; exits 1 if the
+    /// handler failed.
+    Run(RunArgs),
     /// Run the dispatcher (until Ctrl-C, until idle, or until every event is settled).
     Dispatch {
         /// Stop when nothing is due now and nothing is running. Events that
@@ -174,6 +179,11 @@ pub enum TriggerCmd {
         /// Comma-separated subset of set,delete (default: both).
         #[arg(long, default_value = "")]
         ops: String,
+        /// Run the events of one key one at a time, in write order: while
+        /// one runs or waits for its retry, later ones of that key wait
+        /// (other keys do not). Default: concurrent and unordered.
+        #[arg(long)]
+        ordered: bool,
         /// The principal the script runs as (needs app admin).
         #[arg(long = "as")]
         principal: String,
@@ -293,6 +303,23 @@ pub struct InvokeArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+}
+
+/// `run FILE.wasm --event EVENT.json [--kv SEED.json]`
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The component (`target/wasm32-wasip2/release/NAME.wasm`).
+    pub file: PathBuf,
+    /// The event, as JSON: `{"source":"kv","op":"set","payload":{"collection":"c","key":"k","value":1,"version":1}}`.
+    /// Every field is optional (default: a synchronous `http`/`invoke` with a null payload).
+    #[arg(long)]
+    pub event: Option<PathBuf>,
+    /// KV entries to start from, as JSON: `{"collection":{"key":value}}`.
+    #[arg(long = "kv")]
+    pub kv: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `dead-letters ...`
@@ -473,6 +500,20 @@ pub enum BenchCmd {
         /// records cost. Default: one pass with PICLOUD_RUNS (all).
         #[arg(long, value_delimiter = ',')]
         runs: Vec<String>,
+        /// Register the bench trigger with `--ordered` (per-key order), to
+        /// measure what ordering costs against a pass without it.
+        #[arg(long)]
+        ordered: bool,
+        /// Spread the events over this many keys in turn (default: a key
+        /// per event). With `--ordered`, few keys run nearly one at a time.
+        #[arg(long)]
+        keys: Option<u64>,
+        /// Beside the bench app, another app with this many events waiting
+        /// on one key of an ordered trigger, behind a first one that waits a
+        /// day for its retry: shows that one tenant's backlog does not slow
+        /// the others.
+        #[arg(long, default_value_t = 0)]
+        backlog: u64,
     },
     /// Commit-to-start latency of events the embedding application commits
     /// on its own pool: without telling the host, then with

@@ -59,7 +59,13 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
             events,
             idle_samples,
             runs,
+            ordered,
+            keys,
+            backlog,
         } => {
+            if keys == Some(0) {
+                anyhow::bail!("--keys 0: give at least 1 key, or leave it out for a key per event");
+            }
             let code = wasm(path)?;
             let modes: Vec<Option<RunsMode>> = if runs.is_empty() {
                 vec![None]
@@ -77,7 +83,15 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
             for mode in &modes {
                 let (store, dir) = scratch_store(url).await?;
                 let backend = store.backend();
-                let r = bench::dispatch(store, &code, events, idle_samples, *mode).await?;
+                let shape = bench::DispatchBench {
+                    idle_samples,
+                    runs: *mode,
+                    ordered,
+                    keys,
+                    backlog,
+                    ..bench::DispatchBench::new(events)
+                };
+                let r = bench::dispatch(store, &code, &shape).await?;
                 let place = match &dir {
                     Some(d) => format!("a temporary file in {}", d.0.display()),
                     None => store::redact(url),
@@ -86,7 +100,22 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
                     || std::env::var(RunsMode::VAR).unwrap_or_else(|_| "all".into()),
                     |m| format!("{m:?}").to_lowercase(),
                 );
-                println!("dispatch on {backend:?} ({place}), PICLOUD_RUNS={label}:");
+                let shape = match (ordered, keys) {
+                    (false, None) => String::new(),
+                    (true, None) => ", ordered trigger, a key per event".into(),
+                    (o, Some(k)) => format!(
+                        ",{} trigger, {k} keys",
+                        if o { " ordered" } else { " unordered" }
+                    ),
+                };
+                let shape = if backlog > 0 {
+                    format!(
+                        "{shape}, beside another app's {backlog} events waiting on one ordered key"
+                    )
+                } else {
+                    shape
+                };
+                println!("dispatch on {backend:?} ({place}), PICLOUD_RUNS={label}{shape}:");
                 println!("  events               {}", r.events);
                 println!(
                     "  fill                 {:.2} s ({:.0} inserts/s)",

@@ -200,27 +200,26 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             script,
             collection,
             ops,
+            ordered,
             principal,
             name,
         } => {
             let app = ctx.app(&app).await?;
             let ops = KvOps::parse(&ops)?;
+            let mut options = TriggerOptions::kv(&script, &collection, ops);
+            if ordered {
+                options = options.ordered();
+            }
             let t = ctx
                 .admin()
-                .add_trigger(
-                    app.id,
-                    TriggerOptions {
-                        name,
-                        ..TriggerOptions::kv(&script, &collection, ops)
-                    },
-                    &principal,
-                )
+                .add_trigger(app.id, TriggerOptions { name, ..options }, &principal)
                 .await?;
             println!(
-                "registered kv trigger {} ({}) on '{collection}' [{}] as {principal}",
+                "registered kv trigger {} ({}) on '{collection}' [{}{}] as {principal}",
                 t.name,
                 t.id,
-                ops.as_db_str()
+                ops.as_db_str(),
+                if ordered { ", ordered per key" } else { "" }
             );
         }
         TriggerCmd::AddDeadLetter {
@@ -266,9 +265,18 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             ]);
             for tr in &triggers {
                 let (pattern, ops) = match &tr.spec {
-                    TriggerSpec::Kv { collection, ops } => {
-                        (collection.clone(), ops.as_db_str().to_owned())
-                    }
+                    TriggerSpec::Kv {
+                        collection,
+                        ops,
+                        ordered,
+                    } => (
+                        collection.clone(),
+                        format!(
+                            "{}{}",
+                            ops.as_db_str(),
+                            if *ordered { " ordered" } else { "" }
+                        ),
+                    ),
                     TriggerSpec::DeadLetter { source } => (source.clone(), String::new()),
                 };
                 t.row([

@@ -20,6 +20,7 @@ mod demo;
 mod guests;
 mod runs;
 mod table;
+mod trial;
 mod wasm_target;
 
 use args::{Cli, Command};
@@ -92,6 +93,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(cmd) => bench::run(&url, cmd).await?,
+        // Its own throwaway database, whatever --database-url says.
+        Command::Run(args) => trial::run(args).await?,
         Command::Invoke(args) => {
             // The caller's timeout bounds the whole command: a database that
             // accepts connections but never answers must not hold it longer.
@@ -161,7 +164,11 @@ async fn run(cli: Cli) -> Result<()> {
                         report.dead_letters, report.abandoned, report.runs, report.stale_replies
                     );
                 }
-                Command::Migrate | Command::Demo(_) | Command::Bench(_) | Command::Invoke(_) => {
+                Command::Migrate
+                | Command::Demo(_)
+                | Command::Bench(_)
+                | Command::Invoke(_)
+                | Command::Run(_) => {
                     unreachable!("handled above")
                 }
             }

@@ -61,7 +61,7 @@ async fn filter(
     })
 }
 
-fn millis(us: i64) -> String {
+pub fn millis(us: i64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
@@ -200,7 +200,7 @@ fn print_run(run: &Run, names: &Names, indent: &str) {
     }
 }
 
-fn level(level: picloud_host::runtime::LogLevel) -> String {
+pub fn level(level: picloud_host::runtime::LogLevel) -> String {
     serde_json::to_value(level)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -1,0 +1,13 @@
+//! Where the SDK's host calls go: the host's imports inside the sandbox,
+//! or, in a native `cargo test` with the `testing` feature, the in-memory
+//! [`crate::testing::TestHost`] of the current thread.
+//!
+//! Rule: both sides have the signatures and types the WIT bindings
+//! generate, so the public modules (`kv`, `dead_letters`, `log`) are written
+//! once against them and never know which side answers.
+
+#[cfg(not(all(feature = "testing", not(target_arch = "wasm32"))))]
+pub(crate) use crate::__private::bindings::picloud::trigger::{dead_letters, kv, log};
+
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub(crate) use crate::testing::host::{dead_letters, kv, log};
