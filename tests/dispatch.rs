@@ -371,18 +371,29 @@ async fn synchronous_invocation_replies_fails_and_abandons(db: &TestDb) {
     );
     assert_eq!(s.count_events(None).await.unwrap(), 0, "never retried");
 
-    // A caller that gives up before anyone runs the invocation.
+    // A caller that gives up before anyone runs the invocation (the runner
+    // has stopped). The timeout is long enough for the check and the insert
+    // to finish on a loaded machine; the insert runs on its own task, so the
+    // test waits for its row before draining.
     let err = host
         .invoke(
             app.id,
             "greeter",
             json!({"name": "late"}),
             ADMIN,
-            Duration::from_millis(100),
+            Duration::from_secs(2),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, InvokeCallError::Timeout { ms: 100 }), "{err}");
+    assert!(matches!(err, InvokeCallError::Timeout { ms: 2000 }), "{err}");
+    let enqueued = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s.count_events(None).await.unwrap() == 0 {
+        assert!(
+            tokio::time::Instant::now() < enqueued,
+            "the timed-out invocation's row never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drain(&host).await;
     let gone = s.list_abandoned(Some(app.id)).await.unwrap();
     assert_eq!(gone.len(), 1, "{gone:?}");
