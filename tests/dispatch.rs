@@ -385,7 +385,10 @@ async fn synchronous_invocation_replies_fails_and_abandons(db: &TestDb) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, InvokeCallError::Timeout { ms: 2000 }), "{err}");
+    assert!(
+        matches!(err, InvokeCallError::Timeout { ms: 2000 }),
+        "{err}"
+    );
     let enqueued = tokio::time::Instant::now() + Duration::from_secs(30);
     while s.count_events(None).await.unwrap() == 0 {
         assert!(
