@@ -376,16 +376,21 @@ async fn retention_removes_old_runs_and_keeps_recent_ones(db: &TestDb) {
     }
     settle(&host).await;
     assert_eq!(runs_of(s, busy.id).await.len(), 6);
-    // Age one of the quiet app's runs past the 7 days of retention.
+    // Age one of the quiet app's runs past the 7 days of retention: a run's
+    // id says when it finished (UUIDv7), so its id becomes one of
+    // 2020-01-01 (1577836800000 ms in its first six bytes).
     let quiet_runs = runs_of(s, quiet.id).await;
     let old = quiet_runs[0].id;
-    // SQLite keeps the runs table compact: integer microseconds, blob ids.
+    let mut aged = *old.0.as_bytes();
+    aged[..6].copy_from_slice(&1_577_836_800_000u64.to_be_bytes()[2..]);
+    let aged = uuid::Uuid::from_bytes(aged);
+    // SQLite keeps the runs table compact: blob ids.
     let sqlite = format!(
-        "update runs set recorded_at = 1577836800000000 where id = x'{}'",
+        "update runs set id = x'{}' where id = x'{}'",
+        aged.simple(),
         old.0.simple()
     );
-    let postgres =
-        format!("update runs set recorded_at = '2020-01-01T00:00:00.000000Z' where id = '{old}'");
+    let postgres = format!("update runs set id = '{aged}' where id = '{old}'");
     sql(db, &sqlite, &postgres).await;
     let busy_runs = runs_of(s, busy.id).await;
 

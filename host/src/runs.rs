@@ -9,14 +9,21 @@
 //! failed and was recorded. [`RunsMode`] trades history for speed; reading
 //! runs needs `AppLogs` (see [`crate::auth`]). Old runs go by age and by
 //! count per app ([`crate::config::TriggerConfig`]), in garbage collection.
+//!
+//! Order: a run's id is a UUIDv7 drawn when the run finishes, so one app's
+//! runs in id order are the order they finished, and a time range is a
+//! range of ids ([`finished_at`]). The store keys runs by (app, id) alone:
+//! recording one is one b-tree insert, and every listing is a range read.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::model::{AppId, EventId, RunId, ScriptId, Timestamp, TriggerId};
 use crate::runtime::{InvokeError, LogLine};
@@ -203,12 +210,49 @@ pub struct Run {
     pub reply_bytes: Option<i64>,
     /// What it logged.
     pub logs: Vec<LogLine>,
-    /// When its outcome was committed (the store's clock): the order in
-    /// which `logs --follow` sees runs.
+    /// When its outcome was committed (the store's clock).
     pub recorded_at: Timestamp,
 }
 
-/// Which runs a listing returns: always one app's, newest first.
+impl Run {
+    /// When it finished, to the millisecond: read from its id (see
+    /// [`finished_at`]). Listings are in this order.
+    pub fn finished_at(&self) -> Timestamp {
+        finished_at(self.id)
+    }
+}
+
+/// When the run with this id finished, to the millisecond: a run id is a
+/// UUIDv7 drawn as the run finishes, its first 48 bits the Unix time in
+/// milliseconds.
+pub fn finished_at(id: RunId) -> Timestamp {
+    let b = id.0.as_bytes();
+    let ms = b[..6]
+        .iter()
+        .fold(0i64, |ms, byte| (ms << 8) | i64::from(*byte));
+    Timestamp(DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}
+
+/// The least id a run that finished in `t`'s millisecond or later has: the
+/// lower bound of a time range as a range of ids.
+pub(crate) fn first_id_at(t: Timestamp) -> RunId {
+    id_at(t, 0x00)
+}
+
+/// The greatest id a run that finished in `t`'s millisecond or earlier has.
+pub(crate) fn last_id_at(t: Timestamp) -> RunId {
+    id_at(t, 0xff)
+}
+
+fn id_at(t: Timestamp, fill: u8) -> RunId {
+    let ms = t.0.timestamp_millis().clamp(0, (1 << 48) - 1);
+    let mut bytes = [fill; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    RunId(Uuid::from_bytes(bytes))
+}
+
+/// Which runs a listing returns: always one app's, newest first (in the
+/// order they finished, [`Run::finished_at`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunFilter {
     /// The app.
@@ -221,13 +265,14 @@ pub struct RunFilter {
     pub event_id: Option<EventId>,
     /// Only runs that did not succeed.
     pub failed_only: bool,
-    /// Only runs recorded at or after this time.
+    /// Only runs that finished at or after this time (to the millisecond).
     pub since: Option<Timestamp>,
-    /// Only runs recorded at or before this time.
+    /// Only runs that finished at or before this time (to the millisecond).
     pub until: Option<Timestamp>,
-    /// Only runs after this one in recording order (its `recorded_at` and
-    /// id): the cursor of a listing read page by page.
-    pub after: Option<(Timestamp, RunId)>,
+    /// Only runs after this one in the listing's order (newer ones when
+    /// `oldest_first`, else older ones): the cursor of a listing read page
+    /// by page.
+    pub after: Option<RunId>,
     /// At most this many.
     pub limit: u32,
     /// Oldest first instead of newest first (how `logs --follow` reads).
@@ -253,9 +298,10 @@ impl RunFilter {
 }
 
 /// How far behind its cursor a [`Follower`] looks again, for runs that
-/// committed after later ones (PostgreSQL: several dispatchers each commit
-/// in their own time; `recorded_at` is their statement's start).
-const LATE: Duration = Duration::from_secs(2);
+/// committed after runs that finished later: a run is recorded with its
+/// dispatcher's next completion, and several dispatchers (or one's
+/// concurrent completions on PostgreSQL) commit in their own time.
+const LATE: Duration = Duration::from_secs(5);
 /// How often a [`Follower`] looks without a signal: always on SQLite (a
 /// dispatcher in another process cannot signal this one), and as a
 /// safety net beside PostgreSQL's notifications.
@@ -274,10 +320,10 @@ const PAGE: u32 = 500;
 pub struct Follower {
     store: Arc<dyn Store>,
     filter: RunFilter,
-    /// The last run handed out, in recording order.
-    cursor: Option<(Timestamp, RunId)>,
-    /// Runs handed out that are within [`LATE`] of the cursor.
-    recent: HashMap<RunId, Timestamp>,
+    /// The last run handed out, in the order runs finished.
+    cursor: Option<RunId>,
+    /// Runs handed out that finished within [`LATE`] of the cursor.
+    recent: HashSet<RunId>,
     signals: Option<Box<dyn Subscription>>,
 }
 
@@ -303,8 +349,8 @@ impl Follower {
             }
         };
         Ok(Follower {
-            cursor: newest.first().map(|r| (r.recorded_at, r.id)),
-            recent: newest.iter().map(|r| (r.id, r.recorded_at)).collect(),
+            cursor: newest.first().map(|r| r.id),
+            recent: newest.iter().map(|r| r.id).collect(),
             store,
             filter,
             signals,
@@ -332,8 +378,9 @@ impl Follower {
             ..self.filter.clone()
         };
         let mut found = Vec::new();
-        if let Some((at, _)) = self.cursor {
+        if let Some(cursor) = self.cursor {
             // Late commits behind the cursor: the newest of them.
+            let at = finished_at(cursor);
             let late = self
                 .store
                 .list_runs(&RunFilter {
@@ -345,7 +392,7 @@ impl Follower {
                 .await?;
             found.extend(
                 late.into_iter()
-                    .filter(|r| !self.recent.contains_key(&r.id)),
+                    .filter(|r| r.id < cursor && !self.recent.contains(&r.id)),
             );
         }
         loop {
@@ -359,20 +406,19 @@ impl Follower {
                 .await?;
             let full = page.len() == PAGE as usize;
             if let Some(last) = page.last() {
-                self.cursor = Some((last.recorded_at, last.id));
+                self.cursor = Some(last.id);
             }
             found.extend(page);
             if !full {
                 break;
             }
         }
-        self.recent
-            .extend(found.iter().map(|r| (r.id, r.recorded_at)));
-        if let Some((at, _)) = self.cursor {
-            let floor = at.minus(LATE);
-            self.recent.retain(|_, t| *t >= floor);
+        self.recent.extend(found.iter().map(|r| r.id));
+        if let Some(cursor) = self.cursor {
+            let floor = first_id_at(finished_at(cursor).minus(LATE));
+            self.recent.retain(|id| *id >= floor);
         }
-        found.sort_by_key(|r| (r.recorded_at, r.id));
+        found.sort_by_key(|r| r.id);
         Ok(found)
     }
 
@@ -433,6 +479,22 @@ mod tests {
             assert!(!RunsMode::Off.keeps(o));
             assert_eq!(RunsMode::Failures.keeps(o), o != RunOutcome::Succeeded);
         }
+    }
+
+    #[test]
+    fn a_run_id_carries_the_millisecond_it_finished_in() {
+        let before = Timestamp::now();
+        let id = RunId::new();
+        let after = Timestamp::now();
+        let at = finished_at(id);
+        assert!(at.0.timestamp_millis() >= before.0.timestamp_millis());
+        assert!(at.0.timestamp_millis() <= after.0.timestamp_millis());
+        // The bounds of its millisecond hold it; those of the next do not.
+        assert!(first_id_at(at) <= id && id <= last_id_at(at));
+        let next = at.plus(Duration::from_millis(1));
+        assert!(id < first_id_at(next) && last_id_at(at) < first_id_at(next));
+        assert_eq!(finished_at(first_id_at(at)), at);
+        assert_eq!(finished_at(last_id_at(at)), at);
     }
 
     #[test]

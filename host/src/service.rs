@@ -382,7 +382,9 @@ impl TriggerHost {
     }
 
     /// Delete dead letters, abandoned executions and run records past their
-    /// retention, and record parked replies nobody collected as abandoned.
+    /// retention, record parked replies nobody collected as abandoned, and
+    /// reclaim the outbox's dead rows ([`Store::vacuum_outbox`]: PostgreSQL's
+    /// `VACUUM`, for servers whose autovacuum is off or behind).
     pub async fn gc(&self) -> store::Result<GcReport> {
         let s = &self.shared;
         let now = Timestamp::now();
@@ -408,6 +410,7 @@ impl TriggerHost {
                 s.config.run_retention_per_app,
             )
             .await?;
+        s.store.vacuum_outbox().await?;
         Ok(GcReport {
             dead_letters,
             abandoned,

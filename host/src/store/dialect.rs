@@ -202,4 +202,11 @@ pub(crate) struct Statements {
     /// Abandoned executions of an app (null: all apps), oldest first.
     /// Binds app_id.
     pub list_abandoned: &'static str,
+    /// A run by its id alone: runs are keyed by (app_id, id), so one probe
+    /// per app, the apps' ids read in the form the runs table keeps them.
+    /// Binds id. Returns the run columns.
+    pub get_run: &'static str,
+    /// Reclaim the outbox's dead rows ([`super::Store::vacuum_outbox`]);
+    /// empty where the backend needs nothing.
+    pub vacuum_outbox: &'static str,
 }

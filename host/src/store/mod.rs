@@ -451,6 +451,12 @@ pub trait Store:
     /// migrations commit together or not at all, and a failure leaves no
     /// lock behind: calling `migrate` again is always safe.
     async fn migrate(&self) -> Result<()>;
+    /// Reclaim the outbox's dead rows where the backend keeps them: on
+    /// PostgreSQL `VACUUM (ANALYZE)` of the outbox, whose every row is
+    /// deleted soon after it is written, so that claims do not wade through
+    /// dead versions when autovacuum is off or behind; on SQLite nothing
+    /// (deleted rows' pages are reused). Garbage collection calls it.
+    async fn vacuum_outbox(&self) -> Result<()>;
     /// Close the pool.
     async fn close(&self);
 }

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::dialect::{Dialect, Statements};
 use super::rows::{
     self, FairClaimRow, abandoned_columns, dead_letter_columns, order_gate, outbox_columns,
-    script_columns,
+    run_columns, script_columns,
 };
 use super::schema::qualify;
 use super::shared::{ClaimPlan, Claimed, FAIR_WALK, FairClaims, fair_apps};
@@ -203,7 +203,7 @@ fn runs_cte(first: usize) -> String {
     format!(
         "ran as (insert into runs ({names}, recorded_at)
              select {selected}, now() from unnest({}) as r({names})
-             on conflict (id) do nothing)",
+             on conflict (app_id, id) do nothing)",
         arrays.join(", ")
     )
 }
@@ -506,6 +506,12 @@ impl Dialect for PgStore {
             abandoned_columns!(),
             " from abandoned_executions where $1::uuid is null or app_id = $1 order by created_at, id"
         ),
+        get_run: concat!(
+            "select ",
+            run_columns!(),
+            " from runs where app_id in (select id from apps) and id = $1"
+        ),
+        vacuum_outbox: "vacuum (analyze) outbox",
     };
 
     fn pool(&self) -> &PgPool {

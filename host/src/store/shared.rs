@@ -439,7 +439,7 @@ pub(crate) async fn insert_runs_in<S: Dialect>(conn: &mut Conn<S>, runs: &[NewRu
                 .bind((!r.logs.is_empty()).then_some(Json(r.logs.as_slice())))
                 .now_compact(S::CLOCK, now);
         });
-        q.push(" on conflict (id) do nothing");
+        q.push(" on conflict (app_id, id) do nothing");
         let (sql, arguments) = q.finish()?;
         <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
             .run(&mut *conn)
@@ -1778,23 +1778,24 @@ fn filter_runs<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q RunFilter) {
     if f.failed_only {
         q.push(" and outcome <> 'succeeded'");
     }
+    // The rest is a range of the app's part of the (app_id, id) key.
     if let Some(since) = f.since {
-        q.push(" and recorded_at >= ").bind(Compact(since));
+        q.push(" and id >= ")
+            .bind(Compact(runs::first_id_at(since)));
     }
     if let Some(until) = f.until {
-        q.push(" and recorded_at <= ").bind(Compact(until));
+        q.push(" and id <= ").bind(Compact(runs::last_id_at(until)));
     }
-    if let Some((at, id)) = f.after {
-        q.push(" and (recorded_at > ")
-            .bind(Compact(at))
-            .push(" or (recorded_at = ")
-            .bind(Compact(at))
-            .push(" and id > ")
-            .bind(Compact(id))
-            .push("))");
+    if let Some(after) = f.after {
+        q.push(if f.oldest_first {
+            " and id > "
+        } else {
+            " and id < "
+        })
+        .bind(Compact(after));
     }
     let order = if f.oldest_first { "asc" } else { "desc" };
-    q.push(" order by app_id, recorded_at ")
+    q.push(" order by app_id ")
         .push(order)
         .push(", id ")
         .push(order)
@@ -1832,14 +1833,10 @@ impl<S: Dialect> RunRepo for S {
 
     async fn get_run(&self, id: RunId) -> Result<runs::Run> {
         let mut conn = self.pool().acquire().await?;
-        let row: Option<RunRow> = S::query(concat!(
-            "select ",
-            run_columns!(),
-            " from runs where id = $1"
-        ))
-        .arg(Compact(id))
-        .optional(&mut conn)
-        .await?;
+        let row: Option<RunRow> = S::query(S::SQL.get_run)
+            .arg(Compact(id))
+            .optional(&mut conn)
+            .await?;
         row.ok_or_else(|| Error::not_found("run", id))?.try_into()
     }
 
@@ -1854,8 +1851,8 @@ impl<S: Dialect> RunRepo for S {
         let event = event.and_then(|(e,)| e).unwrap_or(dl.original_event_id);
         // Its trigger's runs (a raw event's other triggers are not its
         // history); a dead letter without a trigger is its script's.
-        // Within its app and the time its attempts took (the index on
-        // app and time; runs have no index of their own on the event).
+        // Within its app and the time its attempts took (a range of the
+        // (app_id, id) key; runs have no index of their own on the event).
         let (from, to) = (
             dl.first_attempt_at.minus(HISTORY_SLACK),
             dl.created_at.plus(HISTORY_SLACK),
@@ -1866,10 +1863,10 @@ impl<S: Dialect> RunRepo for S {
             " from runs where app_id = "
         ));
         q.bind(Compact(dl.app_id))
-            .push(" and recorded_at >= ")
-            .bind(Compact(from))
-            .push(" and recorded_at <= ")
-            .bind(Compact(to))
+            .push(" and id >= ")
+            .bind(Compact(runs::first_id_at(from)))
+            .push(" and id <= ")
+            .bind(Compact(runs::last_id_at(to)))
             .push(" and event_id = ")
             .bind(Compact(event));
         match (dl.trigger_id, dl.script_id) {
@@ -1900,21 +1897,21 @@ impl<S: Dialect> RunRepo for S {
         };
         let mut deleted = 0;
         for (app,) in apps {
-            // Older than `before`, then past the newest `keep`: each in
-            // chunks, each chunk its own transaction.
+            // Finished before `before`, then past the newest `keep`: each
+            // in chunks, each chunk its own transaction.
             for sql in [
-                "delete from runs where id in (
-                     select id from runs where app_id = $1 and recorded_at < $2
-                     order by app_id, recorded_at limit $3)",
-                "delete from runs where id in (
+                "delete from runs where app_id = $1 and id in (
+                     select id from runs where app_id = $1 and id < $2
+                     order by app_id, id limit $3)",
+                "delete from runs where app_id = $1 and id in (
                      select id from runs where app_id = $1
-                     order by app_id, recorded_at desc, id desc limit $3 offset $4)",
+                     order by app_id desc, id desc limit $3 offset $4)",
             ] {
                 loop {
                     let mut tx = self.begin_write().await?;
                     let n = S::query(sql)
                         .arg(Compact(app))
-                        .arg(Compact(before))
+                        .arg(Compact(runs::first_id_at(before)))
                         .arg(GC_CHUNK)
                         .arg(keep)
                         .run(&mut tx)
@@ -1951,6 +1948,16 @@ impl<S: Dialect> Store for S {
 
     async fn migrate(&self) -> Result<()> {
         self.apply_migrations().await
+    }
+
+    async fn vacuum_outbox(&self) -> Result<()> {
+        if S::SQL.vacuum_outbox.is_empty() {
+            return Ok(());
+        }
+        // Outside any transaction, as VACUUM must be.
+        let mut conn = self.pool().acquire().await?;
+        S::query(S::SQL.vacuum_outbox).run(&mut conn).await?;
+        Ok(())
     }
 
     async fn close(&self) {

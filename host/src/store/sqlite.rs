@@ -31,7 +31,8 @@ use tokio::sync::broadcast;
 
 use super::dialect::{Dialect, Statements};
 use super::rows::{
-    self, abandoned_columns, dead_letter_columns, order_gate, outbox_columns, script_columns,
+    self, abandoned_columns, dead_letter_columns, order_gate, outbox_columns, run_columns,
+    script_columns,
 };
 use super::shared::{self, ClaimPlan, Claimed, FAIR_WALK, FairClaims};
 use super::sql::{Clock, Db};
@@ -377,6 +378,13 @@ impl Dialect for SqliteStore {
             abandoned_columns!(),
             " from abandoned_executions where $1 is null or app_id = $1 order by created_at, id"
         ),
+        // `apps.id` is text, `runs.app_id` a 16-byte blob (0007_compact_runs).
+        get_run: concat!(
+            "select ",
+            run_columns!(),
+            " from runs where app_id in (select unhex(replace(id, '-', '')) from apps) and id = $1"
+        ),
+        vacuum_outbox: "",
     };
 
     fn pool(&self) -> &SqlitePool {

@@ -414,7 +414,7 @@ pub enum RunsCmd {
         /// Only runs that did not succeed.
         #[arg(long)]
         failed: bool,
-        /// Only runs recorded at or after this RFC 3339 time.
+        /// Only runs that finished at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
         /// At most this many.
