@@ -506,7 +506,7 @@ async fn unknown_ids_are_refused_by_the_library(db: &TestDb) {
         )
         .await
         .unwrap();
-    assert!(replayed.is_empty());
+    assert_eq!(replayed, Default::default());
     assert!(!s.remove_script(app.id, sc).await.unwrap());
     assert!(!s.remove_member(app.id, "nobody").await.unwrap());
     assert_eq!(table_counts(db).await, before, "nothing changed");

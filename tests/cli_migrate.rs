@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use picloud_tests::db::{FreshPostgres, TABLES, TempDir, host_bin};
 
-const INDEXES: [&str; 7] = [
+const INDEXES: [&str; 9] = [
     "idx_outbox_due",
     "idx_triggers_matching",
     "idx_dead_letters_app_unresolved",
@@ -14,6 +14,8 @@ const INDEXES: [&str; 7] = [
     "idx_abandoned_executions_gc",
     "idx_invocation_replies_stale",
     "idx_outbox_app_due",
+    "idx_dead_letters_app_created",
+    "idx_api_tokens_principal",
 ];
 
 fn host(args: &[&str]) -> Output {

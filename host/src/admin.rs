@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::auth::Role;
 use crate::auth::{Authorizer, Capability};
 use crate::model::{
-    AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
-    RunId, ScriptId, Trigger, TriggerSpec,
+    App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
+    RunId, Script, ScriptId, Trigger, TriggerId, TriggerSpec,
 };
 use crate::runs::{Follower, Run, RunFilter};
+use crate::store::Member;
 use crate::store::{self, Store};
 
 /// Why an operation was refused or failed.
@@ -223,6 +225,226 @@ impl Admin {
             .await?)
     }
 
+    /// The apps `principal` may read (data or logs), by name.
+    pub async fn visible_apps(&self, principal: &str) -> Result<Vec<App>> {
+        let mut visible = Vec::new();
+        for app in self.store.list_apps().await? {
+            let a = &*self.authorizer;
+            if a.allowed(principal, Capability::KvRead(app.id)).await?
+                || a.allowed(principal, Capability::LogsRead(app.id)).await?
+            {
+                visible.push(app);
+            }
+        }
+        Ok(visible)
+    }
+
+    /// An app by name or id, once `principal` is found to hold `capability`
+    /// in it (given the app's id).
+    pub async fn app_for(
+        &self,
+        name_or_id: &str,
+        principal: &str,
+        capability: fn(AppId) -> Capability,
+    ) -> Result<App> {
+        let app = self.store.find_app(name_or_id).await?;
+        require(&*self.authorizer, principal, capability(app.id)).await?;
+        Ok(app)
+    }
+
+    /// The members of `app` (`principal` needs [`Capability::KvRead`]).
+    pub async fn members(&self, app: AppId, principal: &str) -> Result<Vec<Member>> {
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.list_members(app).await?)
+    }
+
+    /// Add a member or change their role (`principal` needs
+    /// [`Capability::AppManageMembers`]).
+    pub async fn set_member(
+        &self,
+        app: AppId,
+        member: &str,
+        role: Role,
+        principal: &str,
+    ) -> Result<()> {
+        store::validate_printable("principal", member)?;
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageMembers(app),
+        )
+        .await?;
+        Ok(self.store.set_member(app, member, role).await?)
+    }
+
+    /// Remove a member (`principal` needs [`Capability::AppManageMembers`]);
+    /// [`store::Error::NotFound`] if they were not one.
+    pub async fn remove_member(&self, app: AppId, member: &str, principal: &str) -> Result<()> {
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageMembers(app),
+        )
+        .await?;
+        match self.store.remove_member(app, member).await? {
+            true => Ok(()),
+            false => Err(store::Error::NotFound {
+                what: "member",
+                id: member.to_owned(),
+            }
+            .into()),
+        }
+    }
+
+    /// The scripts of `app` (`principal` needs [`Capability::KvRead`]).
+    pub async fn scripts(&self, app: AppId, principal: &str) -> Result<Vec<Script>> {
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.list_scripts(app).await?)
+    }
+
+    /// Remove a script (name or id) and its triggers (`principal` needs
+    /// [`Capability::ScriptDeploy`]).
+    pub async fn remove_script(&self, app: AppId, script: &str, principal: &str) -> Result<Script> {
+        require(&*self.authorizer, principal, Capability::ScriptDeploy(app)).await?;
+        let script = self.store.find_script(app, script).await?;
+        self.store.remove_script(app, script.id).await?;
+        Ok(script)
+    }
+
+    /// The triggers of `app` (`principal` needs [`Capability::KvRead`]).
+    pub async fn triggers(&self, app: AppId, principal: &str) -> Result<Vec<Trigger>> {
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.list_triggers(app).await?)
+    }
+
+    /// A trigger of `app`: [`store::Error::NotFound`] for another app's.
+    async fn trigger_of(&self, app: AppId, id: TriggerId) -> Result<Trigger> {
+        match self.store.get_trigger(id).await? {
+            t if t.app_id == app => Ok(t),
+            _ => Err(store::Error::NotFound {
+                what: "trigger",
+                id: id.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    /// Enable or disable a trigger of `app` (`principal` needs
+    /// [`Capability::AppManageTriggers`]).
+    pub async fn set_trigger_enabled(
+        &self,
+        app: AppId,
+        id: TriggerId,
+        enabled: bool,
+        principal: &str,
+    ) -> Result<Trigger> {
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageTriggers(app),
+        )
+        .await?;
+        self.trigger_of(app, id).await?;
+        Ok(self.store.set_trigger_enabled(id, enabled).await?)
+    }
+
+    /// Remove a trigger of `app` (`principal` needs
+    /// [`Capability::AppManageTriggers`]).
+    pub async fn remove_trigger(&self, app: AppId, id: TriggerId, principal: &str) -> Result<()> {
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppManageTriggers(app),
+        )
+        .await?;
+        self.trigger_of(app, id).await?;
+        self.store.delete_trigger(id).await?;
+        Ok(())
+    }
+
+    /// Read a KV entry (`principal` needs [`Capability::KvRead`]).
+    pub async fn kv_get(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        principal: &str,
+    ) -> Result<Option<KvEntry>> {
+        store::validate_kv_names(collection, key)?;
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.kv_get(app, collection, key).await?)
+    }
+
+    /// Up to `limit` keys of a collection after `after`, in key order
+    /// (`principal` needs [`Capability::KvRead`]).
+    pub async fn kv_keys(
+        &self,
+        app: AppId,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        principal: &str,
+    ) -> Result<Vec<String>> {
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self
+            .store
+            .kv_list_keys(app, collection, after, limit)
+            .await?)
+    }
+
+    /// Dead letters of `filter.app_id`, which must be set (`principal`
+    /// needs [`Capability::KvRead`] there).
+    pub async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        principal: &str,
+    ) -> Result<Vec<DeadLetter>> {
+        let Some(app) = filter.app_id else {
+            return Err(store::Error::Invalid("a listing must name its app".into()).into());
+        };
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.list_dead_letters(filter).await?)
+    }
+
+    /// The number of unresolved dead letters of `app`: the dashboard badge
+    /// (`principal` needs [`Capability::KvRead`]).
+    pub async fn unresolved_count(&self, app: AppId, principal: &str) -> Result<i64> {
+        require(&*self.authorizer, principal, Capability::KvRead(app)).await?;
+        Ok(self.store.unresolved_count(app).await?)
+    }
+
+    /// A dead letter of `app`: [`store::Error::NotFound`] for another
+    /// app's, so that its existence is not told.
+    pub async fn dead_letter_of(&self, app: AppId, id: DeadLetterId) -> Result<DeadLetter> {
+        match self.store.get_dead_letter(id).await? {
+            d if d.app_id == app => Ok(d),
+            _ => Err(store::Error::NotFound {
+                what: "dead letter",
+                id: id.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    /// Resolve a dead letter of `app` (a replay re-enqueues it); `principal`
+    /// needs [`Capability::AppDeadLetterManage`].
+    pub async fn resolve_in(
+        &self,
+        app: AppId,
+        id: DeadLetterId,
+        resolution: Resolution,
+        principal: &str,
+    ) -> Result<DeadLetter> {
+        require(
+            &*self.authorizer,
+            principal,
+            Capability::AppDeadLetterManage(app),
+        )
+        .await?;
+        self.dead_letter_of(app, id).await?;
+        Ok(self.store.resolve(id, resolution).await?)
+    }
+
     /// Write a KV entry as `principal` (needs KvWrite); enqueues its event.
     pub async fn kv_set(
         &self,
@@ -334,17 +556,20 @@ impl Admin {
         }
     }
 
-    /// Replay every unresolved dead letter matching `filter`, calling
-    /// `progress` with (done, total). `principal` needs
-    /// [`Capability::AppDeadLetterManage`] in `filter.app_id`, which it must
-    /// then name; `None` is the operator or the embedding application
-    /// itself, unchecked.
+    /// Replay every unresolved dead letter matching `filter` (its limit,
+    /// cursor and order aside), however many there are: a page of
+    /// [`REPLAY_PAGE`] at a time, oldest first, each in its own transaction.
+    /// `progress` is called with (done, total) after each one. `principal`
+    /// needs [`Capability::AppDeadLetterManage`] in `filter.app_id`, which
+    /// it must then name; `None` is the operator or the embedding
+    /// application itself, unchecked. One failure does not stop the rest:
+    /// the report counts them and keeps the first error.
     pub async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
         principal: Option<&str>,
-        progress: impl FnMut(u64, u64),
-    ) -> Result<Vec<Result<DeadLetter>>> {
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<BulkReport> {
         if let Some(p) = principal {
             let Some(app) = filter.app_id else {
                 return Err(store::Error::Invalid(
@@ -354,23 +579,54 @@ impl Admin {
             };
             require(&*self.authorizer, p, Capability::AppDeadLetterManage(app)).await?;
         }
-        let filter = DeadLetterFilter {
+        let mut page = DeadLetterFilter {
             unresolved_only: true,
+            newest_first: false,
+            after: None,
+            limit: None,
             ..filter.clone()
         };
-        let ids: Vec<DeadLetterId> = self
-            .store
-            .list_dead_letters(&filter)
-            .await?
-            .iter()
-            .map(|d| d.id)
-            .collect();
-        let total = ids.len() as u64;
-        let mut progress = progress;
-        Ok(self
-            .resolve_many(&ids, Resolution::Replayed, None, |done| {
-                progress(done, total)
-            })
-            .await)
+        let total = self.store.count_dead_letters(&page).await?;
+        page.limit = Some(REPLAY_PAGE);
+        let mut report = BulkReport::default();
+        loop {
+            let ids: Vec<DeadLetterId> = self
+                .store
+                .list_dead_letters(&page)
+                .await?
+                .iter()
+                .map(|d| d.id)
+                .collect();
+            let Some(last) = ids.last() else { break };
+            page.after = Some(*last);
+            for id in &ids {
+                match self.store.resolve(*id, Resolution::Replayed).await {
+                    Ok(_) => report.replayed += 1,
+                    Err(e) => {
+                        report.failed += 1;
+                        report.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                // Dead letters made while this runs may add to the total.
+                let done = report.replayed + report.failed;
+                progress(done, total.max(done));
+            }
+        }
+        Ok(report)
     }
+}
+
+/// How many dead letters a bulk replay reads at a time.
+pub const REPLAY_PAGE: u32 = 500;
+
+/// What a bulk replay did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct BulkReport {
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Dead letters that could not be (resolved meanwhile, store errors).
+    pub failed: u64,
+    /// The first failure's message.
+    pub first_error: Option<String>,
 }

@@ -36,6 +36,7 @@ pub enum Scope {
 /// A principal's role in one app (the `app_members.role` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Every app scope.
     Admin,
@@ -110,15 +111,17 @@ pub enum Capability {
     ScriptInvoke(AppId),
     /// Read run records and their log lines.
     LogsRead(AppId),
+    /// Add, change or remove the app's members.
+    AppManageMembers(AppId),
 }
 
 impl Capability {
     /// The scope this capability needs.
     pub fn scope(self) -> Scope {
         match self {
-            Capability::AppManageTriggers(_) | Capability::AppDeadLetterManage(_) => {
-                Scope::AppAdmin
-            }
+            Capability::AppManageTriggers(_)
+            | Capability::AppDeadLetterManage(_)
+            | Capability::AppManageMembers(_) => Scope::AppAdmin,
             Capability::KvRead(_) => Scope::AppRead,
             Capability::KvWrite(_) => Scope::AppWrite,
             Capability::ScriptDeploy(_) => Scope::AppDeploy,
@@ -136,7 +139,8 @@ impl Capability {
             | Capability::KvWrite(a)
             | Capability::ScriptDeploy(a)
             | Capability::ScriptInvoke(a)
-            | Capability::LogsRead(a) => a,
+            | Capability::LogsRead(a)
+            | Capability::AppManageMembers(a) => a,
         }
     }
 }

@@ -12,7 +12,10 @@
 //! - [`dispatch`]: the claim loop, fan-out, retries, dead letters and the recursion stop;
 //! - [`runs`]: run records, what every invocation did, and how long they are kept;
 //! - [`inbox`]: where synchronous replies find their callers;
-//! - [`metrics`]: counters an operator can read;
+//! - [`metrics`]: counters an operator can read, and their Prometheus text;
+//! - [`tokens`]: API tokens, how an HTTP caller proves its principal;
+//! - `http` (cargo feature `http`, on by default): the HTTP API, `/metrics`
+//!   and the dashboard, over [`TriggerHost`];
 //! - [`service`]: [`TriggerHost`], the entry point an embedding application uses.
 #![warn(missing_docs)]
 
@@ -22,6 +25,8 @@ pub mod auth;
 pub mod bench; // the binary's `bench` commands: not part of the library's API
 pub mod config;
 pub mod dispatch;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod model;
@@ -30,6 +35,7 @@ pub mod runs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod tokens;
 pub mod trial;
 
 pub use service::{HostOptions, InvokeCallError, Notifier, TriggerHost};

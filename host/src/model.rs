@@ -25,6 +25,7 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
@@ -130,6 +131,10 @@ id_type!(
     /// Identifies a run record ([`crate::runs`]).
     RunId
 );
+id_type!(
+    /// Identifies an API token ([`crate::tokens`]).
+    TokenId
+);
 
 /// A point in time, UTC, with microsecond precision.
 ///
@@ -137,6 +142,7 @@ id_type!(
 /// so that comparing the text compares the times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
@@ -253,6 +259,7 @@ impl Decode<'_, Sqlite> for Timestamp {
 
 /// An app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct App {
     /// Its id.
     pub id: AppId,
@@ -264,6 +271,7 @@ pub struct App {
 
 /// A deployed script's metadata (the code itself is fetched separately).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Script {
     /// Its id; stable across redeploys of the same name.
     pub id: ScriptId,
@@ -288,6 +296,7 @@ pub struct Script {
 
 /// A stored KV entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct KvEntry {
     /// The collection.
     pub collection: String,
@@ -334,6 +343,7 @@ impl FromStr for KvOp {
 
 /// The set of KV ops a trigger listens to. Empty input means both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct KvOps {
     /// Fires on `set`.
     pub set: bool,
@@ -387,6 +397,7 @@ impl KvOps {
 /// What kind of trigger, and its kind-specific details.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum TriggerSpec {
     /// Fires on KV writes in collections matching `collection`.
     Kv {
@@ -428,6 +439,7 @@ impl TriggerSpec {
 
 /// A registered trigger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Trigger {
     /// Its id.
     pub id: TriggerId,
@@ -746,6 +758,7 @@ pub struct OutboxEvent {
 /// The closed vocabulary of dead-letter resolutions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Resolution {
     /// The original event was enqueued again.
     Replayed,
@@ -801,6 +814,7 @@ impl FromStr for Resolution {
 
 /// A dead letter: an event that exhausted its retries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// Its id.
     pub id: DeadLetterId,
@@ -878,8 +892,13 @@ pub struct DeadLetterFilter {
     pub created_after: Option<Timestamp>,
     /// Created before.
     pub created_before: Option<Timestamp>,
-    /// At most this many (oldest first); `None` means no limit.
+    /// At most this many; `None` means no limit.
     pub limit: Option<u32>,
+    /// Newest first (by creation time, then id) instead of oldest first.
+    pub newest_first: bool,
+    /// Only those after this one in the listing's order: the cursor of the
+    /// next page (the last id of the page before).
+    pub after: Option<DeadLetterId>,
 }
 
 /// Outcome of an invocation whose caller had gone.

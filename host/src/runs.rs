@@ -32,6 +32,7 @@ use crate::store::{self, Store, Subscription};
 /// How a run ended. Stored as its [`RunOutcome::as_str`] text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum RunOutcome {
     /// The handler returned `Ok`.
     Succeeded,
@@ -177,6 +178,7 @@ pub struct NewRun {
 
 /// A recorded run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Run {
     /// Its id.
     pub id: RunId,

@@ -330,6 +330,63 @@ impl TriggerHost {
         self.shared.metrics.snapshot()
     }
 
+    /// The counters of one app (zero until this process sees its events).
+    pub fn app_metrics(&self, app: AppId) -> crate::metrics::AppSnapshot {
+        self.shared.metrics.app(app).snapshot()
+    }
+
+    /// A Prometheus collector of this host's metrics, with the gauges read
+    /// from the store now: the series of the apps `principal` may read (of
+    /// every app for `None`, the operator or the embedding application).
+    /// Register it in your own `prometheus_client` registry, or use
+    /// [`TriggerHost::prometheus`] for the text.
+    pub async fn metrics_collector(
+        &self,
+        principal: Option<&str>,
+    ) -> crate::admin::Result<crate::metrics::Collector> {
+        let store = &self.shared.store;
+        let apps = match principal {
+            Some(p) => self.admin().visible_apps(p).await?,
+            None => store.list_apps().await?,
+        };
+        let mut gauges = crate::metrics::Gauges {
+            outbox_depth: store.count_events(None).await?,
+            ..Default::default()
+        };
+        for app in &apps {
+            gauges
+                .outbox_depth_by_app
+                .push((app.id, store.count_events(Some(app.id)).await?));
+            gauges
+                .unresolved_dead_letters
+                .push((app.id, store.unresolved_count(app.id).await?));
+            gauges.app_names.push((app.id, app.name.clone()));
+        }
+        let now = Timestamp::now();
+        if let Some(due) = store.next_due_at().await?.filter(|d| *d < now) {
+            gauges.oldest_due_age_seconds = (now.0 - due.0).num_milliseconds() as f64 / 1000.0;
+        }
+        let max = i64::from(self.runtime().ceiling().max_instances);
+        gauges.instances_max = max;
+        gauges.instances_in_use = max - self.runtime().available_instances() as i64;
+        Ok(crate::metrics::Collector {
+            metrics: self.shared.metrics.clone(),
+            apps: principal.map(|_| apps.iter().map(|a| a.id).collect()),
+            gauges,
+        })
+    }
+
+    /// This host's metrics in the Prometheus text format, every series
+    /// named `picloud_*` (see [`TriggerHost::metrics_collector`]).
+    pub async fn prometheus(&self, principal: Option<&str>) -> crate::admin::Result<String> {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("picloud");
+        registry.register_collector(Box::new(self.metrics_collector(principal).await?));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .map_err(|e| store::Error::Invalid(format!("cannot write the metrics: {e}")))?;
+        Ok(text)
+    }
+
     fn dispatcher(&self) -> Dispatcher {
         Dispatcher::with_shared(self.shared.clone(), self.options.dispatch.clone())
     }

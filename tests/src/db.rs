@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Every table the migrations create, on both backends.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "apps",
     "app_members",
     "scripts",
@@ -36,6 +36,7 @@ pub const TABLES: [&str; 13] = [
     "abandoned_executions",
     "invocation_replies",
     "runs",
+    "api_tokens",
 ];
 
 /// The prefix of every database these tests create.

@@ -10,5 +10,6 @@ pub mod cluster;
 pub mod db;
 pub mod guests;
 pub mod host;
+pub mod http;
 pub mod procs;
 pub mod workload;

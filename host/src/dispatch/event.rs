@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::inbox::{Delivery, ReplyMsg};
+use crate::metrics::{AppMetrics, Metrics};
 use crate::model::{
     AppId, Attempts, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, Order, OutboxEvent,
     Outcome, Script, ScriptId, Timestamp, Trigger, TriggerId, payload_order_key, source,
@@ -212,7 +213,9 @@ pub(crate) async fn process(
         span.record("script.id", tracing::field::display(sc));
     }
     async move {
-        match decide(&s, &batch, &ev).await {
+        let app = s.metrics.app(ev.app_id);
+        Metrics::add(&app.claimed, 1);
+        let actions = match decide(&s, &batch, &ev).await {
             Ok(actions) => actions,
             // A synchronous call is never retried: its row waits for its
             // lease, and its caller has its own timeout.
@@ -226,10 +229,44 @@ pub(crate) async fn process(
                 let error = InvokeError::Infrastructure(e.to_string());
                 vec![after_failure(&s, &ev, Timestamp::now(), &error, Vec::new())]
             }
-        }
+        };
+        count(&app, &actions);
+        actions
     }
     .instrument(span)
     .await
+}
+
+/// Count a row's decided fate in its app's series.
+fn count(app: &AppMetrics, actions: &[Action]) {
+    for action in actions {
+        let counter = match action {
+            Action::Complete(..) => &app.succeeded,
+            Action::Retry(..) => &app.retried,
+            Action::DeadLetter { .. } => &app.dead_lettered,
+            Action::StopRecursion { .. } => &app.stopped,
+            Action::FanOut {
+                invocations,
+                exhausted,
+                postponed,
+                deferred,
+                ..
+            } => {
+                let failed = invocations.len() - deferred;
+                Metrics::add(&app.retried, (failed - exhausted.len() - postponed) as u64);
+                for i in exhausted {
+                    let ended = match invocations[*i].source == source::DEAD_LETTER {
+                        true => &app.stopped,
+                        false => &app.dead_lettered,
+                    };
+                    Metrics::add(ended, 1);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        Metrics::add(counter, 1);
+    }
 }
 
 async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<Vec<Action>> {
@@ -424,21 +461,27 @@ fn record(
         Err(f) if f.denied => RunOutcome::Denied,
         Err(_) => RunOutcome::Failed,
     };
+    let elapsed = match &result {
+        Ok(ok) => ok.elapsed,
+        Err(f) => f.elapsed,
+    };
+    s.metrics
+        .invocation(ev.app_id, elapsed, outcome != RunOutcome::Succeeded);
     if !s.config.runs.keeps(outcome) {
         return Ran { result, run: None };
     }
     let mut run = new_run(ev, trigger_id, Some(script_id), principal, started, outcome);
-    let (elapsed, logs) = match &mut result {
+    let logs = match &mut result {
         Ok(ok) => {
             if ev.reply_to.is_some() {
                 run.reply_bytes = Some(ok.reply.as_ref().map_or(0, |r| r.len() as i64));
             }
-            (ok.elapsed, &mut ok.logs)
+            &mut ok.logs
         }
         Err(f) => {
             run.error = Some(f.error.to_string());
             run.limit = runs::limit_name(&f.error).map(str::to_owned);
-            (f.elapsed, &mut f.logs)
+            &mut f.logs
         }
     };
     run.duration_us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);

@@ -201,6 +201,7 @@ impl Budget {
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum LogLevel {
     /// Finest detail.
     Trace,
@@ -220,6 +221,7 @@ pub enum LogLevel {
 
 /// One line of an invocation's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Its severity (or the stream it came from).
     pub level: LogLevel,

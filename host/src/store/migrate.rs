@@ -44,6 +44,7 @@ pub(crate) const TABLES: &[&str] = &[
     "abandoned_executions",
     "invocation_replies",
     "runs",
+    "api_tokens",
 ];
 
 /// The host's PostgreSQL functions (their argument lists are empty).

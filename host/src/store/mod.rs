@@ -29,11 +29,12 @@ use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId, KvEntry,
     KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, RunId, Script,
-    ScriptId, Timestamp, Trigger, TriggerId, TriggerSpec, source,
+    ScriptId, Timestamp, TokenId, Trigger, TriggerId, TriggerSpec, source,
 };
 pub use crate::pattern::collection_matches;
 use crate::pattern::{self, PatternError};
 use crate::runs::{NewRun, Run, RunFilter};
+use crate::tokens::ApiToken;
 
 mod dialect;
 mod error;
@@ -60,6 +61,7 @@ pub enum Backend {
 
 /// A member of an app.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The app.
     pub app_id: AppId,
@@ -331,6 +333,8 @@ pub trait DeadLetterRepo: Send + Sync {
     ) -> Result<Vec<DeadLetter>>;
     /// Unresolved dead letters of an app (the dashboard badge).
     async fn unresolved_count(&self, app: AppId) -> Result<i64>;
+    /// How many dead letters `filter` lists, its limit aside.
+    async fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64>;
     /// Settle a dead letter. `Replayed` enqueues the original event for the
     /// same trigger and script (attempt 0, same payload, same depth) in the
     /// same transaction. An already-resolved one is
@@ -410,6 +414,28 @@ pub trait AbandonedRepo: Send + Sync {
     async fn gc_abandoned(&self, before: Timestamp) -> Result<u64>;
 }
 
+/// API tokens ([`crate::tokens`]): only the SHA-256 of a token's secret
+/// is stored.
+#[async_trait]
+pub trait TokenRepo: Send + Sync {
+    /// Store a new token of `principal` named `name` whose secret hashes to
+    /// `secret_sha256` (hex).
+    async fn create_token(
+        &self,
+        principal: &str,
+        name: &str,
+        secret_sha256: &str,
+    ) -> Result<ApiToken>;
+    /// The tokens of `principal` (every principal's when `None`), oldest
+    /// first, revoked ones included.
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<ApiToken>>;
+    /// Revoke a token; revoking it again keeps the first revocation time.
+    /// [`Error::NotFound`] for an unknown id.
+    async fn revoke_token(&self, id: TokenId) -> Result<ApiToken>;
+    /// The token whose secret hashes to `secret_sha256`, revoked or not.
+    async fn find_token(&self, secret_sha256: &str) -> Result<Option<ApiToken>>;
+}
+
 /// A whole store: every repository, on one backend.
 #[async_trait]
 pub trait Store:
@@ -422,6 +448,7 @@ pub trait Store:
     + AbandonedRepo
     + ReplyRepo
     + RunRepo
+    + TokenRepo
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;

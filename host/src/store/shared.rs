@@ -40,15 +40,16 @@ use super::sql::{Built, Compact, Db, Run, Runs, Tuple};
 use super::{
     AbandonedRepo, AppRepo, Backend, DeadLetterRepo, Error, KvRepo, Member, NewAbandoned,
     OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store, StoredReply,
-    Subscription, TriggerRepo,
+    Subscription, TokenRepo, TriggerRepo,
 };
 use crate::auth::Role;
 use crate::model::{
     AbandonedExecution, AbandonedId, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId,
     EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, Order, OutboxEvent, Resolution,
-    RunId, Script, ScriptId, Timestamp, Trigger, TriggerId,
+    RunId, Script, ScriptId, Timestamp, TokenId, Trigger, TriggerId,
 };
 use crate::runs::{self, NewRun, RunFilter};
+use crate::tokens::ApiToken;
 
 /// A connection of the backend `S`.
 type Conn<S> = <<S as Dialect>::DB as Database>::Connection;
@@ -833,7 +834,18 @@ fn filter_dead_letters<'q, DB: Db>(q: &mut Built<'q, DB>, f: &'q DeadLetterFilte
     if let Some(before) = f.created_before {
         q.push(" and created_at < ").bind(before);
     }
-    q.push(" order by created_at, id");
+    let (cmp, order) = match f.newest_first {
+        false => (" > ", " order by created_at, id"),
+        true => (" < ", " order by created_at desc, id desc"),
+    };
+    if let Some(after) = f.after {
+        q.push(" and (created_at, id)")
+            .push(cmp)
+            .push("(select created_at, id from dead_letters where id = ")
+            .bind(after)
+            .push(")");
+    }
+    q.push(order);
     if let Some(limit) = f.limit {
         q.push(" limit ").bind(i64::from(limit));
     }
@@ -980,6 +992,77 @@ impl<S: Dialect> AppRepo for S {
         .all(&mut conn)
         .await?;
         rows.into_iter().map(Member::try_from).collect()
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> TokenRepo for S {
+    async fn create_token(
+        &self,
+        principal: &str,
+        name: &str,
+        secret_sha256: &str,
+    ) -> Result<ApiToken> {
+        super::validate_printable("principal", principal)?;
+        super::validate_printable("token name", name)?;
+        let mut conn = self.pool().acquire().await?;
+        let token = ApiToken {
+            id: TokenId::new(),
+            principal: principal.to_owned(),
+            name: name.to_owned(),
+            created_at: Timestamp::now(),
+            revoked_at: None,
+        };
+        S::query(
+            "insert into api_tokens (id, principal, name, secret_sha256, created_at)
+             values ($1, $2, $3, $4, $5)",
+        )
+        .arg(token.id)
+        .arg(principal)
+        .arg(name)
+        .arg(secret_sha256)
+        .arg(token.created_at)
+        .run(&mut conn)
+        .await?;
+        Ok(token)
+    }
+
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<ApiToken>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(
+            "select id, principal, name, created_at, revoked_at from api_tokens
+             where $1 is null or principal = $1 order by created_at, id",
+        )
+        .arg(principal)
+        .all(&mut conn)
+        .await?)
+    }
+
+    async fn revoke_token(&self, id: TokenId) -> Result<ApiToken> {
+        let mut conn = self.pool().acquire().await?;
+        let token: Option<ApiToken> = S::query(
+            "update api_tokens set revoked_at = coalesce(revoked_at, $2) where id = $1
+             returning id, principal, name, created_at, revoked_at",
+        )
+        .arg(id)
+        .arg(Timestamp::now())
+        .optional(&mut conn)
+        .await?;
+        token.ok_or_else(|| Error::NotFound {
+            what: "token",
+            id: id.to_string(),
+        })
+    }
+
+    async fn find_token(&self, secret_sha256: &str) -> Result<Option<ApiToken>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(
+            "select id, principal, name, created_at, revoked_at from api_tokens
+             where secret_sha256 = $1",
+        )
+        .arg(secret_sha256)
+        .optional(&mut conn)
+        .await?)
     }
 }
 
@@ -1622,6 +1705,24 @@ impl<S: Dialect> DeadLetterRepo for S {
                 .one(&mut conn)
                 .await?;
         Ok(count)
+    }
+
+    async fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let filter = DeadLetterFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        let mut q =
+            Built::<S::DB>::new("select count(*) from (select id from dead_letters where true");
+        filter_dead_letters(&mut q, &filter);
+        q.push(") counted");
+        let (sql, arguments) = q.finish()?;
+        let mut conn = self.pool().acquire().await?;
+        let (count,): (i64,) =
+            <S::DB as Runs>::with_arguments(<S::DB as Db>::qualify(&sql), arguments)
+                .one(&mut conn)
+                .await?;
+        Ok(count.max(0) as u64)
     }
 
     async fn resolve(&self, id: DeadLetterId, resolution: Resolution) -> Result<DeadLetter> {

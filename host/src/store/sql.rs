@@ -35,9 +35,10 @@ use super::rows::{
 };
 use crate::model::{
     AbandonedId, App, AppId, DeadLetterId, EventId, OutboxEvent, RunId, Script, ScriptId,
-    Timestamp, TriggerId,
+    Timestamp, TokenId, TriggerId,
 };
 use crate::runtime::LogLine;
+use crate::tokens::ApiToken;
 
 /// A value of the runs table, bound in the form that table stores: on
 /// SQLite ids as 16-byte blobs and times as integer microseconds since the
@@ -215,6 +216,7 @@ pub(crate) trait Db:
     + for<'q> Binds<'q, DeadLetterId>
     + for<'q> Binds<'q, AbandonedId>
     + for<'q> Binds<'q, RunId>
+    + for<'q> Binds<'q, TokenId>
     + for<'q> Binds<'q, Compact<AppId>>
     + for<'q> Binds<'q, Compact<ScriptId>>
     + for<'q> Binds<'q, Option<Compact<ScriptId>>>
@@ -246,6 +248,7 @@ pub(crate) trait Db:
     + Decodes<AbandonedRow>
     + Decodes<ReplyRow>
     + Decodes<RunRow>
+    + Decodes<ApiToken>
     + Decodes<(Option<EventId>,)>
     + Decodes<(String,)>
     + Decodes<(i32,)>

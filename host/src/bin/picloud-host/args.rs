@@ -62,8 +62,12 @@ pub enum Command {
         #[arg(long)]
         until_settled: bool,
     },
-    /// Run the dispatcher and periodic garbage collection until Ctrl-C.
-    Serve,
+    /// Run the dispatcher and periodic garbage collection until Ctrl-C, and
+    /// with --http the HTTP API, /metrics and the dashboard.
+    Serve(ServeArgs),
+    /// Create, list and revoke API tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Inspect, replay and ignore dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCmd),
@@ -320,6 +324,42 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `serve ...`
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Also serve the HTTP API, /metrics and the dashboard on this address
+    /// (e.g. 127.0.0.1:8080; port 0 picks a free one, printed at start).
+    #[arg(long, env = "PICLOUD_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+}
+
+/// `token ...`
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Make a token that authenticates as PRINCIPAL; prints its secret once
+    /// (only its hash is stored).
+    Create {
+        /// The principal the token acts as (its rights are the principal's).
+        principal: String,
+        /// A name for listings.
+        #[arg(long, default_value = "api")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this principal's.
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Revoke a token: its next request is refused.
+    Revoke {
+        /// Token id (see `token list`).
+        id: String,
+    },
 }
 
 /// `dead-letters ...`

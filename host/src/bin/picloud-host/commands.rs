@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, TriggerCmd,
+    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, TokenCmd, TriggerCmd,
 };
 use crate::table::Table;
 
@@ -541,10 +541,10 @@ pub async fn dead_letters(ctx: &Ctx, cmd: DeadLetterCmd) -> Result<()> {
                     .as_deref()
                     .map(|t| timestamp("--until", t))
                     .transpose()?,
-                limit: None,
+                ..DeadLetterFilter::default()
             };
             let mut bar: Option<Progress> = None;
-            let results = ctx
+            let report = ctx
                 .admin()
                 .replay_matching(&filter, None, |done, total| {
                     bar.get_or_insert_with(|| Progress::new("replay", total))
@@ -552,23 +552,11 @@ pub async fn dead_letters(ctx: &Ctx, cmd: DeadLetterCmd) -> Result<()> {
                 })
                 .await?;
             if let Some(bar) = &bar {
-                bar.finish(results.len() as u64);
+                bar.finish(report.replayed + report.failed);
             }
-            let failed: Vec<String> = results
-                .iter()
-                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
-                .collect();
-            println!(
-                "replayed {} dead letters of {}",
-                results.len() - failed.len(),
-                app.name
-            );
-            if !failed.is_empty() {
-                bail!(
-                    "{} could not be replayed; first: {}",
-                    failed.len(),
-                    failed[0]
-                );
+            println!("replayed {} dead letters of {}", report.replayed, app.name);
+            if let Some(first) = report.first_error {
+                bail!("{} could not be replayed; first: {first}", report.failed);
             }
         }
     }
@@ -600,4 +588,45 @@ async fn settle(ctx: &Ctx, ids: &[String], resolution: Resolution) -> Result<()>
             failures[0]
         ),
     }
+}
+
+pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create { principal, name } => {
+            let (token, secret) =
+                picloud_host::tokens::create(&*ctx.store, &principal, &name).await?;
+            eprintln!(
+                "created token {} ({}) for {principal}; it is shown once, store it now:",
+                token.name, token.id
+            );
+            println!("{secret}");
+        }
+        TokenCmd::List { principal, format } => {
+            let tokens = ctx.store.list_tokens(principal.as_deref()).await?;
+            if format.json {
+                return print_json(&tokens);
+            }
+            let mut t = Table::new(["ID", "PRINCIPAL", "NAME", "CREATED", "REVOKED"]);
+            for tk in &tokens {
+                t.row([
+                    tk.id.to_string(),
+                    tk.principal.clone(),
+                    tk.name.clone(),
+                    tk.created_at.to_string(),
+                    tk.revoked_at
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            t.print();
+        }
+        TokenCmd::Revoke { id } => {
+            let id = id.parse().map_err(|_| {
+                anyhow::anyhow!("unknown token '{id}': give a token id (see `token list`)")
+            })?;
+            let token = ctx.store.revoke_token(id).await?;
+            println!("revoked token {} of {}", token.id, token.principal);
+        }
+    }
+    Ok(())
 }

@@ -148,13 +148,34 @@ async fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
-                Command::Serve => {
+                Command::Serve(args) => {
                     let host = host(&store)?;
                     let cancel = CancellationToken::new();
                     tokio::spawn(until_ctrl_c(cancel.clone()));
                     eprintln!("serving {} (Ctrl-C to stop)", store::redact(&url));
-                    host.serve(cancel).await?;
+                    match args.http {
+                        None => host.serve(cancel).await?,
+                        Some(addr) => {
+                            let http = picloud_host::http::serve(
+                                host.clone(),
+                                addr,
+                                cancel.clone(),
+                                |bound| println!("http: listening on http://{bound}/"),
+                            );
+                            let (dispatched, served) =
+                                tokio::join!(host.serve(cancel.clone()), async {
+                                    let served = http.await;
+                                    // The API cannot start (or stopped): stop the rest too.
+                                    cancel.cancel();
+                                    served
+                                });
+                            served
+                                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
+                            dispatched?;
+                        }
+                    }
                 }
+                Command::Token(cmd) => commands::token(&ctx, cmd).await?,
                 Command::Runs(cmd) => runs::runs(&ctx, cmd).await?,
                 Command::Logs(args) => runs::logs(&ctx, args).await?,
                 Command::Gc => {
