@@ -43,10 +43,14 @@ impl Driver {
                      and chromium-driver (`apt-get install chromium chromium-driver`; .ci/run does)"
                 )
             });
-        let url = format!("http://127.0.0.1:{port}");
+        // Killed on drop from here on, also when it never listens.
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Driver { child, url };
+                return driver;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -74,8 +74,8 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
 async fn every_endpoint_answers(db: &TestDb) {
     let app = host::app(&db.store, "shop").await;
     let s = served(db).await;
-    let t = token(&db.store, ADMIN).await;
-    let t = Some(t.as_str());
+    let secret = token(&db.store, ADMIN).await;
+    let t = Some(secret.as_str());
     use Method as M;
 
     let (st, health) = call(&s, M::GET, "/health", None, None).await;
@@ -116,7 +116,7 @@ async fn every_endpoint_answers(db: &TestDb) {
     ] {
         let resp = client
             .put(s.url(&format!("/api/v1/apps/shop/scripts/{name}")))
-            .bearer_auth(t.unwrap())
+            .bearer_auth(&secret)
             .header("content-type", "application/wasm")
             .body(guests::wasm(path))
             .send()
@@ -196,7 +196,7 @@ async fn every_endpoint_answers(db: &TestDb) {
     // A live stream of runs, opened before the write that makes one.
     let mut stream = client
         .get(s.url("/api/v1/apps/shop/runs/stream"))
-        .bearer_auth(t.unwrap())
+        .bearer_auth(&secret)
         .send()
         .await
         .unwrap();

@@ -560,3 +560,162 @@ pub async fn wake(
         notified,
     })
 }
+
+/// What `bench api` measured.
+#[cfg(feature = "http")]
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ApiReport {
+    /// Dead letters of the measured app, all unresolved.
+    pub dead_letters: u64,
+    /// `GET .../dead-letters/count` (the badge).
+    pub badge: Percentiles,
+    /// `GET .../dead-letters?unresolved=true`: the dashboard's first page
+    /// (50, newest first).
+    pub first_page: Percentiles,
+    /// `GET .../dead-letters?unresolved=true&after=...`: a page deep in
+    /// the list (after the 50,000th, or the middle).
+    pub deep_page: Percentiles,
+    /// `GET /api/v1/apps`: every app with its badge.
+    pub apps: Percentiles,
+}
+
+/// A new app with `dead_letters` unresolved dead letters (8 writers at
+/// once), readable by the principal `bench`.
+pub async fn seed_dead_letters(
+    store: Arc<dyn Store>,
+    dead_letters: u64,
+) -> anyhow::Result<crate::model::AppId> {
+    use crate::model::{EventId, NewDeadLetter, Timestamp};
+    let app = store
+        .create_app(&format!("bench-api-{}", uuid::Uuid::new_v4().simple()))
+        .await?;
+    store
+        .set_member(app.id, "bench", crate::auth::Role::Viewer)
+        .await?;
+    let progress = Arc::new(Progress::new("seed", dead_letters));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let (store, progress, done) = (store.clone(), progress.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while i < dead_letters {
+                    let now = Timestamp::now();
+                    let dead = NewDeadLetter {
+                        original_event_id: EventId::new(),
+                        app_id: app.id,
+                        source: "kv".into(),
+                        op: "set".into(),
+                        trigger_id: None,
+                        script_id: None,
+                        payload: serde_json::json!({"collection": "orders", "key": format!("o-{i}"), "value": {"n": i}, "version": 1}),
+                        depth: 0,
+                        attempt_count: 5,
+                        first_attempt_at: now,
+                        last_attempt_at: now,
+                        last_error: format!("order o-{i}: the payment service answered 503"),
+                    };
+                    store.dead_letter(&dead, false, &[]).await?;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n % 1000 == 0 {
+                        progress.update(n);
+                    }
+                    i += 8;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    progress.finish(dead_letters);
+    Ok(app.id)
+}
+
+/// Serve the API on 127.0.0.1 and time `requests` sequential calls of each
+/// measured route on `app` (seeded by [`seed_dead_letters`]) from one
+/// keep-alive client, after a warm-up.
+#[cfg(feature = "http")]
+pub async fn api(
+    store: Arc<dyn Store>,
+    app: crate::model::AppId,
+    requests: usize,
+) -> anyhow::Result<ApiReport> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let dead_letters = store.unresolved_count(app).await?.max(0) as u64;
+    let host = crate::TriggerHost::builder(store.clone()).build()?;
+    let (_, secret) = crate::tokens::create(&*store, "bench", "bench").await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(crate::http::serve(
+        host,
+        "127.0.0.1:0".parse()?,
+        stop.clone(),
+        move |a| {
+            let _ = tx.send(a);
+        },
+    ));
+    let base = format!("http://{}/api/v1", rx.await?);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let get = async |path: &str| -> anyhow::Result<(Duration, bytes::Bytes)> {
+        let request = axum::http::Request::get(format!("{base}{path}"))
+            .header("authorization", format!("Bearer {secret}"))
+            .body(Empty::new())?;
+        let started = Instant::now();
+        let response = client.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let took = started.elapsed();
+        anyhow::ensure!(
+            status.is_success(),
+            "{path}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok((took, body))
+    };
+    let time = async |path: &str| -> anyhow::Result<Percentiles> {
+        for _ in 0..requests.min(50) {
+            get(path).await?;
+        }
+        let mut samples = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            samples.push(get(path).await?.0);
+        }
+        Ok(Percentiles::of(samples))
+    };
+    let dl = format!("/apps/{app}/dead-letters");
+    // A cursor deep in the list: the id at the middle, newest first.
+    let middle = dead_letters / 2;
+    let mut cursor: Option<String> = None;
+    let mut walked = 0;
+    while walked + 500 <= middle {
+        let path = match &cursor {
+            Some(c) => format!("{dl}?unresolved=true&limit=500&after={c}"),
+            None => format!("{dl}?unresolved=true&limit=500"),
+        };
+        let page: serde_json::Value = serde_json::from_slice(&get(&path).await?.1)?;
+        cursor = page["next"].as_str().map(str::to_owned);
+        walked += 500;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let deep = match &cursor {
+        Some(c) => format!("{dl}?unresolved=true&after={c}"),
+        None => format!("{dl}?unresolved=true"),
+    };
+    let report = ApiReport {
+        dead_letters,
+        badge: time(&format!("{dl}/count")).await?,
+        first_page: time(&format!("{dl}?unresolved=true")).await?,
+        deep_page: time(&deep).await?,
+        apps: time("/apps").await?,
+    };
+    stop.cancel();
+    server.await??;
+    Ok(report)
+}

@@ -555,6 +555,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         backlog: u64,
     },
+    /// What the HTTP API costs on an app with many dead letters: p50/p99 of
+    /// the badge count and of pages of the dead-letter list, over real HTTP
+    /// on 127.0.0.1, and the query plan of the badge.
+    Api {
+        /// Dead letters to seed the measured app with.
+        #[arg(long, default_value_t = 100_000)]
+        dead_letters: u64,
+        /// Requests timed per route.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
     /// Commit-to-start latency of events the embedding application commits
     /// on its own pool: without telling the host, then with
     /// `TriggerHost::notify` after each commit.

@@ -54,6 +54,33 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
                 warm.0, warm.1
             );
         }
+        BenchCmd::Api {
+            dead_letters,
+            requests,
+        } => {
+            let (store, dir) = scratch_store(url).await?;
+            let url = match &dir {
+                Some(d) => format!("sqlite://{}", d.0.join("bench.db").display()),
+                None => url.to_owned(),
+            };
+            let url = url.as_str();
+            println!(
+                "HTTP API on {} with {dead_letters} unresolved dead letters in one app, {requests} sequential requests per route:",
+                store::redact(url)
+            );
+            let app = bench::seed_dead_letters(store.clone(), dead_letters).await?;
+            // What autovacuum does on a server that runs it (this one may not).
+            settle_statistics(url).await?;
+            let r = bench::api(store.clone(), app, requests).await?;
+            println!("  badge count          {}", r.badge);
+            println!("  first page (50)      {}", r.first_page);
+            println!("  page in the middle   {}", r.deep_page);
+            println!("  apps with badges     {}", r.apps);
+            println!("  plan of the badge query:");
+            for line in badge_plan(url).await? {
+                println!("    {line}");
+            }
+        }
         BenchCmd::Dispatch {
             wasm: path,
             events,
@@ -204,6 +231,46 @@ async fn scratch_store(url: &str) -> Result<(std::sync::Arc<dyn store::Store>, O
     let store = store::connect(&url).await?;
     store.migrate().await?;
     Ok((store, dir))
+}
+
+/// The database's plan of the badge query (an app's unresolved count),
+/// which should read the partial index `idx_dead_letters_app_unresolved`.
+async fn badge_plan(url: &str) -> Result<Vec<String>> {
+    use sqlx::Connection;
+    const BADGE: &str = "select count(*) from dead_letters where app_id = (select id from apps order by created_at desc limit 1) and resolved_at is null";
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("explain query plan {BADGE}"))
+                .fetch_all(&mut conn)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.3).collect())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let schema = store::schema::schema();
+        sqlx::query(&format!("set search_path to \"{schema}\""))
+            .execute(&mut conn)
+            .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("explain {BADGE}"))
+            .fetch_all(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}
+
+/// On PostgreSQL, `VACUUM (ANALYZE)` the dead letters just written, as
+/// autovacuum would soon after: planner statistics, and a visibility map
+/// that lets the badge count read the index alone.
+async fn settle_statistics(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let schema = store::schema::schema();
+        sqlx::query(&format!("vacuum (analyze) \"{schema}\".dead_letters"))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A temporary directory removed on drop.
