@@ -799,3 +799,76 @@ async fn bulk_replay_of_ten_thousand(db: &TestDb) {
     );
     stop.cancel();
 }
+
+/// The binary: `token create|list|revoke` and `serve --http` on a port of
+/// its choosing, answering with the token it printed until it is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_what_its_tokens_open() {
+    use picloud_tests::cli;
+    use std::io::BufRead;
+    let db = picloud_tests::db::sqlite().await;
+    let url = db.url.as_str();
+    cli::ok(url, &["app", "create", "shop", "--admin", ADMIN]);
+    let secret = cli::ok(url, &["token", "create", ADMIN, "--name", "laptop"]);
+    let secret = secret.trim().to_owned();
+    assert!(secret.starts_with("pct_"), "{secret}");
+    let listed = cli::ok(url, &["token", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["name"], "laptop");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "a listing shows no secret"
+    );
+    let stored = db
+        .count("select count(*) from api_tokens where secret_sha256 like 'pct_%'")
+        .await;
+    assert_eq!(stored, 0, "only the hash is stored");
+
+    let mut serve = std::process::Command::new(picloud_tests::db::host_bin())
+        .args(["--database-url", url, "serve", "--http", "127.0.0.1:0"])
+        .env(
+            "PICLOUD_CACHE_DIR",
+            std::env::temp_dir().join("picloud-cli-test-cache"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("http: listening on ")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let whoami = || async {
+        Client::new()
+            .get(format!("{base}/api/v1/whoami"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+    };
+    let me: Value = whoami().await.json().await.unwrap();
+    assert_eq!(me["principal"], ADMIN);
+    let page = Client::new().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(page.text().await.unwrap().contains("PiCloud trigger host"));
+
+    let id = listed[0]["id"].as_str().unwrap();
+    cli::ok(url, &["token", "revoke", id]);
+    assert_eq!(whoami().await.status(), StatusCode::UNAUTHORIZED);
+    let r = cli::run(url, &["token", "revoke", "nope"]);
+    cli::assert_refused(&r, "revoking an unknown token", "unknown token 'nope'");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
