@@ -284,7 +284,7 @@ impl Dispatcher {
         let starts = Arc::new(Semaphore::new(instances as usize));
         let mut pending: Vec<Action> = Vec::new();
         let mut breaker = Breaker::default();
-        let mut subscription = self.subscribe(&breaker).await;
+        let mut subscription = self.subscribe(&mut breaker).await;
         let mut last_flush = Instant::now();
         let mut last_sweep = Instant::now();
         // Whether there may be rows to claim: at start, on a signal, on the
@@ -406,12 +406,21 @@ impl Dispatcher {
             }
             // The safety net of ordered triggers' parked rows (see
             // `OutboxRepo::release_parked`).
+            // Like every store call of the loop, bounded: a store that went
+            // away mid-sweep trips the breaker instead of holding the loop.
             if last_sweep.elapsed() >= SWEEP_EVERY && !breaker.is_open() {
                 last_sweep = Instant::now();
-                match s.store.release_parked().await {
-                    Ok(0) => {}
-                    Ok(_) => look = true,
-                    Err(e) => tracing::debug!(error = %e, "cannot sweep parked rows"),
+                let store = s.store.clone();
+                let sweep = tokio::spawn(async move { store.release_parked().await });
+                match tokio::time::timeout(CLAIM_LIMIT, sweep).await {
+                    Ok(Ok(Ok(0))) => {}
+                    Ok(Ok(Ok(_))) => look = true,
+                    Ok(Ok(Err(e))) => tracing::debug!(error = %e, "cannot sweep parked rows"),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "the sweep task failed"),
+                    Err(_) => breaker.trip(
+                        &format!("a sweep of parked rows got no answer within {CLAIM_LIMIT:?}"),
+                        &s.metrics,
+                    ),
                 }
             }
             if claimed_full || unblocked {
@@ -476,7 +485,7 @@ impl Dispatcher {
                     look = true;
                     breaker.count(&s.metrics);
                     if subscription.is_none() && breaker.may_claim() {
-                        subscription = self.subscribe(&breaker).await;
+                        subscription = self.subscribe(&mut breaker).await;
                     }
                 }
             }
@@ -498,8 +507,21 @@ impl Dispatcher {
         pending.extend(actions);
     }
 
-    async fn subscribe(&self, breaker: &Breaker) -> Option<Box<dyn Subscription>> {
-        match self.shared.store.subscribe().await {
+    /// Listen for store signals, waiting at most [`CLAIM_LIMIT`]: a store
+    /// that does not answer trips the breaker (and is said) instead of
+    /// holding the loop while tasks finish and nothing claims or commits.
+    async fn subscribe(&self, breaker: &mut Breaker) -> Option<Box<dyn Subscription>> {
+        let subscribed =
+            match tokio::time::timeout(CLAIM_LIMIT, self.shared.store.subscribe()).await {
+                Ok(subscribed) => subscribed,
+                Err(_) => {
+                    let late =
+                        format!("subscribing to its signals got no answer within {CLAIM_LIMIT:?}");
+                    breaker.trip(&late, &self.shared.metrics);
+                    return None;
+                }
+            };
+        match subscribed {
             Ok(sub) => Some(sub),
             Err(e) if breaker.is_open() => {
                 tracing::debug!(error = %e, "cannot subscribe to store signals yet; polling");
