@@ -71,6 +71,27 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
     panic!("timed out waiting for {what}");
 }
 
+/// Wait until the app has exactly one unresolved dead letter (through the
+/// badge route), and return it (through the listing).
+async fn the_unresolved_one(s: &Served, t: Option<&str>, what: &str) -> Value {
+    eventually(what, async || {
+        call(
+            s,
+            Method::GET,
+            "/api/v1/apps/shop/dead-letters/count",
+            t,
+            None,
+        )
+        .await
+        .1["unresolved"]
+            == 1
+    })
+    .await;
+    let path = "/api/v1/apps/shop/dead-letters?unresolved=true";
+    let (_, page) = call(s, Method::GET, path, t, None).await;
+    page["items"][0].clone()
+}
+
 async fn every_endpoint_answers(db: &TestDb) {
     let app = host::app(&db.store, "shop").await;
     let s = served(db).await;
@@ -239,26 +260,12 @@ async fn every_endpoint_answers(db: &TestDb) {
     assert_eq!(frame["outcome"], "failed", "{frame}");
     assert!(frame["logs"].to_string().contains("attempt 1"), "{frame}");
 
-    // Dead letters: one from the write (one attempt), and one from the delete? No:
-    // the trigger fires on set only.
-    eventually("the dead letter", async || {
-        call(&s, M::GET, "/api/v1/apps/shop/dead-letters/count", t, None)
-            .await
-            .1["unresolved"]
-            == 1
-    })
-    .await;
-    let (_, page) = call(
-        &s,
-        M::GET,
-        "/api/v1/apps/shop/dead-letters?unresolved=true",
-        t,
-        None,
-    )
-    .await;
-    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
+    // Dead letters: one from the write, after its one attempt (the trigger
+    // fires on set only).
+    let first = the_unresolved_one(&s, t, "the dead letter").await;
+    let id = first["id"].as_str().unwrap().to_owned();
     assert!(
-        page["items"][0]["last_error"]
+        first["last_error"]
             .as_str()
             .unwrap()
             .contains("always fails")
@@ -304,22 +311,10 @@ async fn every_endpoint_answers(db: &TestDb) {
         (StatusCode::OK, Some("replayed")),
         "{r}"
     );
-    eventually("the replay's dead letter", async || {
-        call(&s, M::GET, "/api/v1/apps/shop/dead-letters/count", t, None)
-            .await
-            .1["unresolved"]
-            == 1
-    })
-    .await;
-    let (_, page) = call(
-        &s,
-        M::GET,
-        "/api/v1/apps/shop/dead-letters?unresolved=true",
-        t,
-        None,
-    )
-    .await;
-    let second = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let second = the_unresolved_one(&s, t, "the replay's dead letter").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(second, id);
     let (_, r) = call(
         &s,
@@ -338,22 +333,10 @@ async fn every_endpoint_answers(db: &TestDb) {
         Some(json!(1)),
     )
     .await;
-    eventually("a third dead letter", async || {
-        call(&s, M::GET, "/api/v1/apps/shop/dead-letters/count", t, None)
-            .await
-            .1["unresolved"]
-            == 1
-    })
-    .await;
-    let (_, page) = call(
-        &s,
-        M::GET,
-        "/api/v1/apps/shop/dead-letters?unresolved=true",
-        t,
-        None,
-    )
-    .await;
-    let third = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let third = the_unresolved_one(&s, t, "a third dead letter").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, r) = call(
         &s,
         M::POST,
@@ -371,13 +354,7 @@ async fn every_endpoint_answers(db: &TestDb) {
         Some(json!(1)),
     )
     .await;
-    eventually("a fourth dead letter", async || {
-        call(&s, M::GET, "/api/v1/apps/shop/dead-letters/count", t, None)
-            .await
-            .1["unresolved"]
-            == 1
-    })
-    .await;
+    the_unresolved_one(&s, t, "a fourth dead letter").await;
     let (st, text) = call(
         &s,
         M::POST,

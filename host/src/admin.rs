@@ -64,6 +64,25 @@ fn grant_hint(principal: &str, scope: crate::auth::Scope) -> String {
     }
 }
 
+/// `found` when it belongs to `app`; otherwise not found, as if it did not
+/// exist (another app's things are not told).
+fn of_app<T>(
+    app: AppId,
+    owner: AppId,
+    what: &'static str,
+    id: impl ToString,
+    found: T,
+) -> Result<T> {
+    if owner == app {
+        return Ok(found);
+    }
+    Err(store::Error::NotFound {
+        what,
+        id: id.to_string(),
+    }
+    .into())
+}
+
 /// Result with [`AdminError`].
 pub type Result<T, E = AdminError> = std::result::Result<T, E>;
 
@@ -319,14 +338,8 @@ impl Admin {
 
     /// A trigger of `app`: [`store::Error::NotFound`] for another app's.
     async fn trigger_of(&self, app: AppId, id: TriggerId) -> Result<Trigger> {
-        match self.store.get_trigger(id).await? {
-            t if t.app_id == app => Ok(t),
-            _ => Err(store::Error::NotFound {
-                what: "trigger",
-                id: id.to_string(),
-            }
-            .into()),
-        }
+        let t = self.store.get_trigger(id).await?;
+        of_app(app, t.app_id, "trigger", id, t)
     }
 
     /// Enable or disable a trigger of `app` (`principal` needs
@@ -416,14 +429,8 @@ impl Admin {
     /// A dead letter of `app`: [`store::Error::NotFound`] for another
     /// app's, so that its existence is not told.
     pub async fn dead_letter_of(&self, app: AppId, id: DeadLetterId) -> Result<DeadLetter> {
-        match self.store.get_dead_letter(id).await? {
-            d if d.app_id == app => Ok(d),
-            _ => Err(store::Error::NotFound {
-                what: "dead letter",
-                id: id.to_string(),
-            }
-            .into()),
-        }
+        let d = self.store.get_dead_letter(id).await?;
+        of_app(app, d.app_id, "dead letter", id, d)
     }
 
     /// Resolve a dead letter of `app` (a replay re-enqueues it); `principal`
