@@ -162,6 +162,19 @@ impl Timestamp {
         Self(DateTime::from_timestamp(253_370_851_200, 0).expect("9999-01-02 is a valid time"))
     }
 
+    /// Parse an RFC 3339 time given as `what` (a flag or field name); the
+    /// error names it and shows the form wanted. The CLI's `--since` and
+    /// the API's `since` read times through here.
+    pub fn parse_rfc3339(what: &str, text: &str) -> Result<Self, String> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| Self::from_datetime(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                format!(
+                    "invalid {what} time '{text}': {e}; use RFC 3339, e.g. 2026-11-29T10:00:00Z"
+                )
+            })
+    }
+
     /// The current time, truncated to microseconds (what both backends keep).
     pub fn now() -> Self {
         Self::from_datetime(Utc::now())

@@ -616,16 +616,7 @@ struct DeadLetterPage {
 
 fn time(what: &str, text: Option<&str>) -> Answer<Option<Timestamp>> {
     text.map(|t| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .map(|t| Timestamp::from_datetime(t.with_timezone(&chrono::Utc)))
-            .map_err(|e| {
-                Problem::bad_request(
-                    "invalid_time",
-                    format!(
-                        "invalid {what} time '{t}': {e}; use RFC 3339, e.g. 2026-11-29T10:00:00Z"
-                    ),
-                )
-            })
+        Timestamp::parse_rfc3339(what, t).map_err(|e| Problem::bad_request("invalid_time", e))
     })
     .transpose()
 }

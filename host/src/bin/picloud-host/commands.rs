@@ -61,12 +61,7 @@ pub fn dead_letter_id(text: &str) -> Result<DeadLetterId> {
 }
 
 pub fn timestamp(what: &str, text: &str) -> Result<Timestamp> {
-    let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid {what} time '{text}': {e}; use RFC 3339, e.g. 2026-11-29T10:00:00Z"
-        )
-    })?;
-    Ok(Timestamp::from_datetime(t.with_timezone(&chrono::Utc)))
+    Timestamp::parse_rfc3339(what, text).map_err(anyhow::Error::msg)
 }
 
 pub async fn app(ctx: &Ctx, cmd: AppCmd) -> Result<()> {
