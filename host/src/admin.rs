@@ -17,7 +17,9 @@ use crate::model::{
     App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
     RunId, Script, ScriptId, Trigger, TriggerId, TriggerSpec,
 };
+use crate::outbound::HostPattern;
 use crate::runs::{Follower, Run, RunFilter};
+use crate::secrets::{AppVar, SecretKey};
 use crate::store::Member;
 use crate::store::{self, Store};
 
@@ -50,6 +52,9 @@ pub enum AdminError {
     /// The authorizer could not answer.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// A secret cannot be stored: the host has no key.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
 }
 
 /// How `principal` could get `scope`: the least role with it and the
@@ -81,6 +86,14 @@ fn of_app<T>(
         id: id.to_string(),
     }
     .into())
+}
+
+/// `pattern` in canonical form, or why it is not one.
+fn host_pattern(pattern: &str) -> Result<String> {
+    let parsed: HostPattern = pattern
+        .parse()
+        .map_err(|e: crate::outbound::PatternError| store::Error::Invalid(e.to_string()))?;
+    Ok(parsed.to_string())
 }
 
 /// Result with [`AdminError`].
@@ -170,12 +183,124 @@ impl TriggerOptions {
 pub struct Admin {
     store: Arc<dyn Store>,
     authorizer: Arc<dyn Authorizer>,
+    secret_key: Option<SecretKey>,
 }
 
 impl Admin {
     /// Operations over `store`, checked by `authorizer`.
     pub fn new(store: Arc<dyn Store>, authorizer: Arc<dyn Authorizer>) -> Self {
-        Admin { store, authorizer }
+        Admin {
+            store,
+            authorizer,
+            secret_key: None,
+        }
+    }
+
+    /// Seal secrets with `key` (`PICLOUD_SECRET_KEY`); without one,
+    /// [`Admin::set_var`] refuses secrets and says why.
+    pub fn with_secret_key(mut self, key: Option<SecretKey>) -> Self {
+        self.secret_key = key;
+        self
+    }
+
+    /// `Ok` when `principal` holds `capability`; `None` is the operator
+    /// (the CLI on the database), who may do anything.
+    async fn acting(&self, principal: Option<&str>, capability: Capability) -> Result<()> {
+        match principal {
+            Some(p) => require(&*self.authorizer, p, capability).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The app's allowed outbound hosts, canonical (needs
+    /// [`Capability::ConfigRead`]).
+    pub async fn hosts(&self, app: AppId, principal: Option<&str>) -> Result<Vec<String>> {
+        self.acting(principal, Capability::ConfigRead(app)).await?;
+        Ok(self.store.list_hosts(app).await?)
+    }
+
+    /// Allow the app's scripts to reach `pattern` (`scheme://host[:port]`,
+    /// host an exact name or `*.domain`; needs
+    /// [`Capability::AppManageConfig`]). Returns the canonical pattern and
+    /// whether it was new. A malformed pattern is refused before anything.
+    pub async fn allow_host(
+        &self,
+        app: AppId,
+        pattern: &str,
+        principal: Option<&str>,
+    ) -> Result<(String, bool)> {
+        let pattern = host_pattern(pattern)?;
+        self.acting(principal, Capability::AppManageConfig(app))
+            .await?;
+        let added = self.store.allow_host(app, &pattern).await?;
+        Ok((pattern, added))
+    }
+
+    /// Stop allowing `pattern` (needs [`Capability::AppManageConfig`]);
+    /// not found if it was not allowed. Returns the canonical pattern.
+    pub async fn deny_host(
+        &self,
+        app: AppId,
+        pattern: &str,
+        principal: Option<&str>,
+    ) -> Result<String> {
+        let pattern = host_pattern(pattern)?;
+        self.acting(principal, Capability::AppManageConfig(app))
+            .await?;
+        if !self.store.deny_host(app, &pattern).await? {
+            return Err(store::Error::NotFound {
+                what: "allowed host",
+                id: pattern,
+            }
+            .into());
+        }
+        Ok(pattern)
+    }
+
+    /// The app's variables, a secret without its value (needs
+    /// [`Capability::ConfigRead`]).
+    pub async fn vars(&self, app: AppId, principal: Option<&str>) -> Result<Vec<AppVar>> {
+        self.acting(principal, Capability::ConfigRead(app)).await?;
+        let vars = self.store.list_vars(app).await?;
+        Ok(vars.into_iter().map(AppVar::from).collect())
+    }
+
+    /// Set a variable, or with `secret` a secret, sealed with the host's
+    /// key (needs [`Capability::AppManageConfig`]). A secret without a key
+    /// is refused and nothing is stored.
+    pub async fn set_var(
+        &self,
+        app: AppId,
+        name: &str,
+        value: &str,
+        secret: bool,
+        principal: Option<&str>,
+    ) -> Result<()> {
+        store::validate_var_name(name)?;
+        store::validate_var_value(value.len())?;
+        let stored = match (secret, &self.secret_key) {
+            (false, _) => value.as_bytes().to_vec(),
+            (true, Some(key)) => key.seal(app, name, value),
+            (true, None) => return Err(crate::secrets::SecretError::NoKey.into()),
+        };
+        self.acting(principal, Capability::AppManageConfig(app))
+            .await?;
+        Ok(self.store.put_var(app, name, secret, &stored).await?)
+    }
+
+    /// Remove a variable or secret (needs [`Capability::AppManageConfig`]);
+    /// not found if there was none.
+    pub async fn unset_var(&self, app: AppId, name: &str, principal: Option<&str>) -> Result<()> {
+        self.acting(principal, Capability::AppManageConfig(app))
+            .await?;
+        if !self.store.remove_var(app, name).await? {
+            return Err(store::Error::NotFound {
+                what: "variable",
+                id: name.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Register a trigger of `app` as `principal`, who needs

@@ -113,6 +113,16 @@ pub enum Capability {
     LogsRead(AppId),
     /// Add, change or remove the app's members.
     AppManageMembers(AppId),
+    /// Set or remove the app's variables and secrets, and its allowed
+    /// outbound hosts.
+    AppManageConfig(AppId),
+    /// Read the app's variables (a secret's name, not its value) and its
+    /// allowed outbound hosts.
+    ConfigRead(AppId),
+    /// Read a secret's value: only a script does, through `wasi:config`.
+    SecretRead(AppId),
+    /// Make outbound HTTP requests (to the app's allowed hosts).
+    HttpOutbound(AppId),
 }
 
 impl Capability {
@@ -121,9 +131,12 @@ impl Capability {
         match self {
             Capability::AppManageTriggers(_)
             | Capability::AppDeadLetterManage(_)
-            | Capability::AppManageMembers(_) => Scope::AppAdmin,
-            Capability::KvRead(_) => Scope::AppRead,
-            Capability::KvWrite(_) => Scope::AppWrite,
+            | Capability::AppManageMembers(_)
+            | Capability::AppManageConfig(_) => Scope::AppAdmin,
+            Capability::KvRead(_) | Capability::ConfigRead(_) => Scope::AppRead,
+            Capability::KvWrite(_) | Capability::SecretRead(_) | Capability::HttpOutbound(_) => {
+                Scope::AppWrite
+            }
             Capability::ScriptDeploy(_) => Scope::AppDeploy,
             Capability::ScriptInvoke(_) => Scope::AppInvoke,
             Capability::LogsRead(_) => Scope::AppLogs,
@@ -140,7 +153,11 @@ impl Capability {
             | Capability::ScriptDeploy(a)
             | Capability::ScriptInvoke(a)
             | Capability::LogsRead(a)
-            | Capability::AppManageMembers(a) => a,
+            | Capability::AppManageMembers(a)
+            | Capability::AppManageConfig(a)
+            | Capability::ConfigRead(a)
+            | Capability::SecretRead(a)
+            | Capability::HttpOutbound(a) => a,
         }
     }
 }

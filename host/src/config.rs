@@ -258,6 +258,21 @@ pub struct SandboxCeiling {
     /// may define (a Rust trigger script has 2; a core module has one at
     /// most, so this cap binds only when set below the core instances').
     pub component_tables: u32,
+    /// `PICLOUD_OUTBOUND_MAX_REQUESTS` (default 16): outbound HTTP requests
+    /// per invocation.
+    pub outbound_max_requests: u32,
+    /// `PICLOUD_OUTBOUND_TIMEOUT_MS` (default 3000): one outbound request,
+    /// from connecting to its last body byte; never past the invocation's
+    /// deadline.
+    pub outbound_timeout: Duration,
+    /// `PICLOUD_OUTBOUND_MAX_RESPONSE_BYTES` (default 1 MiB): the largest
+    /// response body a script may read.
+    pub outbound_response_bytes: u64,
+    /// `PICLOUD_OUTBOUND_ALLOW_NETS` (default none): address ranges outbound
+    /// requests may reach although they are not public (loopback, private,
+    /// link-local), as CIDRs separated by commas. The operator's switch for
+    /// services on the host's own network; apps still need an allowed host.
+    pub outbound_allow_nets: Vec<crate::outbound::IpNet>,
 }
 
 /// The variables of the per-invocation budgets and per-component caps, as
@@ -275,6 +290,14 @@ pub mod vars {
     pub const MEMORIES: &str = "PICLOUD_COMPONENT_MAX_MEMORIES";
     /// [`super::SandboxCeiling::component_tables`].
     pub const TABLES: &str = "PICLOUD_COMPONENT_MAX_TABLES";
+    /// [`super::SandboxCeiling::outbound_max_requests`].
+    pub const OUTBOUND_REQUESTS: &str = "PICLOUD_OUTBOUND_MAX_REQUESTS";
+    /// [`super::SandboxCeiling::outbound_timeout`].
+    pub const OUTBOUND_TIMEOUT: &str = "PICLOUD_OUTBOUND_TIMEOUT_MS";
+    /// [`super::SandboxCeiling::outbound_response_bytes`].
+    pub const OUTBOUND_RESPONSE_BYTES: &str = "PICLOUD_OUTBOUND_MAX_RESPONSE_BYTES";
+    /// [`super::SandboxCeiling::outbound_allow_nets`].
+    pub const OUTBOUND_ALLOW_NETS: &str = "PICLOUD_OUTBOUND_ALLOW_NETS";
 }
 
 impl Default for SandboxCeiling {
@@ -292,6 +315,10 @@ impl Default for SandboxCeiling {
             component_core_instances: 16,
             component_memories: 2,
             component_tables: 16,
+            outbound_max_requests: 16,
+            outbound_timeout: Duration::from_millis(3000),
+            outbound_response_bytes: 1 << 20,
+            outbound_allow_nets: Vec::new(),
         }
     }
 }
@@ -323,6 +350,25 @@ impl SandboxCeiling {
             component_core_instances: int(src, vars::CORE_INSTANCES, 16, 1, 1000)? as u32,
             component_memories: int(src, vars::MEMORIES, 2, 1, 100)? as u32,
             component_tables: int(src, vars::TABLES, 16, 1, 1000)? as u32,
+            outbound_max_requests: int(src, vars::OUTBOUND_REQUESTS, 16, 0, 1 << 20)? as u32,
+            outbound_timeout: Duration::from_millis(int(
+                src,
+                vars::OUTBOUND_TIMEOUT,
+                3000,
+                1,
+                3_600_000,
+            )?),
+            outbound_response_bytes: int(src, vars::OUTBOUND_RESPONSE_BYTES, 1 << 20, 0, 1 << 32)?,
+            outbound_allow_nets: match src.get(vars::OUTBOUND_ALLOW_NETS) {
+                None => Vec::new(),
+                Some(text) => {
+                    crate::outbound::parse_nets(&text).map_err(|expected| ConfigError {
+                        var: vars::OUTBOUND_ALLOW_NETS,
+                        value: text.clone(),
+                        expected,
+                    })?
+                }
+            },
         })
     }
 

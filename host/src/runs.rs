@@ -443,7 +443,8 @@ impl Follower {
 
 /// The name a run records for the limit behind `error`, if a limit ended
 /// it: `timeout`, `memory`, `log`, `host_calls`, `enqueued_events`,
-/// `host_bytes`, `table`, `stack` or `reply`.
+/// `host_bytes`, `table`, `stack`, `reply`, `outbound_requests`,
+/// `outbound_timeout` or `outbound_body`.
 pub fn limit_name(error: &InvokeError) -> Option<&'static str> {
     use crate::runtime::LimitExceeded as L;
     Some(match error {
@@ -457,6 +458,9 @@ pub fn limit_name(error: &InvokeError) -> Option<&'static str> {
             L::Enqueued { .. } => "enqueued_events",
             L::HostBytes { .. } => "host_bytes",
             L::Table { .. } => "table",
+            L::OutboundRequests { .. } => "outbound_requests",
+            L::OutboundTimeout { .. } => "outbound_timeout",
+            L::OutboundBody { .. } => "outbound_body",
         },
         _ => return None,
     })

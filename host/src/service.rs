@@ -57,6 +57,9 @@ pub struct HostOptions {
     pub dispatch: DispatchOptions,
     /// How often `serve` runs garbage collection.
     pub gc_interval: Duration,
+    /// `PICLOUD_SECRET_KEY`: seals and opens the apps' secrets
+    /// ([`crate::secrets`]). Without it no secret is stored or read.
+    pub secret_key: Option<crate::secrets::SecretKey>,
 }
 
 impl HostOptions {
@@ -66,13 +69,23 @@ impl HostOptions {
             cache_dir: default_cache_dir(),
             dispatch: DispatchOptions::for_timeout(ceiling.timeout),
             gc_interval: Duration::from_secs(3600),
+            secret_key: None,
         }
     }
 
-    /// Defaults for a sandbox ceiling, with the dispatch lease from the
-    /// process environment (`PICLOUD_DISPATCH_LEASE_MS`).
+    /// Defaults for a sandbox ceiling, with the dispatch lease
+    /// (`PICLOUD_DISPATCH_LEASE_MS`) and the secret key
+    /// (`PICLOUD_SECRET_KEY`) from the process environment. A malformed key
+    /// is an error that does not show it.
     pub fn from_env(ceiling: &SandboxCeiling) -> Result<Self, crate::config::ConfigError> {
+        let secret_key =
+            crate::secrets::SecretKey::from_env().map_err(|e| crate::config::ConfigError {
+                var: crate::secrets::SECRET_KEY_VAR,
+                value: "(not shown)".into(),
+                expected: e.to_string(),
+            })?;
         Ok(HostOptions {
+            secret_key,
             dispatch: DispatchOptions::from_env(ceiling.timeout)?,
             ..Self::new(ceiling)
         })
@@ -236,7 +249,8 @@ impl TriggerHost {
             store.clone(),
             authorizer.clone(),
             options.cache_dir.clone(),
-        )?;
+        )?
+        .with_secret_key(options.secret_key.clone());
         Ok(TriggerHost {
             shared: Arc::new(Shared {
                 store,
@@ -318,6 +332,7 @@ impl TriggerHost {
     /// [`Admin::dead_letter_history`], [`Admin::follow_runs`]).
     pub fn admin(&self) -> Admin {
         Admin::new(self.shared.store.clone(), self.authorizer.clone())
+            .with_secret_key(self.options.secret_key.clone())
     }
 
     /// The dispatcher's policy.

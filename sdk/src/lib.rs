@@ -330,6 +330,7 @@ use serde::de::DeserializeOwned;
 pub use picloud_sdk_macros::handler;
 pub use serde_json;
 
+pub mod config;
 pub mod dead_letters;
 mod event;
 pub mod kv;
@@ -352,6 +353,7 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "::picloud_sdk::__private::bindings",
+            generate_all,
         });
     }
 

@@ -10,4 +10,17 @@
 pub(crate) use crate::__private::bindings::picloud::trigger::{dead_letters, kv, log};
 
 #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
-pub(crate) use crate::testing::host::{dead_letters, kv, log};
+pub(crate) use crate::testing::host::{config, dead_letters, kv, log};
+
+/// `wasi:config/store`, its errors as the SDK's.
+#[cfg(not(all(feature = "testing", not(target_arch = "wasm32"))))]
+pub(crate) mod config {
+    use crate::__private::bindings::wasi::config::store::{self, Error};
+
+    pub(crate) fn get(name: &str) -> Result<Option<String>, crate::Error> {
+        store::get(name).map_err(|e| match e {
+            Error::Upstream(m) => crate::Error::msg(format!("config: {m}")),
+            Error::Io(m) => crate::HostError::Unavailable(m).into(),
+        })
+    }
+}

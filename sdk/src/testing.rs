@@ -73,6 +73,7 @@ struct State {
     writes: Vec<Write>,
     logs: Vec<String>,
     failures: HashMap<String, VecDeque<HostError>>,
+    vars: HashMap<String, String>,
 }
 
 thread_local! {
@@ -88,6 +89,13 @@ impl TestHost {
     /// An empty host.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Seed one of the app's variables or secrets, for
+    /// [`config::get`](crate::config::get).
+    pub fn seed_var(&self, name: &str, value: &str) -> &Self {
+        self.0.borrow_mut().vars.insert(name.into(), value.into());
+        self
     }
 
     /// Seed a KV entry at version 1 (not recorded as a write).
@@ -287,6 +295,15 @@ fn names(collection: &str, key: &str) -> Result<(String, String), RawHostError> 
 
 /// The host side, with the bindings' signatures (see `crate::sys`).
 pub(crate) mod host {
+    pub(crate) mod config {
+        use super::super::{HostError, with};
+
+        pub(crate) fn get(name: &str) -> Result<Option<String>, crate::Error> {
+            with("config.get", |s| Ok(s.vars.get(name).cloned()))
+                .map_err(|e| crate::Error::from(HostError::from(e)))
+        }
+    }
+
     pub(crate) mod kv {
         use serde_json::Value;
 

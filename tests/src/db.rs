@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Every table the migrations create, on both backends.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 16] = [
     "apps",
     "app_members",
     "scripts",
@@ -37,6 +37,8 @@ pub const TABLES: [&str; 14] = [
     "invocation_replies",
     "runs",
     "api_tokens",
+    "app_config",
+    "app_outbound_hosts",
 ];
 
 /// The prefix of every database these tests create.

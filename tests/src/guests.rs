@@ -43,6 +43,13 @@ pub const ALWAYS_FAILS: &str = env!("PICLOUD_GUEST_ALWAYS_FAILS");
 /// `{"mode": ...}` says; replays every dead letter it is given.
 pub const TENANT_ABUSE: &str = env!("PICLOUD_GUEST_TENANT_ABUSE");
 
+/// tests/fixtures/http-probe: makes the outbound HTTP requests `{"url": ...}`
+/// describes (wstd over wasi:http) and replies with what happened.
+pub const HTTP_PROBE: &str = env!("PICLOUD_GUEST_HTTP_PROBE");
+/// examples/webhook-notifier: dead_letter trigger, posts a summary to the
+/// app variable `WEBHOOK_URL`, resolves `handled_by_script` on a 2xx.
+pub const WEBHOOK_NOTIFIER: &str = env!("PICLOUD_GUEST_WEBHOOK_NOTIFIER");
+
 /// The directory holding every built component (`<name>.wasm`).
 pub const DIR: &str = env!("PICLOUD_GUESTS_DIR");
 

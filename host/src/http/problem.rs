@@ -127,6 +127,11 @@ impl From<AdminError> for Problem {
                 e.to_string(),
             ),
             AdminError::Auth(_) => authorizer_failed(&e),
+            AdminError::Secret(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "secrets_unavailable",
+                e.to_string(),
+            ),
         }
     }
 }

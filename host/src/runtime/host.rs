@@ -36,10 +36,12 @@ use tokio::time::Instant;
 use serde_json::Value;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::limits::{Budget, Limiter, LogBuffer, LogLevel};
 use crate::auth::{Authorizer, Capability};
 use crate::model::{AppId, DeadLetter, DeadLetterFilter, DeadLetterId, Resolution};
+use crate::secrets::SecretKey;
 use crate::store::{self, Store};
 
 wasmtime::component::bindgen!({
@@ -52,7 +54,7 @@ wasmtime::component::bindgen!({
 use picloud::trigger::dead_letters as wit_dl;
 use picloud::trigger::kv as wit_kv;
 use picloud::trigger::log as wit_log;
-use picloud::trigger::types::HostError;
+pub(super) use picloud::trigger::types::HostError;
 
 /// What host calls need from the outside world.
 pub struct Services {
@@ -60,6 +62,9 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     /// Who may do what.
     pub authorizer: Arc<dyn Authorizer>,
+    /// The key that opens the app's secrets (`PICLOUD_SECRET_KEY`), if the
+    /// host has one.
+    pub secret_key: Option<SecretKey>,
 }
 
 /// Who a script runs as, and for which event.
@@ -132,6 +137,8 @@ pub struct State {
     pub(super) services: Arc<Services>,
     pub(super) watch: Arc<StorageWatch>,
     pub(super) budget: Budget,
+    pub(super) http: WasiHttpCtx,
+    pub(super) hooks: super::http::Hooks,
 }
 
 impl WasiView for State {
@@ -139,6 +146,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -154,19 +171,15 @@ const MAX_ANSWER_BYTES: u64 = 4 << 20;
 /// What a host call needs, detached from the store so the call's future
 /// holds only `Send + Sync` data across its awaits.
 #[derive(Clone)]
-struct Call {
+pub(super) struct Call {
     services: Arc<Services>,
     call: CallContext,
     watch: Arc<StorageWatch>,
 }
 
 impl State {
-    fn call(&self) -> Call {
-        Call {
-            services: self.services.clone(),
-            call: self.call.clone(),
-            watch: self.watch.clone(),
-        }
+    pub(super) fn call(&self) -> Call {
+        Call::new(self.services.clone(), self.call.clone(), self.watch.clone())
     }
 }
 
@@ -174,10 +187,40 @@ impl State {
 const STORAGE_LATE: &str = "storage did not answer before the invocation's deadline, try again";
 
 impl Call {
+    pub(super) fn new(
+        services: Arc<Services>,
+        call: CallContext,
+        watch: Arc<StorageWatch>,
+    ) -> Call {
+        Call {
+            services,
+            call,
+            watch,
+        }
+    }
+
+    /// The invocation's app.
+    pub(super) fn app_id(&self) -> AppId {
+        self.call.app_id
+    }
+
+    /// When the invocation's time is up.
+    pub(super) fn deadline(&self) -> Instant {
+        self.call.deadline
+    }
+
+    /// The key that opens secrets, if the host has one.
+    pub(super) fn secret_key(&self) -> Option<&SecretKey> {
+        self.services.secret_key.as_ref()
+    }
+
     /// Wait for a storage operation, at most until the invocation's
     /// deadline, and translate its error for the guest. A storage failure
     /// (not a refusal of the arguments) is reported to the [`StorageWatch`].
-    async fn storage<T>(&self, op: impl Future<Output = store::Result<T>>) -> Result<T, HostError> {
+    pub(super) async fn storage<T>(
+        &self,
+        op: impl Future<Output = store::Result<T>>,
+    ) -> Result<T, HostError> {
         self.watch.waiting.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout_at(self.call.deadline, op).await;
         self.watch.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -203,7 +246,7 @@ impl Call {
 
     /// `Ok(())` when the principal the script runs as holds `cap` now, and
     /// so does whoever deployed its code; else the guest-visible error.
-    async fn check(&self, cap: Capability) -> Result<(), HostError> {
+    pub(super) async fn check(&self, cap: Capability) -> Result<(), HostError> {
         let checked = self.check_both(cap).await;
         if matches!(checked, Err(HostError::PermissionDenied)) {
             self.watch.denied.store(true, Ordering::Relaxed);
@@ -249,7 +292,7 @@ impl Call {
         }
     }
 
-    fn store(&self) -> &dyn Store {
+    pub(super) fn store(&self) -> &dyn Store {
         &*self.services.store
     }
 
@@ -305,7 +348,7 @@ impl Call {
 /// Translate a store error into what a guest may see: no raw database text.
 /// Only trouble that trying again may cure is `unavailable`; a database
 /// refusing the arguments themselves is `invalid-argument`.
-fn guest_error(e: store::Error) -> HostError {
+pub(super) fn guest_error(e: store::Error) -> HostError {
     match e {
         store::Error::NotFound { what, id } => HostError::NotFound(format!("{what} '{id}'")),
         store::Error::Invalid(m) => HostError::InvalidArgument(m),
@@ -534,7 +577,7 @@ fn from_wit_resolution(r: wit_dl::Resolution) -> Resolution {
 
 /// What a dead letter's fixed-size fields (four ids, four times, counts)
 /// cost an answer, about their size as the guest receives them.
-const DEAD_LETTER_FIXED_BYTES: usize = 160;
+pub(super) const DEAD_LETTER_FIXED_BYTES: usize = 160;
 
 /// What a dead letter's answer costs the invocation: its text fields and
 /// [`DEAD_LETTER_FIXED_BYTES`].

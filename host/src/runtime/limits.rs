@@ -46,6 +46,34 @@ pub enum LimitExceeded {
         /// The budget.
         limit: u64,
     },
+    /// More outbound HTTP requests than one invocation may make.
+    #[error(
+        "outbound request limit of {limit} per invocation exceeded (PICLOUD_OUTBOUND_MAX_REQUESTS)"
+    )]
+    OutboundRequests {
+        /// The budget.
+        limit: u32,
+    },
+    /// An outbound request ran past the per-request timeout.
+    #[error(
+        "outbound request timeout of {ms} ms exceeded by {request} (PICLOUD_OUTBOUND_TIMEOUT_MS)"
+    )]
+    OutboundTimeout {
+        /// The timeout.
+        ms: u64,
+        /// The request: method and URL without its query.
+        request: String,
+    },
+    /// An outbound response body larger than a script may read.
+    #[error(
+        "outbound response body limit of {limit} bytes exceeded by {request} (PICLOUD_OUTBOUND_MAX_RESPONSE_BYTES)"
+    )]
+    OutboundBody {
+        /// The limit.
+        limit: u64,
+        /// The request: method and URL without its query.
+        request: String,
+    },
     /// Table growth past a sane bound.
     #[error("table limit {elements} elements exceeded")]
     Table {

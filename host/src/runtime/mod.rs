@@ -11,7 +11,12 @@
 //! WASI is linked so ordinary Rust components instantiate, but the context
 //! grants nothing beyond clocks and random: no preopened directories, no
 //! sockets, no environment, no arguments, and stdout/stderr go to the
-//! invocation's bounded log.
+//! invocation's bounded log. The one way out is `wasi:http`'s outgoing
+//! handler, to the app's allowed hosts only (`http`), and the one way in
+//! beyond the host calls is `wasi:config`, the app's variables (`vars`).
+//!
+//! Every released guest contract is linked (`compat`): the current
+//! `picloud:trigger@0.2.0` and the last release of each older minor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,14 +31,18 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::auth::Authorizer;
 use crate::config::SandboxCeiling;
 use crate::model::{AppId, EventId, Script, ScriptId, TriggerId};
+use crate::secrets::SecretKey;
 use crate::store::Store;
 
 mod cache;
+mod compat;
 mod deploy;
 pub mod engine;
 mod host;
+mod http;
 pub mod limits;
 mod stdio;
+mod vars;
 
 pub use cache::{CacheStats, LoadError};
 pub use deploy::{DeployError, sha256_hex, validate_name};
@@ -42,6 +51,7 @@ pub use limits::{LimitExceeded, LogLevel, LogLine};
 
 use cache::ScriptCache;
 use host::State;
+use http::{Hooks, Outbound, OutboundLimits};
 use limits::{Budget, Limiter, LogBuffer};
 use stdio::LogPipe;
 
@@ -201,6 +211,7 @@ pub struct Runtime {
     cache: ScriptCache,
     services: Arc<Services>,
     ceiling: SandboxCeiling,
+    outbound: OutboundLimits,
     permits: Arc<Semaphore>,
     /// Recent invocations' wall time, µs (an exponential moving average).
     recent_us: AtomicU64,
@@ -219,7 +230,13 @@ impl Runtime {
         let engine = engine::build(&ceiling).map_err(setup)?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
         host::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(setup)?;
+        compat::v0_1::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut linker,
             |s| s,
         )
@@ -229,10 +246,31 @@ impl Runtime {
             permits: Arc::new(Semaphore::new(ceiling.max_instances as usize)),
             engine,
             linker,
-            services: Arc::new(Services { store, authorizer }),
+            services: Arc::new(Services {
+                store,
+                authorizer,
+                secret_key: None,
+            }),
+            outbound: OutboundLimits {
+                max_requests: ceiling.outbound_max_requests,
+                timeout: ceiling.outbound_timeout,
+                max_body: ceiling.outbound_response_bytes,
+                allow_nets: ceiling.outbound_allow_nets.clone().into(),
+            },
             ceiling,
             recent_us: AtomicU64::new(0),
         })
+    }
+
+    /// Open the apps' secrets with `key` (`PICLOUD_SECRET_KEY`). Without a
+    /// key, a script that reads a secret is told the host has none.
+    pub fn with_secret_key(mut self, key: Option<SecretKey>) -> Self {
+        self.services = Arc::new(Services {
+            store: self.services.store.clone(),
+            authorizer: self.services.authorizer.clone(),
+            secret_key: key,
+        });
+        self
     }
 
     /// The engine.
@@ -356,18 +394,24 @@ impl Runtime {
             .build();
         // The guest's deadline starts before instantiation, as it always has.
         let deadline = Instant::now() + self.ceiling.timeout;
+        let call = CallContext {
+            app_id: input.app_id,
+            principal: input.principal.clone(),
+            deployer,
+            depth: input.depth,
+            deadline: deadline.into(),
+        };
+        let outbound = Outbound::new(
+            host::Call::new(self.services.clone(), call.clone(), watch.clone()),
+            log.clone(),
+            self.outbound.clone(),
+        );
         let state = State {
             wasi,
             table: ResourceTable::new(),
             limiter: Limiter::new(self.ceiling.memory_bytes),
             log: log.clone(),
-            call: CallContext {
-                app_id: input.app_id,
-                principal: input.principal.clone(),
-                deployer,
-                depth: input.depth,
-                deadline: deadline.into(),
-            },
+            call,
             services: self.services.clone(),
             watch: watch.clone(),
             budget: Budget::new(
@@ -375,15 +419,22 @@ impl Runtime {
                 self.ceiling.max_enqueued,
                 self.ceiling.host_bytes,
             ),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: Hooks(outbound.clone()),
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Guest code yields to the executor on every epoch tick, so a guest
         // that spins cannot hold a worker thread for its whole deadline and
         // starve the invocations beside it (whose deadlines keep running);
-        // once its own deadline has passed, the next tick traps it.
+        // once its own deadline has passed, the next tick traps it, as it
+        // does once an outbound request tripped a limit.
         store.set_epoch_deadline(1);
+        let tripped = outbound.clone();
         store.epoch_deadline_callback(move |_| {
+            if let Some(limit) = tripped.tripped() {
+                return Err(limit.into());
+            }
             if Instant::now() >= deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
@@ -420,6 +471,10 @@ impl Runtime {
                 ms: timeout.as_millis(),
             }),
         };
+        // An outbound limit fails the invocation however the script answered.
+        if let Some(limit) = outbound.tripped() {
+            return Err(InvokeError::Limit(limit));
+        }
         result.map_err(|e| e.blame_storage(watch.cause()))
     }
 

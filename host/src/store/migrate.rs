@@ -45,6 +45,8 @@ pub(crate) const TABLES: &[&str] = &[
     "invocation_replies",
     "runs",
     "api_tokens",
+    "app_config",
+    "app_outbound_hosts",
 ];
 
 /// The host's PostgreSQL functions (their argument lists are empty).

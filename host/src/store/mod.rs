@@ -436,6 +436,72 @@ pub trait TokenRepo: Send + Sync {
     async fn find_token(&self, secret_sha256: &str) -> Result<Option<ApiToken>>;
 }
 
+/// One of an app's variables as stored: a variable's UTF-8 text, or a
+/// secret's sealed bytes ([`crate::secrets`]).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredVar {
+    /// The variable's name.
+    pub name: String,
+    /// Whether it is a secret (its value sealed).
+    pub secret: bool,
+    /// The text, or the sealed bytes.
+    pub value: Vec<u8>,
+    /// When it was last set.
+    pub updated_at: Timestamp,
+}
+
+/// What scripts read and where they may reach: an app's variables and
+/// secrets ([`crate::secrets`]) and its allowed outbound hosts
+/// ([`crate::outbound`]). The store keeps them; it neither seals nor parses.
+#[async_trait]
+pub trait ConfigRepo: Send + Sync {
+    /// Create or replace variable `name` of `app`.
+    async fn put_var(&self, app: AppId, name: &str, secret: bool, value: &[u8]) -> Result<()>;
+    /// One variable, if the app has it.
+    async fn get_var(&self, app: AppId, name: &str) -> Result<Option<StoredVar>>;
+    /// Every variable of the app, by name.
+    async fn list_vars(&self, app: AppId) -> Result<Vec<StoredVar>>;
+    /// Remove a variable; whether it existed.
+    async fn remove_var(&self, app: AppId, name: &str) -> Result<bool>;
+    /// Add an allowed host pattern (canonical text); whether it was new.
+    async fn allow_host(&self, app: AppId, pattern: &str) -> Result<bool>;
+    /// Remove an allowed host pattern; whether it was there.
+    async fn deny_host(&self, app: AppId, pattern: &str) -> Result<bool>;
+    /// The app's allowed host patterns, in order.
+    async fn list_hosts(&self, app: AppId) -> Result<Vec<String>>;
+}
+
+/// Longest variable name.
+pub const MAX_VAR_NAME: usize = 128;
+/// Largest variable or secret value, in bytes.
+pub const MAX_VAR_VALUE: usize = 64 * 1024;
+
+/// A variable's name: 1 to [`MAX_VAR_NAME`] letters, digits, `_`, `-` or `.`.
+pub fn validate_var_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_VAR_NAME
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(Error::Invalid(format!(
+            "variable name '{}' is not 1 to {MAX_VAR_NAME} letters, digits, '_', '-' or '.'",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A variable's value: at most [`MAX_VAR_VALUE`] bytes.
+pub fn validate_var_value(len: usize) -> Result<()> {
+    if len > MAX_VAR_VALUE {
+        return Err(Error::Invalid(format!(
+            "value of {len} bytes exceeds the variable limit of {MAX_VAR_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// A whole store: every repository, on one backend.
 #[async_trait]
 pub trait Store:
@@ -449,6 +515,7 @@ pub trait Store:
     + ReplyRepo
     + RunRepo
     + TokenRepo
+    + ConfigRepo
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -38,9 +38,9 @@ use super::rows::{
 };
 use super::sql::{Built, Compact, Db, Run, Runs, Tuple};
 use super::{
-    AbandonedRepo, AppRepo, Backend, DeadLetterRepo, Error, KvRepo, Member, NewAbandoned,
-    OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store, StoredReply,
-    Subscription, TokenRepo, TriggerRepo,
+    AbandonedRepo, AppRepo, Backend, ConfigRepo, DeadLetterRepo, Error, KvRepo, Member,
+    NewAbandoned, OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store,
+    StoredReply, StoredVar, Subscription, TokenRepo, TriggerRepo,
 };
 use crate::auth::Role;
 use crate::model::{
@@ -1063,6 +1063,98 @@ impl<S: Dialect> TokenRepo for S {
         .arg(secret_sha256)
         .optional(&mut conn)
         .await?)
+    }
+}
+
+#[async_trait]
+impl<S: Dialect> ConfigRepo for S {
+    async fn put_var(&self, app: AppId, name: &str, secret: bool, value: &[u8]) -> Result<()> {
+        super::validate_var_name(name)?;
+        super::validate_var_value(value.len())?;
+        let mut conn = self.pool().acquire().await?;
+        S::query(
+            "insert into app_config (app_id, name, secret, value, updated_at)
+             values ($1, $2, $3, $4, $5)
+             on conflict (app_id, name) do update
+             set secret = excluded.secret, value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .arg(app)
+        .arg(name)
+        .arg(secret)
+        .arg(value)
+        .arg(Timestamp::now())
+        .run(&mut conn)
+        .await
+        .map_err(rows::unknown_app_on_fk(app))?;
+        Ok(())
+    }
+
+    async fn get_var(&self, app: AppId, name: &str) -> Result<Option<StoredVar>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(
+            "select name, secret, value, updated_at from app_config
+             where app_id = $1 and name = $2",
+        )
+        .arg(app)
+        .arg(name)
+        .optional(&mut conn)
+        .await?)
+    }
+
+    async fn list_vars(&self, app: AppId) -> Result<Vec<StoredVar>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(S::query(
+            "select name, secret, value, updated_at from app_config
+             where app_id = $1 order by name",
+        )
+        .arg(app)
+        .all(&mut conn)
+        .await?)
+    }
+
+    async fn remove_var(&self, app: AppId, name: &str) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let gone = S::query("delete from app_config where app_id = $1 and name = $2")
+            .arg(app)
+            .arg(name)
+            .run(&mut conn)
+            .await?;
+        Ok(gone > 0)
+    }
+
+    async fn allow_host(&self, app: AppId, pattern: &str) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let added = S::query(
+            "insert into app_outbound_hosts (app_id, pattern, created_at) values ($1, $2, $3)
+             on conflict (app_id, pattern) do nothing",
+        )
+        .arg(app)
+        .arg(pattern)
+        .arg(Timestamp::now())
+        .run(&mut conn)
+        .await
+        .map_err(rows::unknown_app_on_fk(app))?;
+        Ok(added > 0)
+    }
+
+    async fn deny_host(&self, app: AppId, pattern: &str) -> Result<bool> {
+        let mut conn = self.pool().acquire().await?;
+        let gone = S::query("delete from app_outbound_hosts where app_id = $1 and pattern = $2")
+            .arg(app)
+            .arg(pattern)
+            .run(&mut conn)
+            .await?;
+        Ok(gone > 0)
+    }
+
+    async fn list_hosts(&self, app: AppId) -> Result<Vec<String>> {
+        let mut conn = self.pool().acquire().await?;
+        let rows: Vec<(String,)> =
+            S::query("select pattern from app_outbound_hosts where app_id = $1 order by pattern")
+                .arg(app)
+                .all(&mut conn)
+                .await?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 }
 

@@ -249,6 +249,7 @@ pub(crate) trait Db:
     + Decodes<ReplyRow>
     + Decodes<RunRow>
     + Decodes<ApiToken>
+    + Decodes<super::StoredVar>
     + Decodes<(Option<EventId>,)>
     + Decodes<(String,)>
     + Decodes<(i32,)>

@@ -78,6 +78,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Delete dead letters, abandoned executions and runs past their retention.
     Gc,
+    /// Print a new random key for PICLOUD_SECRET_KEY (64 hex digits).
+    SecretKey,
     /// Walk through the whole lifecycle on a fresh SQLite database.
     Demo(DemoArgs),
     /// Measure the runtime and the dispatcher.
@@ -106,6 +108,93 @@ pub enum AppCmd {
     },
     /// List apps.
     List(Format),
+    /// Allow the app's scripts to make outbound HTTP requests to a host.
+    /// Nothing is allowed by default. A host that resolves to a loopback,
+    /// private or link-local address is refused anyway, unless the
+    /// operator allows its range (PICLOUD_OUTBOUND_ALLOW_NETS).
+    AllowHost {
+        /// App name or id.
+        app: String,
+        /// scheme://host[:port]: https://api.example.com,
+        /// https://*.example.com (every name under example.com),
+        /// http://10.0.0.5:8080. The port defaults to the scheme's.
+        pattern: String,
+    },
+    /// Stop allowing a host (the pattern as `app hosts` lists it, or any
+    /// spelling of it).
+    DenyHost {
+        /// App name or id.
+        app: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// List the hosts the app's scripts may reach.
+    Hosts {
+        /// App name or id.
+        app: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Set, list and remove the app's variables, which scripts read through
+    /// wasi:config (the SDK's `config::get`).
+    #[command(subcommand)]
+    Var(VarCmd),
+    /// Set and remove the app's secrets: variables encrypted at rest with
+    /// PICLOUD_SECRET_KEY, readable only by scripts, never listed.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+}
+
+/// `app var ...`
+#[derive(Subcommand, Debug)]
+pub enum VarCmd {
+    /// Set a variable (replacing a variable or secret of that name).
+    Set {
+        /// App name or id.
+        app: String,
+        /// Letters, digits, '_', '-' and '.'.
+        name: String,
+        /// The value (text); `-` reads it from standard input.
+        value: String,
+    },
+    /// List the app's variables and secrets; a secret's value is never shown.
+    List {
+        /// App name or id.
+        app: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Remove a variable or secret.
+    Unset {
+        /// App name or id.
+        app: String,
+        /// The name.
+        name: String,
+    },
+}
+
+/// `app secret ...`
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Set a secret, encrypted with PICLOUD_SECRET_KEY (replacing a variable
+    /// or secret of that name). Give `-` and pipe the value in, so that it
+    /// stays out of the shell's history.
+    Set {
+        /// App name or id.
+        app: String,
+        /// Letters, digits, '_', '-' and '.'.
+        name: String,
+        /// `-` reads the value from standard input (a trailing newline is
+        /// dropped); anything else is the value itself.
+        value: String,
+    },
+    /// Remove a secret.
+    Unset {
+        /// App name or id.
+        app: String,
+        /// The name.
+        name: String,
+    },
 }
 
 /// `member ...`

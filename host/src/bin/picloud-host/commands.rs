@@ -16,7 +16,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, TokenCmd, TriggerCmd,
+    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, SecretCmd, TokenCmd,
+    TriggerCmd, VarCmd,
 };
 use crate::table::Table;
 
@@ -89,7 +90,108 @@ pub async fn app(ctx: &Ctx, cmd: AppCmd) -> Result<()> {
             }
             t.print();
         }
+        AppCmd::AllowHost { app, pattern } => {
+            let app = ctx.app(&app).await?;
+            let (pattern, added) = ctx.admin().allow_host(app.id, &pattern, None).await?;
+            match added {
+                true => println!("{} may reach {pattern}", app.name),
+                false => println!("{} already may reach {pattern}", app.name),
+            }
+        }
+        AppCmd::DenyHost { app, pattern } => {
+            let app = ctx.app(&app).await?;
+            let pattern = ctx.admin().deny_host(app.id, &pattern, None).await?;
+            println!("{} may no longer reach {pattern}", app.name);
+        }
+        AppCmd::Hosts { app, format } => {
+            let app = ctx.app(&app).await?;
+            let hosts = ctx.admin().hosts(app.id, None).await?;
+            if format.json {
+                return print_json(&hosts);
+            }
+            let mut t = Table::new(["ALLOWED HOST"]);
+            for h in hosts {
+                t.row([h]);
+            }
+            t.print();
+        }
+        AppCmd::Var(cmd) => var(ctx, cmd).await?,
+        AppCmd::Secret(cmd) => secret(ctx, cmd).await?,
     }
+    Ok(())
+}
+
+/// `value`, or standard input when it is `-` (without its trailing newline).
+fn value_or_stdin(value: String) -> Result<String> {
+    if value != "-" {
+        return Ok(value);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("reading the value from standard input")?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+async fn var(ctx: &Ctx, cmd: VarCmd) -> Result<()> {
+    match cmd {
+        VarCmd::Set { app, name, value } => {
+            let app = ctx.app(&app).await?;
+            let value = value_or_stdin(value)?;
+            ctx.admin()
+                .set_var(app.id, &name, &value, false, None)
+                .await?;
+            println!("set variable {name} of {}", app.name);
+        }
+        VarCmd::List { app, format } => {
+            let app = ctx.app(&app).await?;
+            let vars = ctx.admin().vars(app.id, None).await?;
+            if format.json {
+                return print_json(&vars);
+            }
+            let mut t = Table::new(["NAME", "KIND", "VALUE", "UPDATED"]);
+            for v in vars {
+                let (kind, value) = match v.value {
+                    Some(value) => ("variable", value),
+                    None => ("secret", "(hidden)".to_owned()),
+                };
+                t.row([v.name, kind.to_owned(), value, v.updated_at.to_string()]);
+            }
+            t.print();
+        }
+        VarCmd::Unset { app, name } => unset(ctx, &app, &name).await?,
+    }
+    Ok(())
+}
+
+async fn secret(ctx: &Ctx, cmd: SecretCmd) -> Result<()> {
+    match cmd {
+        SecretCmd::Set { app, name, value } => {
+            // Checked first: without a key nothing is read or stored.
+            let key = picloud_host::secrets::SecretKey::from_env()?
+                .ok_or(picloud_host::secrets::SecretError::NoKey)?;
+            let app = ctx.app(&app).await?;
+            let value = value_or_stdin(value)?;
+            ctx.admin()
+                .with_secret_key(Some(key))
+                .set_var(app.id, &name, &value, true, None)
+                .await?;
+            println!("set secret {name} of {}", app.name);
+        }
+        SecretCmd::Unset { app, name } => unset(ctx, &app, &name).await?,
+    }
+    Ok(())
+}
+
+async fn unset(ctx: &Ctx, app: &str, name: &str) -> Result<()> {
+    let app = ctx.app(app).await?;
+    ctx.admin().unset_var(app.id, name, None).await?;
+    println!("removed {name} from {}", app.name);
     Ok(())
 }
 

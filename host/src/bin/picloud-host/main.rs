@@ -92,6 +92,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrated {} (backend {backend})", store::redact(&url));
         }
         Command::Demo(args) => demo::run(args).await?,
+        Command::SecretKey => println!("{}", picloud_host::secrets::SecretKey::generate()),
         Command::Bench(cmd) => bench::run(&url, cmd).await?,
         // Its own throwaway database, whatever --database-url says.
         Command::Run(args) => trial::run(args).await?,
@@ -187,6 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 Command::Migrate
                 | Command::Demo(_)
+                | Command::SecretKey
                 | Command::Bench(_)
                 | Command::Invoke(_)
                 | Command::Run(_) => {
