@@ -653,3 +653,67 @@ async fn spinning_guests_do_not_starve_their_neighbours() {
         assert!(took < Duration::from_millis(2500), "{took:?}");
     }
 }
+
+/// A script that floods outbound HTTP requests is stopped by the
+/// per-invocation request limit, with the limit named, while well-behaved
+/// scripts of the same app beside it reach the same server: no request
+/// past a flood's limit leaves the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_floods_stop_at_the_request_limit() {
+    use picloud_host::runtime::{InvokeError, LimitExceeded};
+    let db = picloud_tests::db::sqlite().await;
+    let s = &db.store;
+    let server = picloud_tests::web::Server::start().await;
+    let ceiling = picloud_host::config::SandboxCeiling {
+        timeout: Duration::from_secs(5),
+        outbound_max_requests: 4,
+        outbound_allow_nets: picloud_host::outbound::parse_nets("127.0.0.0/8").unwrap(),
+        ..h::ceiling()
+    };
+    let rt = Arc::new(h::runtime(s, ceiling));
+    let app = h::app(s, "floods").await;
+    picloud_host::admin::Admin::new(
+        s.clone(),
+        Arc::new(picloud_host::auth::MemberAuthorizer::new(s.clone())),
+    )
+    .allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
+    .await
+    .unwrap();
+    let script = h::deploy(&rt, app.id, "http-probe", picloud_tests::guests::HTTP_PROBE).await;
+    let run = |payload: Value| {
+        let (rt, script) = (rt.clone(), script.clone());
+        let inv = h::invocation(
+            app.id,
+            script.id,
+            picloud_host::model::source::HTTP,
+            "invoke",
+            payload,
+            ADMIN,
+        );
+        tokio::spawn(async move { rt.invoke(&script, inv).await })
+    };
+    let floods: Vec<_> = (0..8)
+        .map(|_| run(json!({"url": server.url("/hello"), "repeat": 1_000_000, "keep_going": true})))
+        .collect();
+    let good: Vec<_> = (0..8)
+        .map(|_| run(json!({"url": server.url("/hello")})))
+        .collect();
+    for flood in floods {
+        let failure = flood.await.unwrap().expect_err("a flood fails");
+        assert_eq!(
+            failure.error,
+            InvokeError::Limit(LimitExceeded::OutboundRequests { limit: 4 })
+        );
+        assert!(
+            failure.elapsed < Duration::from_secs(4),
+            "{:?}",
+            failure.elapsed
+        );
+    }
+    for good in good {
+        let ok = good.await.unwrap().expect("a neighbour succeeds");
+        let reply: Value = serde_json::from_slice(&ok.reply.unwrap()).unwrap();
+        assert_eq!(reply["status"], json!(200), "{reply}");
+    }
+    assert_eq!(server.requests(), 8 * 4 + 8);
+}

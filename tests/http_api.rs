@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 picloud_tests::contract!(
     every_endpoint_answers,
     refusals,
-    bulk_replay_of_ten_thousand
+    bulk_replay_of_ten_thousand,
+    allowed_hosts_variables_and_secrets,
 );
 
 /// A client call: method, path, token, optional JSON body; status and body.
@@ -426,6 +427,128 @@ async fn every_endpoint_answers(db: &TestDb) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
     }
+}
+
+/// The app's allowed hosts and variables through the API; a secret is
+/// written, never read back; a viewer reads but changes nothing.
+async fn allowed_hosts_variables_and_secrets(db: &TestDb) {
+    let app = host::app(&db.store, "shop").await;
+    db.store
+        .set_member(app.id, "victor", Role::Viewer)
+        .await
+        .unwrap();
+    let key =
+        picloud_host::secrets::SecretKey::parse(&picloud_host::secrets::SecretKey::generate())
+            .unwrap();
+    let host = {
+        let ceiling = host::ceiling();
+        let mut options = picloud_host::HostOptions::new(&ceiling);
+        options.cache_dir = Some(host::cache_dir());
+        options.secret_key = Some(key);
+        picloud_host::TriggerHost::new(
+            db.store.clone(),
+            std::sync::Arc::new(picloud_host::auth::MemberAuthorizer::new(db.store.clone())),
+            host::fast_retries(1),
+            ceiling,
+            options,
+        )
+        .unwrap()
+    };
+    let s = Served::start(host).await;
+    let alice = token(&db.store, ADMIN).await;
+    let victor = token(&db.store, "victor").await;
+    let (a, v) = (Some(alice.as_str()), Some(victor.as_str()));
+    use Method as M;
+
+    let hosts = "/api/v1/apps/shop/hosts";
+    let added = call(
+        &s,
+        M::POST,
+        hosts,
+        a,
+        Some(json!({"pattern": "HTTPS://*.Example.com"})),
+    )
+    .await;
+    assert_eq!(added.0, StatusCode::OK, "{}", added.1);
+    assert_eq!(
+        added.1,
+        json!({"pattern": "https://*.example.com:443", "added": true})
+    );
+    problem(
+        call(
+            &s,
+            M::POST,
+            hosts,
+            a,
+            Some(json!({"pattern": "example.com"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    );
+    problem(
+        call(
+            &s,
+            M::POST,
+            hosts,
+            v,
+            Some(json!({"pattern": "https://x.org"})),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+    );
+    assert_eq!(
+        call(&s, M::GET, hosts, v, None).await.1,
+        json!(["https://*.example.com:443"])
+    );
+    let deny = format!("{hosts}?pattern=https%3A%2F%2F*.example.com");
+    assert_eq!(
+        call(&s, M::DELETE, &deny, a, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        call(&s, M::DELETE, &deny, a, None).await,
+        StatusCode::NOT_FOUND,
+        "allowed_host_not_found",
+    );
+
+    let region = "/api/v1/apps/shop/vars/REGION";
+    let token_var = "/api/v1/apps/shop/vars/TOKEN";
+    let set = call(&s, M::PUT, region, a, Some(json!({"value": "eu-1"}))).await;
+    assert_eq!(set.0, StatusCode::NO_CONTENT, "{}", set.1);
+    let set = call(
+        &s,
+        M::PUT,
+        token_var,
+        a,
+        Some(json!({"value": "s3cret-api", "secret": true})),
+    )
+    .await;
+    assert_eq!(set.0, StatusCode::NO_CONTENT, "{}", set.1);
+    problem(
+        call(&s, M::PUT, region, v, Some(json!({"value": "us-1"}))).await,
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+    );
+    let (status, listed) = call(&s, M::GET, "/api/v1/apps/shop/vars", v, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["name"], "REGION");
+    assert_eq!(listed[0]["value"], "eu-1");
+    assert_eq!(listed[1]["name"], "TOKEN");
+    assert_eq!(listed[1]["secret"], true);
+    assert_eq!(listed[1]["value"], Value::Null);
+    assert!(!listed.to_string().contains("s3cret-api"));
+    assert_eq!(
+        call(&s, M::DELETE, token_var, a, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        call(&s, M::DELETE, token_var, a, None).await,
+        StatusCode::NOT_FOUND,
+        "variable_not_found",
+    );
+    assert_eq!(db.store.list_vars(app.id).await.unwrap().len(), 1);
 }
 
 async fn refusals(db: &TestDb) {

@@ -5,15 +5,10 @@
 //! (`tests/fixtures/http-probe`, `examples/webhook-notifier`) that use
 //! `wstd`'s client over `wasi:http`; on both backends.
 
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use picloud_host::admin::{Admin, TriggerOptions};
 use picloud_host::auth::{MemberAuthorizer, Role};
 use picloud_host::config::SandboxCeiling;
@@ -26,6 +21,7 @@ use picloud_host::store::Store;
 use picloud_tests::db::TestDb;
 use picloud_tests::guests;
 use picloud_tests::host::{self as h, ADMIN};
+use picloud_tests::web::Server;
 use serde_json::{Value, json};
 
 picloud_tests::contract!(
@@ -37,102 +33,6 @@ picloud_tests::contract!(
     secrets_are_sealed_read_by_scripts_and_shown_nowhere,
     webhook_notifier_resolves_or_gives_up,
 );
-
-/// What the test server saw and how it answers.
-#[derive(Default)]
-struct Seen {
-    requests: AtomicUsize,
-    hook_status: AtomicU16,
-    hooks: Mutex<Vec<(HeaderMap, Value)>>,
-    secrets: Mutex<Vec<String>>,
-}
-
-/// A real HTTP server on 127.0.0.1 and what it saw.
-struct Server {
-    port: u16,
-    seen: Arc<Seen>,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let seen = Arc::new(Seen::default());
-        seen.hook_status.store(200, Ordering::Relaxed);
-        let app = Router::new()
-            .route("/hello", get(|| async { "hello" }))
-            .route(
-                "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    "late"
-                }),
-            )
-            .route("/huge", get(|| async { vec![b'x'; 4 << 20] }))
-            .route(
-                "/redirect",
-                get(|State(port): State<u16>| async move {
-                    (
-                        StatusCode::FOUND,
-                        [(header::LOCATION, format!("http://localhost:{port}/hello"))],
-                    )
-                }),
-            )
-            .route("/secret", get(record_secret))
-            .route("/hook", post(record_hook))
-            .layer(axum::middleware::from_fn_with_state(seen.clone(), count));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let app = app.with_state(port);
-        let seen_by_app = seen.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.layer(axum::Extension(seen_by_app)).into_make_service(),
-            )
-            .await
-            .unwrap();
-        });
-        Server { port, seen }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> usize {
-        self.seen.requests.load(Ordering::Relaxed)
-    }
-}
-
-async fn count(
-    State(seen): State<Arc<Seen>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    seen.requests.fetch_add(1, Ordering::Relaxed);
-    next.run(request).await
-}
-
-async fn record_secret(
-    axum::Extension(seen): axum::Extension<Arc<Seen>>,
-    headers: HeaderMap,
-) -> &'static str {
-    let value = headers
-        .get("x-secret")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    seen.secrets.lock().unwrap().push(value);
-    "ok"
-}
-
-async fn record_hook(
-    axum::Extension(seen): axum::Extension<Arc<Seen>>,
-    headers: HeaderMap,
-    body: String,
-) -> impl IntoResponse {
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    seen.hooks.lock().unwrap().push((headers, body));
-    StatusCode::from_u16(seen.hook_status.load(Ordering::Relaxed)).unwrap()
-}
 
 /// The test ceiling with small outbound limits; loopback allowed when
 /// `loopback`.

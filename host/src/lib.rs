@@ -8,7 +8,11 @@
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
 //! - [`auth`]: scopes, roles, capabilities and the [`auth::Authorizer`];
 //! - [`store`]: the repository traits and their SQLite and PostgreSQL backends;
-//! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports;
+//! - [`runtime`]: the wasmtime engine, compile cache, sandbox limits and host imports
+//!   (`kv`, `dead-letters`, `log`, `wasi:config`, outbound `wasi:http`), and the
+//!   older guest contracts linked beside the current one;
+//! - [`outbound`]: where a script's outbound HTTP may go (allowed hosts, the SSRF rule);
+//! - [`secrets`]: app variables and secrets, sealed with `PICLOUD_SECRET_KEY`;
 //! - [`dispatch`]: the claim loop, fan-out, retries, dead letters and the recursion stop;
 //! - [`runs`]: run records, what every invocation did, and how long they are kept;
 //! - [`inbox`]: where synchronous replies find their callers;

@@ -4,8 +4,8 @@
 //! component. The PiCloud host runs it once per event, in a fresh sandbox,
 //! as the principal who registered the trigger. This crate is everything a
 //! script needs: the [`handler`] attribute, the [`Event`] it receives, the
-//! app's key-value store ([`kv`]), its dead letters ([`dead_letters`]) and a
-//! bounded log ([`log`]).
+//! app's key-value store ([`kv`]), its dead letters ([`dead_letters`]), its
+//! variables and secrets ([`config`]) and a bounded log ([`log`]).
 //!
 //! ## A complete script
 //!
@@ -293,6 +293,58 @@
 //! letter whose `show` tells the whole story. Runs are kept 7 days (at most
 //! 100,000 per app) by default, and an operator may keep only failures or
 //! none (`PICLOUD_RUNS`).
+//!
+//! ## Calling other services: outbound HTTP
+//!
+//! A script makes HTTP requests through `wasi:http`, with any Rust client
+//! built for it. We use and recommend [`wstd`](https://docs.rs/wstd), the
+//! Bytecode Alliance's async standard library for components: add
+//! `wstd = "0.6"` to your dependencies and run its client with
+//! `wstd::runtime::block_on` inside your (synchronous) handler:
+//!
+//! ```ignore
+//! use picloud_sdk::{Event, Result, bail, config, handler};
+//! use wstd::http::{Client, Request};
+//!
+//! #[handler]
+//! fn notify(event: Event) -> Result<()> {
+//!     let url = config::require("WEBHOOK_URL")?;
+//!     let request = Request::post(url)
+//!         .header("content-type", "application/json")
+//!         .body(event.payload().to_owned())
+//!         .map_err(|e| picloud_sdk::Error::msg(e.to_string()))?;
+//!     let status = wstd::runtime::block_on(Client::new().send(request))
+//!         .map_err(|e| picloud_sdk::Error::msg(format!("no answer: {e:?}")))?
+//!         .status();
+//!     if !status.is_success() {
+//!         bail!("the service answered {status}"); // retried, then dead-lettered
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The rules (the operator's and the app admin's, not yours to change):
+//!
+//! - **Nothing is allowed by default.** An app admin allows each host
+//!   (`picloud-host app allow-host shop https://hooks.example.com`, or
+//!   `https://*.example.com` for every name under it). Any other request
+//!   fails at once with `ErrorCode::HttpRequestDenied`; so does a redirect
+//!   to a host that is not allowed (each hop is a request of its own).
+//! - **Private addresses are refused** even when their name is allowed: a
+//!   name that resolves to a loopback, private, link-local or cloud
+//!   metadata address gets `ErrorCode::DestinationIpProhibited`, unless the
+//!   operator allowed that range (`PICLOUD_OUTBOUND_ALLOW_NETS`).
+//! - **Limits** fail the attempt with the limit named, however your code
+//!   handles the error: 16 requests per invocation, 3 s per request (and
+//!   never past the invocation's deadline), 1 MiB of response body.
+//! - Your principal, and whoever deployed your code, need write access.
+//! - The run's log gets one line per request: method, URL without its
+//!   query, status and duration (`http POST https://hooks.example.com/x ->
+//!   200 (41 ms)`). Headers and bodies are never logged, so tokens in them
+//!   stay out of the log; don't put secrets in a URL's path.
+//!
+//! `examples/webhook-notifier` is a complete dead-letter handler that posts
+//! to a webhook.
 //!
 //! ## Outside the sandbox
 //!

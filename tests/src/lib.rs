@@ -12,4 +12,5 @@ pub mod guests;
 pub mod host;
 pub mod http;
 pub mod procs;
+pub mod web;
 pub mod workload;

@@ -26,6 +26,7 @@ use crate::model::{
     Timestamp, Trigger, TriggerId,
 };
 use crate::runs::{Run, RunFilter};
+use crate::secrets::AppVar;
 use crate::store::Member;
 
 type Answer<T> = Result<T, Problem>;
@@ -52,6 +53,9 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(get_app))
         .routes(routes!(list_members))
         .routes(routes!(set_member, remove_member))
+        .routes(routes!(list_hosts, allow_host, deny_host))
+        .routes(routes!(list_vars))
+        .routes(routes!(set_var, unset_var))
         .routes(routes!(list_scripts))
         .routes(routes!(deploy_script, remove_script))
         .routes(routes!(invoke))
@@ -194,6 +198,131 @@ async fn remove_member(
 ) -> Answer<StatusCode> {
     let app = app_named(&api, &app).await?;
     api.host.admin().remove_member(app.id, &member, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The hosts the app's scripts may make outbound HTTP requests to.
+#[utoipa::path(get, path = "/api/v1/apps/{app}/hosts", tag = "apps",
+    params(("app" = String, Path, description = "App name or id")),
+    responses((status = 200, body = [String]), (status = 403, body = Problem)))]
+async fn list_hosts(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path(app): Path<String>,
+) -> Answer<Json<Vec<String>>> {
+    let app = app_named(&api, &app).await?;
+    Ok(Json(api.host.admin().hosts(app.id, Some(&p)).await?))
+}
+
+/// An allowed host pattern.
+#[derive(Deserialize, Serialize, ToSchema, IntoParams)]
+struct HostBody {
+    /// `scheme://host[:port]`; host an exact name or `*.domain`.
+    pattern: String,
+}
+
+/// An allowed host, in canonical form, and whether it was new.
+#[derive(Serialize, ToSchema)]
+struct HostAdded {
+    pattern: String,
+    added: bool,
+}
+
+/// Allow the app's scripts to reach a host (app admin). Nothing is allowed
+/// by default; names that resolve to private addresses stay refused unless
+/// the operator allows their range.
+#[utoipa::path(post, path = "/api/v1/apps/{app}/hosts", tag = "apps",
+    params(("app" = String, Path, description = "App name or id")),
+    request_body = HostBody,
+    responses((status = 200, body = HostAdded), (status = 400, body = Problem), (status = 403, body = Problem)))]
+async fn allow_host(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<HostBody>,
+) -> Answer<Json<HostAdded>> {
+    let app = app_named(&api, &app).await?;
+    let (pattern, added) = api
+        .host
+        .admin()
+        .allow_host(app.id, &body.pattern, Some(&p))
+        .await?;
+    Ok(Json(HostAdded { pattern, added }))
+}
+
+/// Stop allowing a host (app admin).
+#[utoipa::path(delete, path = "/api/v1/apps/{app}/hosts", tag = "apps",
+    params(("app" = String, Path, description = "App name or id"), HostBody),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn deny_host(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path(app): Path<String>,
+    Query(query): Query<HostBody>,
+) -> Answer<StatusCode> {
+    let app = app_named(&api, &app).await?;
+    api.host
+        .admin()
+        .deny_host(app.id, &query.pattern, Some(&p))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The app's variables and secrets; a secret's value is never returned.
+#[utoipa::path(get, path = "/api/v1/apps/{app}/vars", tag = "apps",
+    params(("app" = String, Path, description = "App name or id")),
+    responses((status = 200, body = [AppVar]), (status = 403, body = Problem)))]
+async fn list_vars(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path(app): Path<String>,
+) -> Answer<Json<Vec<AppVar>>> {
+    let app = app_named(&api, &app).await?;
+    Ok(Json(api.host.admin().vars(app.id, Some(&p)).await?))
+}
+
+/// A variable's new value.
+#[derive(Deserialize, ToSchema)]
+struct VarBody {
+    /// The value.
+    value: String,
+    /// Store it as a secret: encrypted with the host's PICLOUD_SECRET_KEY,
+    /// readable only by scripts, never listed.
+    #[serde(default)]
+    secret: bool,
+}
+
+/// Set a variable or secret (app admin).
+#[utoipa::path(put, path = "/api/v1/apps/{app}/vars/{name}", tag = "apps",
+    params(("app" = String, Path, description = "App name or id"), ("name" = String, Path)),
+    request_body = VarBody,
+    responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem, description = "a secret, and the host has no PICLOUD_SECRET_KEY")))]
+async fn set_var(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path((app, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<VarBody>,
+) -> Answer<StatusCode> {
+    let app = app_named(&api, &app).await?;
+    api.host
+        .admin()
+        .set_var(app.id, &name, &body.value, body.secret, Some(&p))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove a variable or secret (app admin).
+#[utoipa::path(delete, path = "/api/v1/apps/{app}/vars/{name}", tag = "apps",
+    params(("app" = String, Path, description = "App name or id"), ("name" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn unset_var(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path((app, name)): Path<(String, String)>,
+) -> Answer<StatusCode> {
+    let app = app_named(&api, &app).await?;
+    api.host.admin().unset_var(app.id, &name, Some(&p)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
