@@ -719,3 +719,92 @@ pub async fn api(
     server.await??;
     Ok(report)
 }
+
+/// What outbound HTTP costs a script (`bench outbound`).
+#[cfg(feature = "http")]
+#[derive(Clone, Copy, Debug)]
+pub struct OutboundReport {
+    /// One GET to a server on 127.0.0.1 from the host itself (hyper's
+    /// client, a fresh connection each time): the floor.
+    pub direct: Percentiles,
+    /// An invocation of the probe making that GET: sandbox, checks, request.
+    pub script: Percentiles,
+    /// An invocation of the probe whose GET is refused (host not allowed).
+    pub refused: Percentiles,
+}
+
+/// Time `requests` invocations of `wasm` (the http-probe fixture) making
+/// one GET each to a server this function starts on 127.0.0.1, those
+/// refused by the allow-list, and the same GET from the host directly.
+#[cfg(feature = "http")]
+pub async fn outbound(
+    store: Arc<dyn Store>,
+    wasm: &[u8],
+    requests: usize,
+) -> anyhow::Result<OutboundReport> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+    let served = tokio::spawn(async move { axum::serve(listener, server).await });
+
+    let ceiling = SandboxCeiling {
+        outbound_allow_nets: crate::outbound::parse_nets("127.0.0.0/8")
+            .map_err(anyhow::Error::msg)?,
+        ..SandboxCeiling::default()
+    };
+    let auth = Arc::new(MemberAuthorizer::new(store.clone()));
+    let runtime = Runtime::new(ceiling, store.clone(), auth, None)?;
+    let script = bench_app(&store, &runtime, wasm).await?;
+    store
+        .allow_host(script.app_id, &format!("http://127.0.0.1:{port}"))
+        .await?;
+    let url = format!("http://127.0.0.1:{port}/hello");
+
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Empty<bytes::Bytes>>();
+    let mut direct = Vec::with_capacity(requests);
+    for i in 0..requests + requests.min(50) {
+        let started = Instant::now();
+        let response = client.get(url.parse()?).await?;
+        response.into_body().collect().await?;
+        if i >= requests.min(50) {
+            direct.push(started.elapsed());
+        }
+    }
+
+    let invoke = async |target: &str| -> anyhow::Result<Vec<Duration>> {
+        let mut samples = Vec::with_capacity(requests);
+        for i in 0..requests + requests.min(50) {
+            let inv = Invocation {
+                payload: serde_json::json!({ "url": target }).to_string(),
+                ..noop_invocation(&script)
+            };
+            let started = Instant::now();
+            let done = runtime.invoke(&script, inv).await?;
+            let took = started.elapsed();
+            let reply: serde_json::Value =
+                serde_json::from_slice(done.reply.as_deref().unwrap_or(b"null"))?;
+            anyhow::ensure!(
+                reply["status"] == 200 || target != url,
+                "the probe's request failed: {reply}"
+            );
+            if i >= requests.min(50) {
+                samples.push(took);
+            }
+        }
+        Ok(samples)
+    };
+    let script_samples = invoke(&url).await?;
+    let refused = invoke(&format!("http://127.0.0.1:{}/hello", port ^ 1)).await?;
+    served.abort();
+    Ok(OutboundReport {
+        direct: Percentiles::of(direct),
+        script: Percentiles::of(script_samples),
+        refused: Percentiles::of(refused),
+    })
+}

@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn a_malformed_key_is_refused() {
         assert!(matches!(SecretKey::parse("abc"), Err(SecretError::BadKey)));
-        assert!(matches!(SecretKey::parse(&"zz".repeat(32)), Err(SecretError::BadKey)));
+        assert!(matches!(
+            SecretKey::parse(&"zz".repeat(32)),
+            Err(SecretError::BadKey)
+        ));
         assert!(SecretKey::parse(&"ab".repeat(32)).is_ok());
         assert_eq!(
             format!("{:?}", SecretKey::parse(&"ab".repeat(32)).unwrap()),

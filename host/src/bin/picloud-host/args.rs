@@ -604,6 +604,19 @@ pub struct DemoArgs {
 /// `bench ...`
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
+    /// What one outbound HTTP request costs a script: invocations of the
+    /// http-probe fixture making a GET to a server on 127.0.0.1, against
+    /// the same GET from the host directly and a request the allow-list
+    /// refuses.
+    Outbound {
+        /// The probe component (default: tests/fixtures/http-probe, built
+        /// from this repository).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Requests per measurement.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
     /// Per-invocation overhead of a no-op component, and cold vs warm start.
     Runtime {
         /// The no-op component (default: the fixture built from this repository).

@@ -21,6 +21,26 @@ fn wasm(path: Option<PathBuf>) -> Result<Vec<u8>> {
 
 pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Outbound {
+            wasm: path,
+            requests,
+        } => {
+            let path = match path {
+                Some(p) => p,
+                None => crate::guests::find(&["http-probe"])?.remove(0),
+            };
+            let code = std::fs::read(&path)?;
+            let (store, _dir) = scratch_store(url).await?;
+            println!("outbound HTTP, one GET to 127.0.0.1 per call, {requests} calls each:");
+            let report = bench::outbound(store, &code, requests).await?;
+            println!("  host, directly (hyper)         {}", report.direct);
+            println!("  script, one GET                {}", report.script);
+            println!("  script, refused (not allowed)  {}", report.refused);
+            println!(
+                "  what the sandbox and checks add to a request: p50 {:.0} µs",
+                report.script.p50_us - report.direct.p50_us
+            );
+        }
         BenchCmd::Runtime {
             wasm: path,
             iterations,
