@@ -617,24 +617,12 @@ async fn spinning_guests_do_not_starve_their_neighbours() {
     let app = h::app(s, "spinners").await;
     let script = h::deploy(&rt, app.id, "hostile-kv", HOSTILE_KV).await;
     let run = |mode: &str| {
-        let (rt, script) = (rt.clone(), script.clone());
-        let inv = h::invocation(
-            app.id,
-            script.id,
-            picloud_host::model::source::HTTP,
-            "invoke",
-            json!({ "mode": mode }),
-            ADMIN,
-        );
         // Spawned, as the dispatcher runs invocations: on the worker
         // threads. Timed from the spawn, so waiting for a thread counts.
         let started = Instant::now();
+        let task = invoke_on_task(&rt, &script, json!({ "mode": mode }));
         tokio::spawn(async move {
-            let result = rt
-                .invoke(&script, inv)
-                .await
-                .map(|_| ())
-                .map_err(|f| f.error);
+            let result = task.await.unwrap().map(|_| ()).map_err(|f| f.error);
             (result, started.elapsed())
         })
     };
@@ -680,18 +668,7 @@ async fn outbound_floods_stop_at_the_request_limit() {
     .await
     .unwrap();
     let script = h::deploy(&rt, app.id, "http-probe", picloud_tests::guests::HTTP_PROBE).await;
-    let run = |payload: Value| {
-        let (rt, script) = (rt.clone(), script.clone());
-        let inv = h::invocation(
-            app.id,
-            script.id,
-            picloud_host::model::source::HTTP,
-            "invoke",
-            payload,
-            ADMIN,
-        );
-        tokio::spawn(async move { rt.invoke(&script, inv).await })
-    };
+    let run = |payload: Value| invoke_on_task(&rt, &script, payload);
     let floods: Vec<_> = (0..8)
         .map(|_| run(json!({"url": server.url("/hello"), "repeat": 1_000_000, "keep_going": true})))
         .collect();
@@ -716,4 +693,24 @@ async fn outbound_floods_stop_at_the_request_limit() {
         assert_eq!(reply["status"], json!(200), "{reply}");
     }
     assert_eq!(server.requests(), 8 * 4 + 8);
+}
+
+/// Invoke `script` synchronously with `payload` as [`ADMIN`], on a task of
+/// its own (as the dispatcher runs invocations: on the worker threads).
+fn invoke_on_task(
+    rt: &Arc<picloud_host::runtime::Runtime>,
+    script: &picloud_host::model::Script,
+    payload: Value,
+) -> tokio::task::JoinHandle<Result<picloud_host::runtime::Success, picloud_host::runtime::Failure>>
+{
+    let (rt, script) = (rt.clone(), script.clone());
+    let inv = h::invocation(
+        script.app_id,
+        script.id,
+        picloud_host::model::source::HTTP,
+        "invoke",
+        payload,
+        ADMIN,
+    );
+    tokio::spawn(async move { rt.invoke(&script, inv).await })
 }
