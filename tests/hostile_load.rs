@@ -664,7 +664,7 @@ async fn outbound_floods_stop_at_the_request_limit() {
         s.clone(),
         Arc::new(picloud_host::auth::MemberAuthorizer::new(s.clone())),
     )
-    .allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
+    .allow_host(app.id, &server.origin(), None)
     .await
     .unwrap();
     let script = h::deploy(&rt, app.id, "http-probe", picloud_tests::guests::HTTP_PROBE).await;

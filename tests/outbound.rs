@@ -55,6 +55,19 @@ fn admin(s: &Arc<dyn Store>) -> Admin {
     Admin::new(s.clone(), Arc::new(MemberAuthorizer::new(s.clone())))
 }
 
+/// A server, a runtime that may reach loopback, and an app `shop` that
+/// allows the server.
+async fn allowed_server(s: &Arc<dyn Store>) -> (Server, Runtime, picloud_host::model::App) {
+    let server = Server::start().await;
+    let rt = h::runtime(s, ceiling(true));
+    let app = h::app(s, "shop").await;
+    admin(s)
+        .allow_host(app.id, &server.origin(), None)
+        .await
+        .unwrap();
+    (server, rt, app)
+}
+
 /// Run http-probe once with `payload`, as `principal`.
 async fn probe(
     rt: &Runtime,
@@ -99,11 +112,7 @@ async fn an_allowed_host_answers_and_another_is_denied(db: &TestDb) {
     assert_eq!(server.requests(), 0);
 
     admin(s)
-        .allow_host(
-            app.id,
-            &format!("http://127.0.0.1:{}", server.port),
-            Some(ADMIN),
-        )
+        .allow_host(app.id, &server.origin(), Some(ADMIN))
         .await
         .unwrap();
     let ok = probe(
@@ -180,9 +189,7 @@ async fn names_of_private_addresses_and_redirects_to_denied_hosts_are_refused(db
     a.deny_host(app.id, &format!("http://localhost:{}", server.port), None)
         .await
         .unwrap();
-    a.allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
+    a.allow_host(app.id, &server.origin(), None).await.unwrap();
     let redirected = probe(
         &lenient,
         app.id,
@@ -197,13 +204,7 @@ async fn names_of_private_addresses_and_redirects_to_denied_hosts_are_refused(db
 
 async fn a_slow_server_and_a_huge_body_trip_named_limits(db: &TestDb) {
     let s = &db.store;
-    let server = Server::start().await;
-    let rt = h::runtime(s, ceiling(true));
-    let app = h::app(s, "shop").await;
-    admin(s)
-        .allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
+    let (server, rt, app) = allowed_server(s).await;
 
     let slow = probe(&rt, app.id, json!({"url": server.url("/slow")}), ADMIN)
         .await
@@ -250,13 +251,7 @@ async fn a_slow_server_and_a_huge_body_trip_named_limits(db: &TestDb) {
 
 async fn a_flood_of_requests_stops_at_the_request_limit(db: &TestDb) {
     let s = &db.store;
-    let server = Server::start().await;
-    let rt = h::runtime(s, ceiling(true));
-    let app = h::app(s, "shop").await;
-    admin(s)
-        .allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
+    let (server, rt, app) = allowed_server(s).await;
     let flood = probe(
         &rt,
         app.id,
@@ -278,14 +273,8 @@ async fn a_flood_of_requests_stops_at_the_request_limit(db: &TestDb) {
 
 async fn a_viewer_may_not_reach_out(db: &TestDb) {
     let s = &db.store;
-    let server = Server::start().await;
-    let rt = h::runtime(s, ceiling(true));
-    let app = h::app(s, "shop").await;
+    let (server, rt, app) = allowed_server(s).await;
     s.set_member(app.id, "vera", Role::Viewer).await.unwrap();
-    admin(s)
-        .allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
     let denied = probe(&rt, app.id, json!({"url": server.url("/hello")}), "vera")
         .await
         .unwrap();
@@ -325,9 +314,7 @@ async fn secrets_are_sealed_read_by_scripts_and_shown_nowhere(db: &TestDb) {
     a.set_var(app.id, "REGION", "eu-1", false, None)
         .await
         .unwrap();
-    a.allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
+    a.allow_host(app.id, &server.origin(), None).await.unwrap();
 
     // At rest: not the plain text (read from the table itself).
     let stored: Vec<u8> = match db.backend {
@@ -467,9 +454,7 @@ async fn webhook_notifier_resolves_or_gives_up(db: &TestDb) {
     a.set_var(app.id, "WEBHOOK_URL", &server.url("/hook"), false, None)
         .await
         .unwrap();
-    a.allow_host(app.id, &format!("http://127.0.0.1:{}", server.port), None)
-        .await
-        .unwrap();
+    a.allow_host(app.id, &server.origin(), None).await.unwrap();
     for (name, path) in [
         ("always-fails", guests::ALWAYS_FAILS),
         ("webhook-notifier", guests::WEBHOOK_NOTIFIER),

@@ -646,14 +646,16 @@ impl Admin {
     /// `principal` needs `AppLogs`; `None` is the operator or the
     /// embedding application itself, unchecked.
     pub async fn list_runs(&self, filter: &RunFilter, principal: Option<&str>) -> Result<Vec<Run>> {
-        self.may_read_logs(filter.app_id, principal).await?;
+        self.acting(principal, Capability::LogsRead(filter.app_id))
+            .await?;
         Ok(self.store.list_runs(filter).await?)
     }
 
     /// One run, with its log lines (`principal`: as [`Admin::list_runs`]).
     pub async fn get_run(&self, id: RunId, principal: Option<&str>) -> Result<Run> {
         let run = self.store.get_run(id).await?;
-        self.may_read_logs(run.app_id, principal).await?;
+        self.acting(principal, Capability::LogsRead(run.app_id))
+            .await?;
         Ok(run)
     }
 
@@ -666,7 +668,8 @@ impl Admin {
         principal: Option<&str>,
     ) -> Result<(DeadLetter, Vec<Run>)> {
         let dead = self.store.get_dead_letter(id).await?;
-        self.may_read_logs(dead.app_id, principal).await?;
+        self.acting(principal, Capability::LogsRead(dead.app_id))
+            .await?;
         Ok((dead, self.store.dead_letter_runs(id).await?))
     }
 
@@ -677,15 +680,9 @@ impl Admin {
         filter: RunFilter,
         principal: Option<&str>,
     ) -> Result<Follower> {
-        self.may_read_logs(filter.app_id, principal).await?;
+        self.acting(principal, Capability::LogsRead(filter.app_id))
+            .await?;
         Ok(Follower::start(self.store.clone(), filter).await?)
-    }
-
-    async fn may_read_logs(&self, app: AppId, principal: Option<&str>) -> Result<()> {
-        match principal {
-            Some(p) => require(&*self.authorizer, p, Capability::LogsRead(app)).await,
-            None => Ok(()),
-        }
     }
 
     /// Replay every unresolved dead letter matching `filter` (its limit,

@@ -78,9 +78,14 @@ impl Server {
         Server { port, seen }
     }
 
+    /// `http://127.0.0.1:PORT`, the pattern that allows it.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}{path}", self.origin())
     }
 
     /// Requests served so far.

@@ -348,7 +348,7 @@ impl Call {
 /// Translate a store error into what a guest may see: no raw database text.
 /// Only trouble that trying again may cure is `unavailable`; a database
 /// refusing the arguments themselves is `invalid-argument`.
-pub(super) fn guest_error(e: store::Error) -> HostError {
+fn guest_error(e: store::Error) -> HostError {
     match e {
         store::Error::NotFound { what, id } => HostError::NotFound(format!("{what} '{id}'")),
         store::Error::Invalid(m) => HostError::InvalidArgument(m),
@@ -577,7 +577,7 @@ fn from_wit_resolution(r: wit_dl::Resolution) -> Resolution {
 
 /// What a dead letter's fixed-size fields (four ids, four times, counts)
 /// cost an answer, about their size as the guest receives them.
-pub(super) const DEAD_LETTER_FIXED_BYTES: usize = 160;
+const DEAD_LETTER_FIXED_BYTES: usize = 160;
 
 /// What a dead letter's answer costs the invocation: its text fields and
 /// [`DEAD_LETTER_FIXED_BYTES`].

@@ -107,10 +107,11 @@ impl Outbound {
         let (parts, body) = request.into_parts();
         // However the request ends, the guest's writes of its body succeed.
         let body = Drained::new(body, self.call.deadline()).boxed_unsync();
-        let outcome = match self.clone().admit(&parts, options, &shown).await {
-            Ok((addrs, bound)) => self.clone().exchange(parts, body, addrs, bound).await,
-            Err(failed) => Err(failed),
-        };
+        let outcome = async {
+            let (addrs, bound) = self.clone().admit(&parts, options, &shown).await?;
+            self.clone().exchange(parts, body, addrs, bound).await
+        }
+        .await;
 
         match outcome {
             Ok((response, driver)) => {
