@@ -165,7 +165,10 @@ async fn run_in(
     let app = store.create_app("trial").await?;
     store.set_member(app.id, PRINCIPAL, Role::Admin).await?;
     let authorizer = Arc::new(MemberAuthorizer::new(store.clone()));
-    let runtime = Runtime::new(ceiling, store.clone(), authorizer, None)?;
+    // The host's compile cache: trying a script again, or deploying it
+    // after trying it, does not compile it again (seconds for a Python one).
+    let cache = crate::service::default_cache_dir();
+    let runtime = Runtime::new(ceiling, store.clone(), authorizer, cache)?;
     let script = runtime.deploy(app.id, "trial", wasm).await?;
     for (collection, entries) in seed {
         for (key, value) in entries {

@@ -99,6 +99,18 @@ impl ScriptCache {
         Ok(pre.clone())
     }
 
+    /// The compiled component for `sha256` if this process or the on-disk
+    /// cache has it: a deploy of code compiled before (a redeploy, the same
+    /// script in another app, another dispatcher's deploy) does not compile
+    /// again.
+    pub async fn compiled(&self, sha256: &str) -> Option<Component> {
+        if let Some(pre) = self.slot(sha256).get() {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(pre.instance_pre().component().clone());
+        }
+        self.load_artifact(sha256).await
+    }
+
     /// Put an already compiled component in the cache (after a deploy).
     pub async fn insert(
         &self,

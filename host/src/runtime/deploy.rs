@@ -112,8 +112,14 @@ pub fn sha256_hex(wasm: &[u8]) -> String {
 }
 
 impl Runtime {
-    /// Compile and link `wasm` as a trigger script without storing it.
+    /// Compile and link `wasm` as a trigger script without storing it. Code
+    /// compiled before (same content hash, in this process or the on-disk
+    /// cache) is not compiled again.
     pub async fn validate(&self, wasm: &[u8]) -> Result<Component, DeployError> {
+        self.validate_hashed(wasm, &sha256_hex(wasm)).await
+    }
+
+    async fn validate_hashed(&self, wasm: &[u8], sha: &str) -> Result<Component, DeployError> {
         let limit = self.ceiling().script_max_bytes;
         if wasm.len() as u64 > limit {
             return Err(DeployError::TooLarge {
@@ -134,6 +140,10 @@ impl Runtime {
             return Err(DeployError::Invalid(
                 "unknown WebAssembly version or layer".into(),
             ));
+        }
+        if let Some(component) = self.cache().compiled(sha).await {
+            self.check_links(&component)?;
+            return Ok(component);
         }
         let engine = self.engine().clone();
         let bytes = wasm.to_vec();
@@ -221,8 +231,8 @@ impl Runtime {
         principal: Option<&str>,
     ) -> Result<Script, DeployError> {
         validate_name(name)?;
-        let component = self.validate(wasm).await?;
         let sha = sha256_hex(wasm);
+        let component = self.validate_hashed(wasm, &sha).await?;
         let script = self
             .services()
             .store
