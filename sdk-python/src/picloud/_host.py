@@ -1,0 +1,36 @@
+"""The one module that touches the bindings componentize-py generates.
+
+Rule: every host call goes through `call`, which turns the bindings' `Err`
+into the SDK's `HostError` subclasses; nothing else in the SDK imports
+`wit_world`, so authors never see the generated names.
+"""
+
+from componentize_py_types import Err
+from wit_world.imports import dead_letters, kv, log, store, types
+
+from .errors import Conflict, HostError, InvalidArgument, NotFound, PermissionDenied, Unavailable
+
+__all__ = ["call", "dead_letters", "kv", "log", "store", "Err"]
+
+
+def host_error(raw) -> HostError:
+    """The SDK's exception for a `host-error` variant."""
+    if isinstance(raw, types.HostError_PermissionDenied):
+        return PermissionDenied()
+    if isinstance(raw, types.HostError_NotFound):
+        return NotFound(raw.value)
+    if isinstance(raw, types.HostError_InvalidArgument):
+        return InvalidArgument(raw.value)
+    if isinstance(raw, types.HostError_Conflict):
+        return Conflict(raw.value)
+    if isinstance(raw, types.HostError_Unavailable):
+        return Unavailable(raw.value)
+    return HostError(str(raw))
+
+
+def call(function, *args):
+    """Call a host function, raising `HostError` for a refusal."""
+    try:
+        return function(*args)
+    except Err as e:
+        raise host_error(e.value) from None
