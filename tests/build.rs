@@ -10,6 +10,13 @@
 //! components there too. It runs again only when the SDK, the WIT, a guest
 //! or the workspace manifest/lock changes. A missing wasm32-wasip2 target is
 //! installed first, as the demo does (`wasm_target`, shared by path).
+//!
+//! The Python scripts (`examples/python/*/app.py`, `tests/python/*/app.py`)
+//! are built by `sdk-python/picloud-py` with the pinned `componentize-py`
+//! (`sdk-python/requirements-build.txt`): the one on the PATH if it is that
+//! version, else one this script installs from PyPI into
+//! `target/guests/python-tools`. When that fails, the Python tests fail
+//! with the reason (`guests::python`); the rest still build and run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +24,9 @@ use std::time::Instant;
 
 #[path = "../host/src/bin/picloud-host/wasm_target.rs"]
 mod wasm_target;
+
+#[path = "build_python.rs"]
+mod python;
 
 use wasm_target::{PROFILE, TARGET};
 
@@ -78,12 +88,15 @@ fn main() {
         "wit",
         "examples",
         "tests/fixtures",
+        "tests/python",
+        "sdk-python",
         "Cargo.toml",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=COMPONENTIZE_PY");
 
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(|dir| root.join(dir)) // a relative one is taken from the root
@@ -189,6 +202,10 @@ fn main() {
     let generated = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("guest_lists.rs");
     std::fs::write(&generated, lists)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
+    let python = python::build(&root, &target_dir);
+    let generated = generated.with_file_name("python_guests.rs");
+    std::fs::write(&generated, python)
         .unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
     // Visible with `cargo build -vv`.
     println!(

@@ -66,6 +66,25 @@ pub const FIXTURES: &[(&str, &str)] = lists::FIXTURES;
 /// Every guest, examples then fixtures, as (package name, path).
 pub const ALL: &[(&str, &str)] = lists::ALL;
 
+mod python_lists {
+    include!(concat!(env!("OUT_DIR"), "/python_guests.rs"));
+}
+
+/// The Python script in `examples/python/<name>/app.py` or
+/// `tests/python/<name>/app.py`, built by `sdk-python/picloud-py`: its
+/// component's path. Panics, naming the reason, when the build script could
+/// not build the Python guests (componentize-py missing and not
+/// installable): a Python test fails loudly rather than skip.
+pub fn python(name: &str) -> &'static str {
+    let built = python_lists::PYTHON
+        .unwrap_or_else(|why| panic!("the Python guests were not built (tests/build.rs): {why}"));
+    built
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, path)| *path)
+        .unwrap_or_else(|| panic!("no Python guest {name} under examples/python or tests/python"))
+}
+
 /// The bytes of a built component (one of the constants above).
 pub fn wasm(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading guest component {path}: {e}"))

@@ -44,6 +44,16 @@ pub fn cache_dir() -> std::path::PathBuf {
     dir
 }
 
+/// The compile cache the Python tests share, within a run and across runs:
+/// a Python component is ~20 MB and takes ~20 s to compile in a test build,
+/// so each compiles once per machine. Safe to share: artifacts are keyed by
+/// content hash and engine (see `runtime::cache`).
+pub fn shared_cache_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("picloud-test-shared-cache");
+    std::fs::create_dir_all(&dir).expect("creating the shared cache dir");
+    dir
+}
+
 /// A runtime over `store` with the built-in authorizer.
 pub fn runtime(store: &Arc<dyn Store>, ceiling: SandboxCeiling) -> Runtime {
     let auth = Arc::new(MemberAuthorizer::new(store.clone()));
@@ -52,9 +62,19 @@ pub fn runtime(store: &Arc<dyn Store>, ceiling: SandboxCeiling) -> Runtime {
 
 /// A whole host over `store`.
 pub fn host(store: &Arc<dyn Store>, config: TriggerConfig, ceiling: SandboxCeiling) -> TriggerHost {
+    host_with_cache(store, config, ceiling, cache_dir())
+}
+
+/// [`host`] with its compile cache in `cache`.
+pub fn host_with_cache(
+    store: &Arc<dyn Store>,
+    config: TriggerConfig,
+    ceiling: SandboxCeiling,
+    cache: std::path::PathBuf,
+) -> TriggerHost {
     let auth = Arc::new(MemberAuthorizer::new(store.clone()));
     let mut options = HostOptions::new(&ceiling);
-    options.cache_dir = Some(cache_dir());
+    options.cache_dir = Some(cache);
     options.dispatch = DispatchOptions {
         poll_interval: Duration::from_millis(50),
         ..DispatchOptions::for_timeout(ceiling.timeout)
