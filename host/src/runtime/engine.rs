@@ -16,42 +16,8 @@ use crate::config::SandboxCeiling;
 /// How often the epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Bytes of each memory and table slot reset with memset and kept resident
-/// when the kernel cannot say which pages a guest dirtied.
+/// Bytes of each memory and table slot reset with memset and kept resident.
 const KEEP_RESIDENT: usize = 64 * 1024;
-
-/// Bytes of a table slot reset in place when the kernel can say which pages
-/// were dirtied: an interpreter's function table (CPython's fills tens of KB).
-const TABLE_KEEP_RESIDENT_SCANNED: usize = 1 << 20;
-
-/// Dirty bytes of a memory slot reset in place when the kernel can say which
-/// pages were dirtied; past it, the rest goes back to the kernel. It is
-/// also what a slot keeps resident between instances (at most 64 slots ×
-/// 16 MiB), so it covers an interpreter's working set, not a memory bomb's.
-const MEMORY_KEEP_RESIDENT_SCANNED: usize = 16 << 20;
-
-/// How much of a linear memory slot is reset in place rather than returned
-/// to the kernel. With `PAGEMAP_SCAN` (Linux 6.7+) only the pages a guest
-/// dirtied are copied back from the module's image, so they stay resident
-/// and the next instance of the same script takes no page fault on them (a
-/// Python script dirties a few MB of its interpreter's heap per call).
-/// Without it, resetting means a memset of the whole range, so only the
-/// first 64 KiB.
-fn memory_keep_resident(ceiling: &SandboxCeiling) -> usize {
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
-        MEMORY_KEEP_RESIDENT_SCANNED.min(ceiling.memory_bytes as usize)
-    } else {
-        KEEP_RESIDENT
-    }
-}
-
-fn table_keep_resident() -> usize {
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
-        TABLE_KEEP_RESIDENT_SCANNED
-    } else {
-        KEEP_RESIDENT
-    }
-}
 
 /// Guest stack limit: deep recursion traps with a stack overflow well before
 /// the host's own stack is at risk.
@@ -74,11 +40,11 @@ pub fn build(ceiling: &SandboxCeiling) -> wasmtime::Result<Engine> {
         .total_tables(instances.saturating_mul(ceiling.component_tables))
         .total_stacks(instances)
         .max_memory_size(ceiling.memory_bytes as usize)
-        // Reset dirty regions in place instead of with madvise, so a reused
-        // slot does not page-fault them back in; on kernels that have
-        // PAGEMAP_SCAN, only the pages a guest dirtied.
-        .linear_memory_keep_resident(memory_keep_resident(ceiling))
-        .table_keep_resident(table_keep_resident())
+        // Reset small dirty regions with memset instead of madvise, so a
+        // reused slot does not page-fault its first pages back in; and on
+        // kernels that have PAGEMAP_SCAN, reset only the pages a guest dirtied.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
         .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut config = Config::new();
