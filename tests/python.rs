@@ -70,6 +70,21 @@ fn dead_letters_of_kv() -> TriggerSpec {
     }
 }
 
+/// The hostile script triggered by `collection`, and the Python triage on
+/// the dead letters of kv events.
+async fn hostile_with_triage(s: &Arc<dyn Store>, host: &TriggerHost, app: AppId, collection: &str) {
+    let hostile = deploy(host, app, "hostile").await;
+    let triage = deploy(host, app, "dead-letter-triage").await;
+    trigger(s, app, hostile, kv(collection)).await;
+    trigger(s, app, triage, dead_letters_of_kv()).await;
+}
+
+async fn all_dead_letters(s: &Arc<dyn Store>) -> Vec<picloud_host::model::DeadLetter> {
+    s.list_dead_letters(&DeadLetterFilter::default())
+        .await
+        .expect("listing dead letters")
+}
+
 async fn drain(host: &TriggerHost) {
     tokio::time::timeout(Duration::from_secs(120), host.run_until_empty())
         .await
@@ -138,10 +153,7 @@ async fn a_failure_is_retried_dead_lettered_and_handled_by_a_python_handler(db: 
     let s = &db.store;
     let host = host(s, 3);
     let app = h::app(s, "pay").await;
-    let hostile = deploy(&host, app.id, "hostile").await;
-    let triage = deploy(&host, app.id, "dead-letter-triage").await;
-    trigger(s, app.id, hostile, kv("payments")).await;
-    trigger(s, app.id, triage, dead_letters_of_kv()).await;
+    hostile_with_triage(s, &host, app.id, "payments").await;
     s.kv_set(
         app.id,
         "payments",
@@ -153,10 +165,7 @@ async fn a_failure_is_retried_dead_lettered_and_handled_by_a_python_handler(db: 
     .unwrap();
     drain(&host).await;
 
-    let dls = s
-        .list_dead_letters(&DeadLetterFilter::default())
-        .await
-        .unwrap();
+    let dls = all_dead_letters(s).await;
     assert_eq!(dls.len(), 1, "{dls:?}");
     let dl = &dls[0];
     assert_eq!(dl.attempt_count, 3, "retried twice before dead-lettering");
@@ -183,10 +192,7 @@ async fn a_failing_python_dead_letter_handler_ends_handler_failed(db: &TestDb) {
     let s = &db.store;
     let host = host(s, 2);
     let app = h::app(s, "rec").await;
-    let hostile = deploy(&host, app.id, "hostile").await;
-    let triage = deploy(&host, app.id, "dead-letter-triage").await;
-    trigger(s, app.id, hostile, kv("jobs")).await;
-    trigger(s, app.id, triage, dead_letters_of_kv()).await;
+    hostile_with_triage(s, &host, app.id, "jobs").await;
     // An uncaught exception: no triage rule matches it, so the handler fails
     // on every attempt. And a poison value, which the handler gives up on at
     // once by resolving it handler_failed itself.
@@ -204,10 +210,7 @@ async fn a_failing_python_dead_letter_handler_ends_handler_failed(db: &TestDb) {
     .unwrap();
     drain(&host).await;
 
-    let dls = s
-        .list_dead_letters(&DeadLetterFilter::default())
-        .await
-        .unwrap();
+    let dls = all_dead_letters(s).await;
     assert_eq!(
         dls.len(),
         2,
