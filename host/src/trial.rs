@@ -7,7 +7,9 @@
 //! ceiling (`PICLOUD_SANDBOX_*`), as an app admin of a fresh app in a
 //! temporary SQLite file, and every host call goes to that database. What
 //! the script wrote is read back from the outbox its writes enqueued. The
-//! file is deleted when the run ends.
+//! file is deleted when the run ends; the compiled code stays in the host's
+//! compile cache (`PICLOUD_CACHE_DIR`), as a deploy's would, so trying the
+//! script again or deploying it next does not compile it again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -74,9 +74,7 @@ def _world(function):
         def handle(self, raw):
             try:
                 return _reply(function(Event(raw)))
-            except Fail as e:
-                raise Err(str(e)) from None
-            except HostError as e:
+            except (Fail, HostError) as e:
                 raise Err(str(e)) from None
             except Exception as e:
                 # The handler's frames only, not this bridge's.

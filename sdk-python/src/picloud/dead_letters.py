@@ -35,14 +35,6 @@ class Resolution(Enum):
     HANDLER_FAILED = "handler_failed"
 
 
-_TO_RAW = {
-    Resolution.REPLAYED: "REPLAYED",
-    Resolution.IGNORED: "IGNORED",
-    Resolution.HANDLED_BY_SCRIPT: "HANDLED_BY_SCRIPT",
-    Resolution.HANDLER_FAILED: "HANDLER_FAILED",
-}
-
-
 @dataclass
 class DeadLetter:
     """One dead letter, as stored. Times are milliseconds since the Unix epoch."""
@@ -99,5 +91,6 @@ def resolve(id: str, resolution: Resolution) -> None:
     """Settle a dead letter. `REPLAYED` enqueues the original event again.
     Needs dead-letter management (app admin); raises `Conflict` if it is
     already resolved."""
-    raw = _host.dead_letters.Resolution[_TO_RAW[resolution]]
+    # The generated enum has the same member names.
+    raw = _host.dead_letters.Resolution[resolution.name]
     _host.call(_host.dead_letters.resolve, id, raw)
