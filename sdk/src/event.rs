@@ -1,4 +1,9 @@
 //! The event a handler receives, and typed views of its payload.
+//!
+//! Rule: a typed view (`kv()`, `cron()`, `queue_message()`, ...) answers
+//! only for its own source and op, and only when the payload has the shape
+//! the contract (`wit/trigger.wit`, `event.payload`) gives it; otherwise it
+//! is `None`, and [`Event::json`] reads the payload as you like.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -9,7 +14,7 @@ use crate::{Error, Result, from_json};
 /// One event, as delivered to your handler.
 #[derive(Debug, Clone)]
 pub struct Event {
-    raw: RawEvent,
+    pub(crate) raw: RawEvent,
 }
 
 impl Event {
@@ -34,8 +39,9 @@ impl Event {
         &self.raw.source
     }
 
-    /// What happened: `set`/`delete` for kv, `invoke` for http, `created` for
-    /// dead letters.
+    /// What happened: `set`/`delete` for kv, `tick` for cron, `message` or
+    /// `batch` for queue, `publish` for pubsub, `invoke` for http, `created`
+    /// for dead letters.
     pub fn op(&self) -> &str {
         &self.raw.op
     }
@@ -49,6 +55,10 @@ impl Event {
     /// fn handle(event: Event) -> Result<()> {
     ///     match event.kind() {
     ///         EventKind::KvSet | EventKind::KvDelete => { /* event.kv() */ }
+    ///         EventKind::CronTick => { /* event.cron() */ }
+    ///         EventKind::QueueMessage => { /* event.queue_message() */ }
+    ///         EventKind::QueueBatch => { /* event.queue_batch() */ }
+    ///         EventKind::Publish => { /* event.pubsub() */ }
     ///         EventKind::DeadLetter => { /* event.dead_letter() */ }
     ///         EventKind::Invoke => { /* event.json() */ }
     ///         _ => {} // `Other`, and kinds that later versions add
@@ -60,6 +70,10 @@ impl Event {
         match (self.raw.source.as_str(), self.raw.op.as_str()) {
             ("kv", "set") => EventKind::KvSet,
             ("kv", "delete") => EventKind::KvDelete,
+            ("cron", "tick") => EventKind::CronTick,
+            ("queue", "message") => EventKind::QueueMessage,
+            ("queue", "batch") => EventKind::QueueBatch,
+            ("pubsub", "publish") => EventKind::Publish,
             ("dead_letter", _) => EventKind::DeadLetter,
             ("http", "invoke") => EventKind::Invoke,
             _ => EventKind::Other,
@@ -128,6 +142,76 @@ impl Event {
             payload: p.get("payload").cloned().unwrap_or(Value::Null),
         })
     }
+
+    /// The tick, if this is a `cron`/`tick` event (a cron trigger's
+    /// handler).
+    pub fn cron(&self) -> Option<CronTick> {
+        let p = self.payload_of("cron", "tick")?;
+        Some(CronTick {
+            schedule: text(&p, "schedule")?,
+            timezone: text(&p, "timezone").unwrap_or_default(),
+            scheduled_at: text(&p, "scheduled_at")?,
+            missed: p.get("missed").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
+    /// The message, if this is a `queue`/`message` event (a queue
+    /// consumer's handler, one message at a time).
+    pub fn queue_message(&self) -> Option<QueueMessage> {
+        let mut p = self.payload_of("queue", "message")?;
+        Some(QueueMessage {
+            queue: text(&p, "queue")?,
+            body: p.get_mut("body").map(Value::take).unwrap_or(Value::Null),
+        })
+    }
+
+    /// The messages, if this is a `queue`/`batch` event (a queue consumer
+    /// registered with `--batch N`). Settle single messages with
+    /// [`queue::retry`](crate::queue::retry).
+    pub fn queue_batch(&self) -> Option<QueueBatch> {
+        let mut p = self.payload_of("queue", "batch")?;
+        let messages = match p.get_mut("messages").map(Value::take) {
+            Some(Value::Array(messages)) => messages,
+            _ => return None,
+        };
+        let messages = messages
+            .into_iter()
+            .map(|mut m| {
+                Some(BatchMessage {
+                    id: text(&m, "id")?,
+                    attempt: m.get("attempt").and_then(Value::as_u64).unwrap_or(1) as u32,
+                    body: m.get_mut("body").map(Value::take).unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(QueueBatch {
+            queue: text(&p, "queue")?,
+            messages,
+        })
+    }
+
+    /// The message, if this is a `pubsub`/`publish` event (a pubsub
+    /// trigger's handler).
+    pub fn pubsub(&self) -> Option<PubsubMessage> {
+        let mut p = self.payload_of("pubsub", "publish")?;
+        Some(PubsubMessage {
+            topic: text(&p, "topic")?,
+            body: p.get_mut("body").map(Value::take).unwrap_or(Value::Null),
+        })
+    }
+
+    /// The payload as JSON, if the event is `source`/`op`.
+    fn payload_of(&self, source: &str, op: &str) -> Option<Value> {
+        if self.raw.source != source || self.raw.op != op {
+            return None;
+        }
+        serde_json::from_str(&self.raw.payload).ok()
+    }
+}
+
+/// A string field of a JSON object.
+fn text(object: &Value, field: &str) -> Option<String> {
+    object.get(field)?.as_str().map(str::to_owned)
 }
 
 /// What kind of event a handler got ([`Event::kind`]).
@@ -138,6 +222,17 @@ pub enum EventKind {
     KvSet,
     /// A key was deleted (`kv`/`delete`): see [`Event::kv`].
     KvDelete,
+    /// A cron schedule fired (`cron`/`tick`): see [`Event::cron`].
+    CronTick,
+    /// One message of a queue (`queue`/`message`): see
+    /// [`Event::queue_message`].
+    QueueMessage,
+    /// Messages of a queue, for a batch consumer (`queue`/`batch`): see
+    /// [`Event::queue_batch`].
+    QueueBatch,
+    /// A message published on a topic (`pubsub`/`publish`): see
+    /// [`Event::pubsub`].
+    Publish,
     /// An event ran out of retries (`dead_letter`): see
     /// [`Event::dead_letter`].
     DeadLetter,
@@ -202,6 +297,98 @@ impl KvEvent {
                 .map_err(|e| Error::msg(format!("invalid {}/{}: {e}", self.collection, self.key))),
         }
     }
+}
+
+/// The tick behind a `cron` event.
+///
+/// Ticks are delivered at least once, like every event: key what a tick
+/// does by [`CronTick::scheduled_at`] (or [`Event::id`]) to stay idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronTick {
+    /// The trigger's schedule, as registered (e.g. `0 3 * * *`).
+    pub schedule: String,
+    /// The timezone the schedule is read in (e.g. `UTC`, `Europe/Paris`).
+    pub timezone: String,
+    /// When this tick was due, as RFC 3339 text
+    /// (`2025-01-31T03:00:00Z`); it may run later than that.
+    pub scheduled_at: String,
+    /// How many earlier ticks were skipped while no dispatcher ran. After
+    /// a gap the host runs one tick, the newest, not one per missed time
+    /// (`--catch-up last`, the default; `skip` runs none of them).
+    pub missed: u64,
+}
+
+/// One message of a queue, for a consumer that takes them one at a time
+/// (`queue`/`message`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueMessage {
+    /// The queue it was sent to.
+    pub queue: String,
+    /// The body it was sent with.
+    pub body: Value,
+}
+
+impl QueueMessage {
+    /// The body parsed into your type.
+    pub fn body_as<T: DeserializeOwned>(&self) -> Result<T> {
+        body_as(&self.body, &self.queue)
+    }
+}
+
+/// Messages of a queue, for a consumer registered with `--batch N`
+/// (`queue`/`batch`): at most N of them.
+///
+/// Returning an error retries every message of the batch; to retry only
+/// some, call [`queue::retry`](crate::queue::retry) with their ids and
+/// return `Ok`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueBatch {
+    /// The queue they were sent to.
+    pub queue: String,
+    /// The messages, oldest first.
+    pub messages: Vec<BatchMessage>,
+}
+
+/// One message of a [`QueueBatch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchMessage {
+    /// The message's id, for [`queue::retry`](crate::queue::retry); stable
+    /// across its retries.
+    pub id: String,
+    /// The body it was sent with.
+    pub body: Value,
+    /// 1 the first time this message is delivered, one more after each
+    /// retry (of the message alone or of its whole batch).
+    pub attempt: u32,
+}
+
+impl BatchMessage {
+    /// The body parsed into your type.
+    pub fn body_as<T: DeserializeOwned>(&self) -> Result<T> {
+        body_as(&self.body, &self.id)
+    }
+}
+
+/// A message published on a topic (`pubsub`/`publish`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubsubMessage {
+    /// The topic it was published on (not the trigger's pattern).
+    pub topic: String,
+    /// The body it was published with.
+    pub body: Value,
+}
+
+impl PubsubMessage {
+    /// The body parsed into your type.
+    pub fn body_as<T: DeserializeOwned>(&self) -> Result<T> {
+        body_as(&self.body, &self.topic)
+    }
+}
+
+/// A message body parsed into `T`, its error naming `what` it came from.
+fn body_as<T: DeserializeOwned>(body: &Value, what: &str) -> Result<T> {
+    serde_json::from_value(body.clone())
+        .map_err(|e| Error::msg(format!("invalid message body of {what}: {e}")))
 }
 
 /// The dead letter behind a `dead_letter` event.
@@ -307,7 +494,14 @@ mod tests {
             EventKind::DeadLetter
         );
         assert_eq!(event("http", "invoke", "{}").kind(), EventKind::Invoke);
-        assert_eq!(event("cron", "tick", "{}").kind(), EventKind::Other);
+        assert_eq!(event("cron", "tick", "{}").kind(), EventKind::CronTick);
+        assert_eq!(
+            event("queue", "message", "{}").kind(),
+            EventKind::QueueMessage
+        );
+        assert_eq!(event("queue", "batch", "{}").kind(), EventKind::QueueBatch);
+        assert_eq!(event("pubsub", "publish", "{}").kind(), EventKind::Publish);
+        assert_eq!(event("email", "received", "{}").kind(), EventKind::Other);
     }
 
     #[test]
@@ -348,6 +542,99 @@ mod tests {
         );
         assert_eq!(change.value, Some(serde_json::json!({"qty": 2})));
         assert_eq!(change.version, 3);
+    }
+
+    #[test]
+    fn cron_tick() {
+        let e = event(
+            "cron",
+            "tick",
+            r#"{"schedule":"0 3 * * *","timezone":"UTC","scheduled_at":"2025-01-31T03:00:00Z","missed":2}"#,
+        );
+        let tick = e.cron().expect("a cron tick");
+        assert_eq!(tick.schedule, "0 3 * * *");
+        assert_eq!(tick.timezone, "UTC");
+        assert_eq!(tick.scheduled_at, "2025-01-31T03:00:00Z");
+        assert_eq!(tick.missed, 2);
+        assert!(e.kv().is_none() && e.queue_message().is_none());
+        assert!(event("kv", "set", "{}").cron().is_none());
+        // A tick without its time is not a tick this SDK can describe.
+        assert!(
+            event("cron", "tick", r#"{"schedule":"x"}"#)
+                .cron()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn queue_message_and_batch() {
+        let e = event(
+            "queue",
+            "message",
+            r#"{"queue":"mail","body":{"to":"ada@example.com"}}"#,
+        );
+        let m = e.queue_message().expect("a queue message");
+        assert_eq!(m.queue, "mail");
+        assert_eq!(m.body, serde_json::json!({"to": "ada@example.com"}));
+        #[derive(serde::Deserialize)]
+        struct Mail {
+            to: String,
+        }
+        assert_eq!(m.body_as::<Mail>().unwrap().to, "ada@example.com");
+        let err = m.body_as::<u64>().unwrap_err();
+        assert!(
+            err.message().starts_with("invalid message body of mail"),
+            "{err}"
+        );
+        assert!(e.queue_batch().is_none() && e.pubsub().is_none());
+
+        let e = event(
+            "queue",
+            "batch",
+            r#"{"queue":"mail","messages":[{"id":"m1","body":1,"attempt":1},
+                {"id":"m2","body":{"x":true},"attempt":3}]}"#,
+        );
+        let batch = e.queue_batch().expect("a batch");
+        assert_eq!(batch.queue, "mail");
+        assert_eq!(
+            batch.messages,
+            [
+                BatchMessage {
+                    id: "m1".into(),
+                    body: serde_json::json!(1),
+                    attempt: 1
+                },
+                BatchMessage {
+                    id: "m2".into(),
+                    body: serde_json::json!({"x": true}),
+                    attempt: 3
+                },
+            ]
+        );
+        assert!(e.queue_message().is_none());
+        // A message without an id cannot be retried alone: no typed view.
+        assert!(
+            event("queue", "batch", r#"{"queue":"q","messages":[{"body":1}]}"#)
+                .queue_batch()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn pubsub_message() {
+        let e = event(
+            "pubsub",
+            "publish",
+            r#"{"topic":"orders.created","body":["o-1"]}"#,
+        );
+        let m = e.pubsub().expect("a published message");
+        assert_eq!(m.topic, "orders.created");
+        assert_eq!(m.body, serde_json::json!(["o-1"]));
+        assert!(
+            event("queue", "message", r#"{"queue":"q","body":1}"#)
+                .pubsub()
+                .is_none()
+        );
     }
 
     #[test]

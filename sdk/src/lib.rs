@@ -4,8 +4,9 @@
 //! component. The PiCloud host runs it once per event, in a fresh sandbox,
 //! as the principal who registered the trigger. This crate is everything a
 //! script needs: the [`handler`] attribute, the [`Event`] it receives, the
-//! app's key-value store ([`kv`]), its dead letters ([`dead_letters`]), its
-//! variables and secrets ([`config`]) and a bounded log ([`log`]).
+//! app's key-value store ([`kv`]), its queues ([`queue`]) and topics
+//! ([`pubsub`]), its dead letters ([`dead_letters`]), its variables and
+//! secrets ([`config`]) and a bounded log ([`log`]).
 //!
 //! ## A complete script
 //!
@@ -95,15 +96,112 @@
 //!   [`serde_json::Value`] (sent as JSON text). See [`IntoReply`].
 //! - `E` is anything that implements `Display`. An error fails the attempt:
 //!   its text becomes the attempt's `last_error`. The SDK's [`Error`] (with
-//!   [`Result`] and [`bail!`]) is the convenient choice: `?` converts host
-//!   errors, JSON errors and strings into it.
+//!   [`Result`], [`bail!`] and [`bail_permanent!`]) is the convenient
+//!   choice: `?` converts host errors, JSON errors and strings into it, and
+//!   it can say what the host should do next (below).
+//!
+//! ## Errors: retry, retry later, or give up
+//!
+//! A failed attempt is retried with the trigger's backoff, and the event
+//! becomes a dead letter when its attempts run out. That is right for
+//! trouble that passes (a downstream that is down), and what every error
+//! means unless it says otherwise: [`Error::msg`], [`bail!`], a
+//! [`HostError`] or a JSON error passed on with `?`, or any other `Display`
+//! type. Two kinds of [`Error`] say more:
+//!
+//! | error | the host | for |
+//! | --- | --- | --- |
+//! | [`Error::msg`], [`bail!`], `?` | retries after the backoff | trouble that passes |
+//! | [`Error::permanent`], [`bail_permanent!`] | makes a dead letter now, retries left or not | input no retry can fix |
+//! | [`Error::retry_after`] | retries no sooner than the delay (the attempt counts) | a rate limit's `Retry-After` |
+//!
+//! A dead-letter handler's permanent error goes straight to the recursion
+//! stop: its dead letter is resolved `handler_failed`. A synchronous
+//! invocation is never retried, whatever its error.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use picloud_sdk::{Error, Event, Result, bail_permanent, handler};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Charge {
+//!     amount_cents: i64,
+//! }
+//!
+//! #[handler]
+//! fn charge(event: Event) -> Result<()> {
+//!     let Ok(charge) = event.json::<Charge>() else {
+//!         bail_permanent!("event {} is not a charge", event.id());
+//!     };
+//!     if charge.amount_cents <= 0 {
+//!         return Err(Error::permanent("amount must be positive"));
+//!     }
+//!     let busy = charge.amount_cents > 1_000_000; // your downstream's answer
+//!     if busy {
+//!         return Err(Error::retry_after("bank: rate limited", Duration::from_secs(60)));
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`Error::is_permanent`] and [`Error::retry_delay`] read an error's kind
+//! back, in a test for example.
 //!
 //! ## Events
 //!
 //! [`Event`] carries the source (`kv`, `cron`, `pubsub`, `queue`, `email`,
 //! `http`, `dead_letter`), the op, and a JSON payload, which
-//! [`Event::json`] parses into your own type. Two sources have typed views:
-//! [`Event::kv`] for KV writes and [`Event::dead_letter`] for dead letters.
+//! [`Event::json`] parses into your own type. [`Event::kind`] tells them
+//! apart, and each source the host produces has a typed view, `None` for
+//! any other event:
+//!
+//! | source / op | typed view | registered with |
+//! | --- | --- | --- |
+//! | `kv` / `set`, `delete` | [`Event::kv`] → [`KvEvent`] | `trigger add-kv` |
+//! | `cron` / `tick` | [`Event::cron`] → [`CronTick`] | `trigger add-cron --schedule` |
+//! | `queue` / `message` | [`Event::queue_message`] → [`QueueMessage`] | `trigger add-queue` |
+//! | `queue` / `batch` | [`Event::queue_batch`] → [`QueueBatch`] | `trigger add-queue --batch N` |
+//! | `pubsub` / `publish` | [`Event::pubsub`] → [`PubsubMessage`] | `trigger add-pubsub` |
+//! | `dead_letter` / `created` | [`Event::dead_letter`] → [`DeadLetterEvent`] | `trigger add-dead-letter` |
+//! | `http` / `invoke` | [`Event::json`] (the caller's JSON) | none: see below |
+//!
+//! ### Scheduled scripts
+//!
+//! A cron trigger runs its script on a schedule. The tick says when it was
+//! due ([`CronTick::scheduled_at`], RFC 3339 text) and how many earlier
+//! ticks were skipped while no dispatcher ran ([`CronTick::missed`]): after
+//! a gap the host runs the newest tick once, not one per missed time, so a
+//! script that sweeps "everything older than X" catches up by itself. A tick is
+//! delivered at least once, like any event: make it idempotent.
+//! `examples/scheduled-cleanup` deletes expired sessions this way.
+//!
+//! ```no_run
+//! use picloud_sdk::{Event, Result, handler, kv};
+//!
+//! #[handler]
+//! fn nightly(event: Event) -> Result<()> {
+//!     let Some(tick) = event.cron() else { return Ok(()) };
+//!     // Keyed by the tick: a re-delivered tick writes the same report.
+//!     kv::set("reports", &tick.scheduled_at, &tick.missed)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ### Queues and topics
+//!
+//! [`queue::send`] hands work to the one consumer of a queue;
+//! [`pubsub::publish`] tells every subscriber of a topic. Both take effect
+//! only if your handler succeeds (a failed attempt's messages are dropped
+//! with it, and its retry sends them again), one level deeper than the
+//! event being handled. [`queue::send_after`] delays a message.
+//!
+//! A consumer registered with `--batch N` gets up to N messages in one
+//! event ([`Event::queue_batch`]). Returning an error retries them all; to
+//! retry only the ones that failed, call [`queue::retry`] (or
+//! [`queue::retry_after`]) with their ids and return `Ok`. Each message
+//! counts its own attempts ([`BatchMessage::attempt`]) and becomes a dead
+//! letter alone. `examples/queue-consumer` is such a consumer.
 //!
 //! ## Synchronous invocations
 //!
@@ -135,13 +233,16 @@
 //! - **Retries.** Returning an error fails the attempt; the host retries with
 //!   exponential backoff (5 attempts by default; [`Event::attempt`] counts
 //!   them) and then turns the event into a dead letter, which `dead_letter`
-//!   triggers can handle.
+//!   triggers can handle. A [permanent](Error::permanent) error skips the
+//!   retries; a [retry-after](Error::retry_after) error sets the next
+//!   one's delay.
 //! - **The recursion stop.** A dead-letter handler that returns an error
 //!   (after its retries) resolves its dead letter `handler_failed` and never
 //!   produces another dead letter. A handler may resolve it
 //!   [`HandlerFailed`](dead_letters::Resolution::HandlerFailed) itself to
 //!   give up at once. See [`dead_letters`].
-//! - **Depth.** A write from inside a handler causes an event one level
+//! - **Depth.** A write, a queue message or a published message from
+//!   inside a handler causes an event one level
 //!   deeper than the one being handled ([`Event::depth`]). Events deeper than
 //!   the host's limit (`PICLOUD_MAX_TRIGGER_DEPTH`, 8 by default) are never
 //!   run: they become dead letters saying `max trigger depth N exceeded`. A
@@ -167,9 +268,10 @@
 //!
 //!   An admin or the operator grants a role with `picloud-host member add
 //!   APP PRINCIPAL ROLE`.
-//! - **Budgets.** One invocation may make 1,000 `kv` and `dead_letters`
-//!   calls, cause 100 events (each [`kv::set`], [`kv::delete`] and replay
-//!   causes one) and read 16 MiB of answers, by default. The call that goes
+//! - **Budgets.** One invocation may make 1,000 `kv`, `dead_letters`,
+//!   `queue` and `pubsub` calls, cause 100 events (each [`kv::set`],
+//!   [`kv::delete`], replay, [`queue::send`] and [`pubsub::publish`] causes
+//!   one) and read 16 MiB of answers, by default. The call that goes
 //!   past a budget ends the invocation with an error that names it (`event
 //!   limit of 100 per invocation exceeded ...`). A value nested more than 64
 //!   deep, or a name (collection, key) with a control character, is
@@ -350,7 +452,8 @@
 //!
 //! The crate compiles for any target, so `cargo check`, `cargo doc` and doc
 //! tests work on your machine; only a `wasm32-wasip2` build is a script.
-//! Host calls ([`kv`], [`dead_letters`], [`log`]) have no host to talk to
+//! Host calls ([`kv`], [`queue`], [`pubsub`], [`dead_letters`], [`config`],
+//! [`log`]) have no host to talk to
 //! outside the sandbox and panic if called there, unless a test gives them
 //! one.
 //!
@@ -361,8 +464,9 @@
 //! 1. **Unit tests, natively.** With `picloud-sdk`'s `testing` feature as a
 //!    dev-dependency, `cargo test` calls your handler function with an event
 //!    built by `picloud_sdk::testing` inside `TestHost::run`: an in-memory
-//!    host with the KV and dead letters you seed, that records log lines and
-//!    writes and fails the calls you tell it to. The repository's
+//!    host with the KV and dead letters you seed, that records log lines,
+//!    writes, queue messages sent and retried and messages published, and
+//!    fails the calls you tell it to. The repository's
 //!    `examples/inventory` tests itself this way.
 //!
 //!    ```toml
@@ -376,6 +480,7 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -387,11 +492,16 @@ pub mod dead_letters;
 mod event;
 pub mod kv;
 pub mod log;
+pub mod pubsub;
+pub mod queue;
 mod sys;
 #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
 pub mod testing;
 
-pub use event::{DeadLetterEvent, Event, EventKind, KvEvent, KvOp};
+pub use event::{
+    BatchMessage, CronTick, DeadLetterEvent, Event, EventKind, KvEvent, KvOp, PubsubMessage,
+    QueueBatch, QueueMessage,
+};
 
 #[doc(hidden)]
 pub mod __private {
@@ -412,21 +522,56 @@ pub mod __private {
     pub use bindings::Guest;
     pub use bindings::export;
     pub use bindings::picloud::trigger::types::Event as RawEvent;
+    pub use bindings::picloud::trigger::types::HandlerError as RawHandlerError;
 
     /// The hand-written event around the generated one.
     pub fn event(raw: RawEvent) -> super::Event {
         super::Event::from_raw(raw)
     }
 
-    /// Shape the handler's outcome the way `handle` returns it.
-    pub fn finish<R, E>(outcome: Result<R, E>) -> Result<Option<Vec<u8>>, String>
-    where
-        R: super::IntoReply,
-        E: std::fmt::Display,
-    {
-        match outcome {
-            Ok(reply) => Ok(reply.into_reply()),
-            Err(e) => Err(e.to_string()),
+    /// The reply body of a handler's value.
+    pub fn reply<R: super::IntoReply>(reply: R) -> Option<Vec<u8>> {
+        reply.into_reply()
+    }
+
+    /// A handler's error as `handle` returns it, for the SDK's [`Error`]
+    /// (its message, whether it is permanent, its retry-after).
+    ///
+    /// `#[handler]` calls `(&error).__picloud_handler_error()` with both
+    /// this trait and [`DisplayFailure`] in scope: method lookup picks this
+    /// one when the error is the SDK's (a match at `&Error`) and the other
+    /// for any other `Display` (a match only at `&&E`).
+    ///
+    /// [`Error`]: super::Error
+    pub trait SdkFailure {
+        /// The WIT `handler-error`.
+        fn __picloud_handler_error(&self) -> RawHandlerError;
+    }
+
+    impl SdkFailure for super::Error {
+        fn __picloud_handler_error(&self) -> RawHandlerError {
+            RawHandlerError {
+                message: self.message.clone(),
+                permanent: self.permanent,
+                retry_after_ms: self.retry_after.map(super::millis),
+            }
+        }
+    }
+
+    /// A handler's error of any other `Display` type: its text, retryable,
+    /// with no retry-after. See [`SdkFailure`].
+    pub trait DisplayFailure {
+        /// The WIT `handler-error`.
+        fn __picloud_handler_error(&self) -> RawHandlerError;
+    }
+
+    impl<E: std::fmt::Display + ?Sized> DisplayFailure for &E {
+        fn __picloud_handler_error(&self) -> RawHandlerError {
+            RawHandlerError {
+                message: self.to_string(),
+                permanent: false,
+                retry_after_ms: None,
+            }
         }
     }
 }
@@ -496,14 +641,26 @@ impl fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
-/// A handler's error: a message that becomes the attempt's `last_error`.
+/// A handler's error: a message that becomes the attempt's `last_error`,
+/// and what the host should do about the event.
 ///
 /// Anything `Display` works as a handler error; this type is a convenient
 /// default that `?` converts host errors, JSON errors and strings into.
-/// [`bail!`] returns one built like `format!`. An error that came from a host
-/// call keeps it: [`Error::host_error`] tells a conflict or a refusal apart
-/// from a malformed value, for example after [`kv::get_json`] or
-/// [`kv::update`].
+/// [`bail!`] returns one built like `format!`. Such an error is
+/// *retryable*: the host tries the event again after the trigger's backoff,
+/// and turns it into a dead letter when the attempts run out. Two other
+/// kinds say more:
+///
+/// - [`Error::permanent`] (or [`bail_permanent!`]): retrying cannot help
+///   (the input is malformed, the order was cancelled). The event becomes a
+///   dead letter after this attempt, without using up its retries.
+/// - [`Error::retry_after`]: retry, but no sooner than the given delay
+///   instead of after the backoff (a downstream answered `429` with
+///   `Retry-After`). The attempt still counts.
+///
+/// An error that came from a host call keeps it: [`Error::host_error`]
+/// tells a conflict or a refusal apart from a malformed value, for example
+/// after [`kv::get_json`] or [`kv::update`].
 ///
 /// ```no_run
 /// use picloud_sdk::{HostError, kv};
@@ -523,14 +680,63 @@ impl std::error::Error for HostError {}
 pub struct Error {
     message: String,
     host: Option<HostError>,
+    permanent: bool,
+    retry_after: Option<Duration>,
 }
 
 impl Error {
-    /// An error with this message.
+    /// A retryable error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Error {
             message: message.to_string(),
             host: None,
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// An error that must not be retried: the host makes the event a dead
+    /// letter after this attempt (a dead-letter handler's event goes to the
+    /// recursion stop, resolved `handler_failed`), whatever attempts are
+    /// left. For input no retry can fix.
+    ///
+    /// ```no_run
+    /// use picloud_sdk::{Error, Event, Result};
+    ///
+    /// fn check(event: &Event) -> Result<u64> {
+    ///     let order: serde_json::Value = event.json()?;
+    ///     order["qty"]
+    ///         .as_u64()
+    ///         .ok_or_else(|| Error::permanent(format!("order {} has no qty", event.id())))
+    /// }
+    /// ```
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Error {
+            permanent: true,
+            ..Error::msg(message)
+        }
+    }
+
+    /// A retryable error whose retry must wait at least `delay` (rounded up
+    /// to whole milliseconds) instead of the trigger's backoff: a
+    /// rate-limited downstream's `Retry-After`. The attempt still counts
+    /// against the trigger's attempts.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use picloud_sdk::{Error, Result};
+    ///
+    /// fn answer(status: u16) -> Result<()> {
+    ///     if status == 429 {
+    ///         return Err(Error::retry_after("mail api: rate limited", Duration::from_secs(30)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn retry_after(message: impl fmt::Display, delay: Duration) -> Self {
+        Error {
+            retry_after: Some(delay),
+            ..Error::msg(message)
         }
     }
 
@@ -542,6 +748,17 @@ impl Error {
     /// The host error this error came from, when it came from a host call.
     pub fn host_error(&self) -> Option<&HostError> {
         self.host.as_ref()
+    }
+
+    /// Whether the event must not be retried ([`Error::permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The least delay before the retry, when the error asks for one
+    /// ([`Error::retry_after`]).
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -556,8 +773,8 @@ impl std::error::Error for Error {}
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         Error {
-            message: e.to_string(),
-            host: Some(e),
+            host: Some(e.clone()),
+            ..Error::msg(e)
         }
     }
 }
@@ -583,8 +800,8 @@ impl From<&str> for Error {
 /// `Result` with the SDK's [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Return early from a handler with an [`Error`] whose message is built like
-/// `format!`.
+/// Return early from a handler with a retryable [`Error`] whose message is
+/// built like `format!`.
 ///
 /// ```no_run
 /// use picloud_sdk::{Event, Result, bail};
@@ -603,6 +820,37 @@ macro_rules! bail {
             ::core::convert::From::from($crate::Error::msg(::std::format!($($arg)*)))
         )
     };
+}
+
+/// Return early from a handler with a permanent [`Error`]
+/// ([`Error::permanent`]: no retry, a dead letter after this attempt) whose
+/// message is built like `format!`.
+///
+/// ```no_run
+/// use picloud_sdk::{Event, Result, bail_permanent};
+/// use serde_json::Value;
+///
+/// fn name(event: &Event) -> Result<String> {
+///     let payload: Value = event.json()?;
+///     let Some(name) = payload["name"].as_str() else {
+///         bail_permanent!("event {} has no name: retrying will not add one", event.id());
+///     };
+///     Ok(name.to_owned())
+/// }
+/// ```
+#[macro_export]
+macro_rules! bail_permanent {
+    ($($arg:tt)*) => {
+        return ::core::result::Result::Err(
+            ::core::convert::From::from($crate::Error::permanent(::std::format!($($arg)*)))
+        )
+    };
+}
+
+/// Whole milliseconds, rounded up, for the host's `delay-ms` and
+/// `retry-after-ms` (a delay never shrinks to less than asked).
+pub(crate) fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// What a handler may return: the reply body of a synchronous invocation
@@ -700,15 +948,84 @@ mod tests {
         );
     }
 
+    /// What `#[handler]` does with an `Err`: the same call, with the same
+    /// two traits in scope.
+    fn failure<E: fmt::Display>(error: &E) -> __private::RawHandlerError {
+        #[allow(unused_imports)]
+        use __private::{DisplayFailure as _, SdkFailure as _};
+        (&error).__picloud_handler_error()
+    }
+
+    #[allow(clippy::needless_borrow)] // the borrow is the macro's, on purpose
+    fn sdk_failure(error: Error) -> __private::RawHandlerError {
+        #[allow(unused_imports)]
+        use __private::{DisplayFailure as _, SdkFailure as _};
+        (&error).__picloud_handler_error()
+    }
+
     #[test]
-    fn finish_keeps_the_error_text() {
-        let failed: Result<(), Error> = Err("payment declined: card decline-1".into());
+    fn a_failed_handler_keeps_its_text_and_its_kind() {
+        let plain = sdk_failure("payment declined: card decline-1".into());
+        assert_eq!(plain.message, "payment declined: card decline-1");
+        assert_eq!((plain.permanent, plain.retry_after_ms), (false, None));
+
+        let permanent = sdk_failure(Error::permanent("malformed order"));
+        assert_eq!(permanent.message, "malformed order");
         assert_eq!(
-            __private::finish(failed),
-            Err("payment declined: card decline-1".to_owned())
+            (permanent.permanent, permanent.retry_after_ms),
+            (true, None)
         );
+
+        let later = sdk_failure(Error::retry_after(
+            "rate limited",
+            Duration::from_micros(1500),
+        ));
+        assert_eq!((later.permanent, later.retry_after_ms), (false, Some(2)));
+
+        // Any other Display: its text, retryable.
+        let text = failure(&String::from("boom"));
+        assert_eq!(
+            (text.message.as_str(), text.permanent, text.retry_after_ms),
+            ("boom", false, None)
+        );
+
         let bailed = || -> Result<()> { bail!("missing field: {}", "name") };
-        assert_eq!(bailed().unwrap_err().message(), "missing field: name");
+        let e = bailed().unwrap_err();
+        assert_eq!(
+            (e.message(), e.is_permanent()),
+            ("missing field: name", false)
+        );
+        let bailed = || -> Result<()> { bail_permanent!("no {} here", "name") };
+        let e = bailed().unwrap_err();
+        assert_eq!(
+            (e.message(), e.is_permanent(), e.retry_delay()),
+            ("no name here", true, None)
+        );
+    }
+
+    #[test]
+    fn the_kind_survives_question_mark() {
+        let inner =
+            || -> Result<()> { Err(Error::retry_after("slow down", Duration::from_secs(3))) };
+        let outer = || -> Result<()> {
+            inner()?;
+            Ok(())
+        };
+        assert_eq!(
+            outer().unwrap_err().retry_delay(),
+            Some(Duration::from_secs(3))
+        );
+        let host: Error = HostError::Unavailable("down".into()).into();
+        assert!(!host.is_permanent());
+        assert_eq!(host.retry_delay(), None);
+    }
+
+    #[test]
+    fn delays_round_up_to_whole_milliseconds() {
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::from_millis(250)), 250);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }
 

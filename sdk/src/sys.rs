@@ -3,14 +3,17 @@
 //! [`crate::testing::TestHost`] of the current thread.
 //!
 //! Rule: both sides have the signatures and types the WIT bindings
-//! generate, so the public modules (`kv`, `dead_letters`, `log`) are written
-//! once against them and never know which side answers.
+//! generate, so the public modules (`kv`, `dead_letters`, `queue`,
+//! `pubsub`, `log`) are written once against them and never know which
+//! side answers.
 
 #[cfg(not(all(feature = "testing", not(target_arch = "wasm32"))))]
-pub(crate) use crate::__private::bindings::picloud::trigger::{dead_letters, kv, log};
+pub(crate) use crate::__private::bindings::picloud::trigger::{
+    dead_letters, kv, log, pubsub, queue,
+};
 
 #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
-pub(crate) use crate::testing::host::{config, dead_letters, kv, log};
+pub(crate) use crate::testing::host::{config, dead_letters, kv, log, pubsub, queue};
 
 /// `wasi:config/store`, its errors as the SDK's.
 #[cfg(not(all(feature = "testing", not(target_arch = "wasm32"))))]

@@ -3,9 +3,13 @@
 //!
 //! The handler is the plain function under `#[handler]`: call it with an
 //! event built here, inside [`TestHost::run`], and every [`kv`](crate::kv),
-//! [`dead_letters`](crate::dead_letters) and [`log`](crate::log) call it makes
-//! goes to that host: KV you seeded, dead letters you seeded, log lines and
-//! writes it records for your assertions, and host errors you inject.
+//! [`dead_letters`](crate::dead_letters), [`queue`](crate::queue),
+//! [`pubsub`](crate::pubsub), [`config`](crate::config) and
+//! [`log`](crate::log) call it makes goes to that host: KV, variables and
+//! dead letters you seeded; log lines, writes, sent and published messages
+//! and retried batch messages it records for your assertions
+//! ([`TestHost::writes`], [`TestHost::sent`], [`TestHost::published`],
+//! [`TestHost::retried`]); and host errors you inject.
 //!
 //! ```toml
 //! [dev-dependencies]
@@ -37,13 +41,46 @@
 //! # }
 //! ```
 //!
-//! What it is not: the sandbox. Limits, budgets, permissions and the
-//! events that writes enqueue are the real host's; try a built component
-//! there with `picloud-host run FILE.wasm --event EVENT.json`.
+//! A queue consumer, with a batch and a message retried alone:
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use picloud_sdk::testing::{TestHost, batch_message, queue_batch};
+//! use picloud_sdk::{Event, Result, pubsub, queue};
+//! use serde_json::json;
+//!
+//! fn consume(event: Event) -> Result<()> {       // your #[handler] fn
+//!     for m in event.queue_batch().expect("a batch").messages {
+//!         match m.body["order"].as_str() {
+//!             Some(order) => pubsub::publish("orders.paid", &json!({"order": order}))?,
+//!             None => queue::retry(&m.id)?,
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! let host = TestHost::new();
+//! let batch = queue_batch("payments", [
+//!     batch_message("m-1", json!({"order": "o-1"})),
+//!     batch_message("m-2", json!({})),
+//! ]);
+//! host.run(|| consume(batch)).unwrap();
+//! assert_eq!(host.published()[0].topic, "orders.paid");
+//! assert_eq!(host.published()[0].body, json!({"order": "o-1"}));
+//! assert_eq!(host.retried()[0].message_id, "m-2");
+//! # }
+//! ```
+//!
+//! What it is not: the sandbox. Limits, budgets, permissions, the events
+//! that writes enqueue, and the rule that a failed attempt's sends and
+//! publishes are dropped are the real host's (here every call is recorded
+//! as it is made); try a built component there with `picloud-host run
+//! FILE.wasm --event EVENT.json`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -51,7 +88,7 @@ use serde_json::{Value, json};
 use crate::__private::bindings::picloud::trigger::types::{
     Event as RawEvent, HostError as RawHostError,
 };
-use crate::{Event, HostError, KvOp};
+use crate::{BatchMessage, Event, HostError, KvOp};
 
 /// One KV write a handler made, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,11 +103,46 @@ pub struct Write {
     pub value: Option<Value>,
 }
 
+/// One message a handler sent to a queue ([`crate::queue::send`]), in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// The queue.
+    pub queue: String,
+    /// The body.
+    pub body: Value,
+    /// The delay it asked for ([`crate::queue::send_after`]), in whole
+    /// milliseconds.
+    pub delay: Option<Duration>,
+}
+
+/// One message a handler published ([`crate::pubsub::publish`]), in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The topic.
+    pub topic: String,
+    /// The body.
+    pub body: Value,
+}
+
+/// One batch message a handler retried alone ([`crate::queue::retry`]), in
+/// order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retried {
+    /// The message's id.
+    pub message_id: String,
+    /// The delay it asked for ([`crate::queue::retry_after`]), in whole
+    /// milliseconds.
+    pub delay: Option<Duration>,
+}
+
 #[derive(Default)]
 struct State {
     kv: BTreeMap<(String, String), (String, u64)>,
     dead_letters: Vec<host::dead_letters::DeadLetter>,
     writes: Vec<Write>,
+    sent: Vec<Sent>,
+    published: Vec<Published>,
+    retried: Vec<Retried>,
     logs: Vec<String>,
     failures: HashMap<String, VecDeque<HostError>>,
     vars: HashMap<String, String>,
@@ -141,7 +213,9 @@ impl TestHost {
     /// Make the next call named `call` fail with `error`, once: `kv.get`,
     /// `kv.set`, `kv.delete`, `kv.list-keys`, `kv.set-if-version`,
     /// `kv.delete-if-version`, `kv.increment`, `dead-letters.get`,
-    /// `dead-letters.list-unresolved`, `dead-letters.resolve`. Calls queue.
+    /// `dead-letters.list-unresolved`, `dead-letters.resolve`,
+    /// `queue.send`, `queue.retry`, `pubsub.publish`, `config.get`. Calls
+    /// queue. A refused call records nothing.
     pub fn fail_next(&self, call: &str, error: HostError) -> &Self {
         self.0
             .borrow_mut()
@@ -185,6 +259,21 @@ impl TestHost {
     /// Every KV write made so far, in order.
     pub fn writes(&self) -> Vec<Write> {
         self.0.borrow().writes.clone()
+    }
+
+    /// Every message sent to a queue so far, in order.
+    pub fn sent(&self) -> Vec<Sent> {
+        self.0.borrow().sent.clone()
+    }
+
+    /// Every message published so far, in order.
+    pub fn published(&self) -> Vec<Published> {
+        self.0.borrow().published.clone()
+    }
+
+    /// Every batch message retried alone so far, in order.
+    pub fn retried(&self) -> Vec<Retried> {
+        self.0.borrow().retried.clone()
     }
 
     /// Every log line so far, as `level: message`.
@@ -238,6 +327,58 @@ pub fn kv_delete(collection: &str, key: &str) -> Event {
         "delete",
         json!({"collection": collection, "key": key, "version": 2}),
     )
+}
+
+/// A `cron`/`tick` event of `schedule` (in UTC) due at `scheduled_at`
+/// (RFC 3339 text), after `missed` skipped ticks.
+pub fn cron_tick(schedule: &str, scheduled_at: &str, missed: u64) -> Event {
+    event(
+        "cron",
+        "tick",
+        json!({"schedule": schedule, "timezone": "UTC", "scheduled_at": scheduled_at,
+               "missed": missed}),
+    )
+}
+
+/// A `queue`/`message` event: one message of `queue` with `body`.
+pub fn queue_message(queue: &str, body: Value) -> Event {
+    event("queue", "message", json!({"queue": queue, "body": body}))
+}
+
+/// A `queue`/`batch` event: `messages` of `queue` (build them with
+/// [`batch_message`]).
+pub fn queue_batch(queue: &str, messages: impl IntoIterator<Item = BatchMessage>) -> Event {
+    let messages: Vec<Value> = messages
+        .into_iter()
+        .map(|m| json!({"id": m.id, "body": m.body, "attempt": m.attempt}))
+        .collect();
+    event(
+        "queue",
+        "batch",
+        json!({"queue": queue, "messages": messages}),
+    )
+}
+
+/// A message of a batch, on its first attempt (set
+/// [`BatchMessage::attempt`] for a retried one).
+pub fn batch_message(id: &str, body: Value) -> BatchMessage {
+    BatchMessage {
+        id: id.into(),
+        body,
+        attempt: 1,
+    }
+}
+
+/// A `pubsub`/`publish` event: `body` published on `topic`.
+pub fn pubsub_publish(topic: &str, body: Value) -> Event {
+    event("pubsub", "publish", json!({"topic": topic, "body": body}))
+}
+
+/// `event` as its `attempt`th delivery (1 is the first), for a handler
+/// that behaves differently on a retry.
+pub fn at_attempt(mut event: Event, attempt: u32) -> Event {
+    event.raw.attempt = attempt;
+    event
 }
 
 /// A synchronous invocation with `payload`.
@@ -495,6 +636,65 @@ pub(crate) mod host {
         }
     }
 
+    pub(crate) mod queue {
+        use std::time::Duration;
+
+        use super::super::{Retried, Sent, with};
+        use crate::__private::bindings::picloud::trigger::types::HostError;
+
+        pub(crate) fn send(name: &str, body: &str, delay_ms: Option<u64>) -> Result<(), HostError> {
+            with("queue.send", |s| {
+                if name.is_empty() {
+                    return Err(HostError::InvalidArgument(
+                        "empty queue: give a non-empty name".into(),
+                    ));
+                }
+                let body = serde_json::from_str(body).map_err(|e| {
+                    HostError::InvalidArgument(format!("message body is not valid JSON: {e}"))
+                })?;
+                s.sent.push(Sent {
+                    queue: name.into(),
+                    body,
+                    delay: delay_ms.map(Duration::from_millis),
+                });
+                Ok(())
+            })
+        }
+
+        pub(crate) fn retry(message_id: &str, delay_ms: Option<u64>) -> Result<(), HostError> {
+            with("queue.retry", |s| {
+                s.retried.push(Retried {
+                    message_id: message_id.into(),
+                    delay: delay_ms.map(Duration::from_millis),
+                });
+                Ok(())
+            })
+        }
+    }
+
+    pub(crate) mod pubsub {
+        use super::super::{Published, with};
+        use crate::__private::bindings::picloud::trigger::types::HostError;
+
+        pub(crate) fn publish(topic: &str, body: &str) -> Result<(), HostError> {
+            with("pubsub.publish", |s| {
+                if topic.is_empty() {
+                    return Err(HostError::InvalidArgument(
+                        "empty topic: give a non-empty name".into(),
+                    ));
+                }
+                let body = serde_json::from_str(body).map_err(|e| {
+                    HostError::InvalidArgument(format!("message body is not valid JSON: {e}"))
+                })?;
+                s.published.push(Published {
+                    topic: topic.into(),
+                    body,
+                });
+                Ok(())
+            })
+        }
+    }
+
     pub(crate) mod log {
         pub(crate) use crate::__private::bindings::picloud::trigger::log::Level;
 
@@ -513,5 +713,151 @@ pub(crate) mod host {
                 None => eprintln!("{level}: {message}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Error, Result, pubsub, queue};
+
+    /// Sends what each `send` item asks, publishes what each `publish`
+    /// item asks, and retries the batch messages that ask to be.
+    fn relay(event: Event) -> Result<()> {
+        if let Some(batch) = event.queue_batch() {
+            for m in batch.messages {
+                match m.body["retry_ms"].as_u64() {
+                    Some(0) => queue::retry(&m.id)?,
+                    Some(ms) => queue::retry_after(&m.id, Duration::from_millis(ms))?,
+                    None => {}
+                }
+            }
+            return Ok(());
+        }
+        let body = event
+            .queue_message()
+            .map(|m| m.body)
+            .or_else(|| event.pubsub().map(|m| m.body))
+            .unwrap_or(Value::Null);
+        for item in body["send"].as_array().into_iter().flatten() {
+            let queue = item["queue"].as_str().unwrap_or_default();
+            match item["delay_ms"].as_u64() {
+                Some(ms) => queue::send_after(queue, &item["body"], Duration::from_millis(ms))?,
+                None => queue::send(queue, &item["body"])?,
+            }
+        }
+        for item in body["publish"].as_array().into_iter().flatten() {
+            pubsub::publish(item["topic"].as_str().unwrap_or_default(), &item["body"])?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sends_and_publishes_are_recorded_in_order() {
+        let host = TestHost::new();
+        let event = queue_message(
+            "in",
+            json!({
+                "send": [{"queue": "mail", "body": {"to": "ada"}},
+                         {"queue": "mail", "body": 2, "delay_ms": 1500}],
+                "publish": [{"topic": "orders.created", "body": ["o-1"]}],
+            }),
+        );
+        host.run(|| relay(event)).unwrap();
+        assert_eq!(
+            host.sent(),
+            [
+                Sent {
+                    queue: "mail".into(),
+                    body: json!({"to": "ada"}),
+                    delay: None
+                },
+                Sent {
+                    queue: "mail".into(),
+                    body: json!(2),
+                    delay: Some(Duration::from_millis(1500))
+                },
+            ]
+        );
+        assert_eq!(
+            host.published(),
+            [Published {
+                topic: "orders.created".into(),
+                body: json!(["o-1"])
+            }]
+        );
+        assert!(host.retried().is_empty() && host.writes().is_empty());
+    }
+
+    #[test]
+    fn batch_messages_retried_alone_are_recorded() {
+        let host = TestHost::new();
+        let batch = queue_batch(
+            "mail",
+            [
+                batch_message("m-1", json!({})),
+                batch_message("m-2", json!({"retry_ms": 0})),
+                batch_message("m-3", json!({"retry_ms": 250})),
+            ],
+        );
+        assert_eq!(batch.queue_batch().unwrap().messages.len(), 3);
+        host.run(|| relay(batch)).unwrap();
+        assert_eq!(
+            host.retried(),
+            [
+                Retried {
+                    message_id: "m-2".into(),
+                    delay: None
+                },
+                Retried {
+                    message_id: "m-3".into(),
+                    delay: Some(Duration::from_millis(250))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_send_records_nothing_and_is_the_handlers_error() {
+        let host = TestHost::new();
+        host.fail_next("queue.send", HostError::PermissionDenied);
+        let event = pubsub_publish("t", json!({"send": [{"queue": "q", "body": 1}]}));
+        let e: Error = host.run(|| relay(event)).unwrap_err();
+        assert_eq!(e.host_error(), Some(&HostError::PermissionDenied));
+        assert!(host.sent().is_empty());
+
+        host.fail_next("pubsub.publish", HostError::Unavailable("down".into()));
+        let event = pubsub_publish("t", json!({"publish": [{"topic": "x", "body": 1}]}));
+        let e = host.run(|| relay(event)).unwrap_err();
+        assert!(matches!(e.host_error(), Some(HostError::Unavailable(_))));
+        assert!(host.published().is_empty());
+
+        let e = host.run(|| queue::send("", &1)).unwrap_err();
+        assert!(matches!(e, HostError::InvalidArgument(_)), "{e}");
+    }
+
+    #[test]
+    fn event_builders_have_the_contracts_shapes() {
+        let tick = cron_tick("*/5 * * * *", "2025-01-31T03:05:00Z", 3)
+            .cron()
+            .unwrap();
+        assert_eq!(
+            (
+                tick.schedule.as_str(),
+                tick.scheduled_at.as_str(),
+                tick.missed
+            ),
+            ("*/5 * * * *", "2025-01-31T03:05:00Z", 3)
+        );
+        let m = queue_message("q", json!(1)).queue_message().unwrap();
+        assert_eq!((m.queue.as_str(), m.body), ("q", json!(1)));
+        let p = pubsub_publish("t", json!(2)).pubsub().unwrap();
+        assert_eq!((p.topic.as_str(), p.body), ("t", json!(2)));
+        let retried = at_attempt(invoke(json!({})), 3);
+        assert_eq!(retried.attempt(), 3);
     }
 }

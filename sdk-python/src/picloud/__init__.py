@@ -20,25 +20,47 @@ The handler's return value is the reply body of a synchronous invocation:
 None for none, `bytes` and `str` as they are, anything else as JSON. Raising
 fails the attempt: `Fail("why")` with its message, any other exception with
 its type and message (and its traceback in the run's log). A failed attempt
-is retried and finally dead-lettered; a synchronous invocation returns the
-error to its caller instead.
+is retried and finally dead-lettered; `Permanent("why")` dead-letters it at
+once, `RetryAfter("why", seconds)` retries it no sooner than that. A
+synchronous invocation returns the error to its caller instead.
 
 Rule: this module holds the decorator and the bridge to the generated
-`handle` export; everything a handler calls lives in `kv`, `dead_letters`,
-`log` and `config`.
+`handle` export; everything a handler calls lives in `kv`, `queue`,
+`pubsub`, `dead_letters`, `log` and `config`.
 """
 
 import json
 import sys
 import traceback
 
-from . import config, dead_letters, kv, log
+from . import config, dead_letters, kv, log, pubsub, queue
 from .dead_letters import Resolution
-from .errors import Conflict, Fail, HostError, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from .event import DeadLetterEvent, Event, KvEvent
+from .errors import (
+    Conflict,
+    Fail,
+    HostError,
+    InvalidArgument,
+    NotFound,
+    Permanent,
+    PermissionDenied,
+    RetryAfter,
+    Unavailable,
+)
+from .event import (
+    BatchMessage,
+    CronTick,
+    DeadLetterEvent,
+    Event,
+    KvEvent,
+    PubsubMessage,
+    QueueBatch,
+    QueueMessage,
+)
 
 __all__ = [
+    "BatchMessage",
     "Conflict",
+    "CronTick",
     "DeadLetterEvent",
     "Event",
     "Fail",
@@ -46,14 +68,21 @@ __all__ = [
     "InvalidArgument",
     "KvEvent",
     "NotFound",
+    "Permanent",
     "PermissionDenied",
+    "PubsubMessage",
+    "QueueBatch",
+    "QueueMessage",
     "Resolution",
+    "RetryAfter",
     "Unavailable",
     "config",
     "dead_letters",
     "handler",
     "kv",
     "log",
+    "pubsub",
+    "queue",
 ]
 
 
@@ -68,19 +97,21 @@ def _reply(value):
 
 
 def _world(function):
-    from componentize_py_types import Err
+    from . import _host
 
     class WitWorld:
         def handle(self, raw):
             try:
                 return _reply(function(Event(raw)))
-            except (Fail, HostError) as e:
-                raise Err(str(e)) from None
+            except Fail as e:
+                raise _host.failure(str(e), e.permanent, e.retry_after_ms) from None
+            except HostError as e:
+                raise _host.failure(str(e)) from None
             except Exception as e:
                 # The handler's frames only, not this bridge's.
                 frames = traceback.format_exception(type(e), e, e.__traceback__.tb_next)
                 log.error("".join(frames).rstrip())
-                raise Err(f"{type(e).__name__}: {e}") from None
+                raise _host.failure(f"{type(e).__name__}: {e}") from None
 
     return WitWorld
 

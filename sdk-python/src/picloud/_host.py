@@ -1,16 +1,20 @@
 """The one module that touches the bindings componentize-py generates.
 
 Rule: every host call goes through `call`, which turns the bindings' `Err`
-into the SDK's `HostError` subclasses; nothing else in the SDK imports
-`wit_world`, so authors never see the generated names.
+into the SDK's `HostError` subclasses, and a failed handler leaves through
+`failure`, which builds the `handler-error` record; nothing else in the SDK
+imports `wit_world` or `componentize_py_types`, so authors never see the
+generated names.
 """
 
+from typing import Optional
+
 from componentize_py_types import Err
-from wit_world.imports import dead_letters, kv, log, store, types
+from wit_world.imports import dead_letters, kv, log, pubsub, queue, store, types
 
 from .errors import Conflict, HostError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
-__all__ = ["call", "dead_letters", "kv", "log", "store", "Err"]
+__all__ = ["call", "failure", "dead_letters", "kv", "log", "pubsub", "queue", "store", "Err"]
 
 
 def host_error(raw) -> HostError:
@@ -34,3 +38,9 @@ def call(function, *args):
         return function(*args)
     except Err as e:
         raise host_error(e.value) from None
+
+
+def failure(message: str, permanent: bool = False, retry_after_ms: Optional[int] = None) -> Err:
+    """The exception `handle` raises to fail the attempt: the bindings' `Err`
+    around a `handler-error`."""
+    return Err(types.HandlerError(message=message, permanent=permanent, retry_after_ms=retry_after_ms))

@@ -3,8 +3,12 @@
 Rule: every refusal of the host is a `HostError` subclass whose text is the
 text the Rust SDK gives the same refusal, so a run's error reads the same
 whatever language the script is in. Raising anything from a handler fails the
-attempt; `Fail` is the one to raise on purpose.
+attempt, to be retried; `Fail` is the one to raise on purpose, and its two
+subclasses say more: `Permanent` (never retry) and `RetryAfter` (not before a
+delay).
 """
+
+import math
 
 
 class Fail(Exception):
@@ -16,6 +20,45 @@ class Fail(Exception):
 
         raise Fail(f"payment declined: {order['id']}")
     """
+
+    #: Whether the event must not be retried (`Permanent`).
+    permanent = False
+    #: The least delay before the retry, in milliseconds (`RetryAfter`).
+    retry_after_ms = None
+
+
+class Permanent(Fail):
+    """Fail the attempt, and never retry it: the event becomes a dead letter
+    now, whatever attempts it has left (a dead-letter handler's event goes to
+    the recursion stop, resolved `handler_failed`). For input no retry can
+    fix.
+
+        raise Permanent(f"order {key} has no items")
+    """
+
+    permanent = True
+
+
+class RetryAfter(Fail):
+    """Fail the attempt, and retry it no sooner than `seconds` from now
+    (rounded up to whole milliseconds) instead of after the trigger's backoff:
+    a rate-limited downstream's `Retry-After`. The attempt still counts.
+
+        raise RetryAfter("mail api: rate limited", 30)
+    """
+
+    def __init__(self, message: str, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError(f"RetryAfter needs a delay of 0 seconds or more, not {seconds!r}")
+        super().__init__(message)
+        self.seconds = seconds
+        self.retry_after_ms = millis(seconds)
+
+
+def millis(seconds: float) -> int:
+    """Whole milliseconds, rounded up: a delay never shrinks below what was
+    asked."""
+    return math.ceil(seconds * 1000)
 
 
 class HostError(Exception):

@@ -7,7 +7,7 @@ guess.
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 
 @dataclass
@@ -65,6 +65,63 @@ class DeadLetterEvent:
         return KvEvent._from(self.source, self.op, self.payload)
 
 
+@dataclass
+class CronTick:
+    """The tick behind a `cron`/`tick` event. Delivered at least once: key
+    what a tick does by `scheduled_at` to stay idempotent."""
+
+    #: The trigger's schedule, as registered (e.g. `0 3 * * *`).
+    schedule: str
+    #: The time zone the schedule is read in (e.g. `UTC`).
+    timezone: str
+    #: When the tick was due, as RFC 3339 text; it may run later.
+    scheduled_at: str
+    #: How many earlier ticks were skipped while no dispatcher ran (after a
+    #: gap the host runs the newest tick once, not one per missed time).
+    missed: int
+
+
+@dataclass
+class QueueMessage:
+    """One message of a queue (`queue`/`message`)."""
+
+    queue: str
+    #: The body it was sent with, parsed.
+    body: Any
+
+
+@dataclass
+class BatchMessage:
+    """One message of a `QueueBatch`."""
+
+    #: For `queue.retry`; the same across the message's retries.
+    id: str
+    #: The body it was sent with, parsed.
+    body: Any
+    #: 1 the first time the message is delivered, one more after each retry.
+    attempt: int
+
+
+@dataclass
+class QueueBatch:
+    """Messages of a queue, for a consumer registered with `--batch N`
+    (`queue`/`batch`): at most N, oldest first. Raising retries them all;
+    `queue.retry(message.id)` retries one alone."""
+
+    queue: str
+    messages: List[BatchMessage]
+
+
+@dataclass
+class PubsubMessage:
+    """A message published on a topic (`pubsub`/`publish`)."""
+
+    #: The topic it was published on (not the trigger's pattern).
+    topic: str
+    #: The body it was published with, parsed.
+    body: Any
+
+
 class Event:
     """One event. The same `id` across retries: use it to stay idempotent
     under at-least-once delivery."""
@@ -85,12 +142,13 @@ class Event:
 
     @property
     def source(self) -> str:
-        """`kv`, `http`, `dead_letter`, ..."""
+        """`kv`, `cron`, `queue`, `pubsub`, `http`, `dead_letter`, ..."""
         return self._raw.source
 
     @property
     def op(self) -> str:
-        """`set`, `delete`, `invoke`, `created`, ..."""
+        """`set`, `delete`, `tick`, `message`, `batch`, `publish`, `invoke`,
+        `created`, ..."""
         return self._raw.op
 
     @property
@@ -148,6 +206,51 @@ class Event:
             last_error=p.get("last_error", ""),
             payload=p.get("payload"),
         )
+
+    def _payload_of(self, source: str, op: str) -> Optional[dict]:
+        """The payload, for an event of `source`/`op` whose payload is an
+        object; None otherwise."""
+        if self.source != source or self.op != op:
+            return None
+        payload = self.json()
+        return payload if isinstance(payload, dict) else None
+
+    def cron(self) -> Optional[CronTick]:
+        """The tick, for a `cron`/`tick` event; None otherwise."""
+        p = self._payload_of("cron", "tick")
+        if p is None:
+            return None
+        return CronTick(
+            schedule=p["schedule"],
+            timezone=p.get("timezone", ""),
+            scheduled_at=p["scheduled_at"],
+            missed=p.get("missed", 0),
+        )
+
+    def queue_message(self) -> Optional[QueueMessage]:
+        """The message, for a `queue`/`message` event; None otherwise."""
+        p = self._payload_of("queue", "message")
+        if p is None:
+            return None
+        return QueueMessage(queue=p["queue"], body=p.get("body"))
+
+    def queue_batch(self) -> Optional[QueueBatch]:
+        """The messages, for a `queue`/`batch` event; None otherwise."""
+        p = self._payload_of("queue", "batch")
+        if p is None:
+            return None
+        messages = [
+            BatchMessage(id=m["id"], body=m.get("body"), attempt=m.get("attempt", 1))
+            for m in p.get("messages", [])
+        ]
+        return QueueBatch(queue=p["queue"], messages=messages)
+
+    def pubsub(self) -> Optional[PubsubMessage]:
+        """The message, for a `pubsub`/`publish` event; None otherwise."""
+        p = self._payload_of("pubsub", "publish")
+        if p is None:
+            return None
+        return PubsubMessage(topic=p["topic"], body=p.get("body"))
 
     def __repr__(self) -> str:
         return f"Event(id={self.id!r}, source={self.source!r}, op={self.op!r}, attempt={self.attempt})"

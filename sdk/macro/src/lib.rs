@@ -16,7 +16,9 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
 /// It takes one [`Event`](../picloud_sdk/struct.Event.html) by value and
 /// returns `Result<R, E>`, where `R` is a reply body (`()`, `Vec<u8>`,
 /// `Option<Vec<u8>>`, `String`, `&str` or `serde_json::Value`) and `E` is
-/// anything that implements `Display`. There is one handler per script.
+/// anything that implements `Display`. The SDK's `Error` keeps its kind
+/// (`Error::permanent`, `Error::retry_after`); any other error is a
+/// retryable message. There is one handler per script.
 ///
 /// ```text
 /// #[picloud_sdk::handler]
@@ -109,7 +111,20 @@ fn expand(attr: proc_macro2::TokenStream, func: &ItemFn) -> syn::Result<proc_mac
     // Spanned at the user's argument type and return type, so a mismatch is
     // reported there rather than at the attribute.
     let event = quote_spanned!(arg_span=> __picloud_event);
-    let finish = quote_spanned!(output_span=> ::picloud_sdk::__private::finish(__picloud_outcome));
+    // An `Err` becomes the WIT `handler-error`: the SDK's `Error` keeps its
+    // kind (permanent, retry-after), any other `Display` is a retryable
+    // message. Method lookup on a reference to it picks `SdkFailure` for the SDK's
+    // type and `DisplayFailure` for the rest (see `__private`).
+    let finish = quote_spanned!(output_span=> match __picloud_outcome {
+        ::core::result::Result::Ok(__picloud_reply) => {
+            ::core::result::Result::Ok(::picloud_sdk::__private::reply(__picloud_reply))
+        }
+        ::core::result::Result::Err(__picloud_error) => {
+            #[allow(unused_imports)]
+            use ::picloud_sdk::__private::{DisplayFailure as _, SdkFailure as _};
+            ::core::result::Result::Err((&__picloud_error).__picloud_handler_error())
+        }
+    });
     // A second `#[handler]` in the crate redefines this name, and rustc's
     // "the name `...` is defined multiple times" then reads as the fix.
     let handler_struct = quote!(only_one_handler_per_script__remove_the_other_handler_attribute);
@@ -125,7 +140,7 @@ fn expand(attr: proc_macro2::TokenStream, func: &ItemFn) -> syn::Result<proc_mac
                 __picloud_raw: ::picloud_sdk::__private::RawEvent,
             ) -> ::core::result::Result<
                 ::core::option::Option<::std::vec::Vec<u8>>,
-                ::std::string::String,
+                ::picloud_sdk::__private::RawHandlerError,
             > {
                 let __picloud_event = ::picloud_sdk::__private::event(__picloud_raw);
                 let __picloud_outcome = #name(#event);
