@@ -13,11 +13,13 @@ use serde_json::Value;
 
 use crate::auth::Role;
 use crate::auth::{Authorizer, Capability};
+use crate::cron::CatchUp;
 use crate::model::{
-    App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, KvEntry, KvOps, NewTrigger, Resolution,
-    RunId, Script, ScriptId, Trigger, TriggerId, TriggerSpec,
+    App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId, KvEntry, KvOps, NewTrigger,
+    Resolution, RunId, Script, ScriptId, Trigger, TriggerId, TriggerSpec,
 };
 use crate::outbound::HostPattern;
+use crate::retry::RetryPolicy;
 use crate::runs::{Follower, Run, RunFilter};
 use crate::secrets::{AppVar, SecretKey};
 use crate::store::Member;
@@ -134,6 +136,10 @@ pub struct TriggerOptions {
     pub spec: TriggerSpec,
     /// Its name; `None` for the default.
     pub name: Option<String>,
+    /// Its retry policy; the default leaves every choice to the host.
+    pub retry: RetryPolicy,
+    /// Its own depth limit, below the host's; `None`: the host's.
+    pub max_depth: Option<u32>,
 }
 
 impl TriggerOptions {
@@ -148,6 +154,8 @@ impl TriggerOptions {
                 ordered: false,
             },
             name: None,
+            retry: RetryPolicy::default(),
+            max_depth: None,
         }
     }
 
@@ -169,12 +177,72 @@ impl TriggerOptions {
                 source: source.to_owned(),
             },
             name: None,
+            retry: RetryPolicy::default(),
+            max_depth: None,
+        }
+    }
+
+    /// Run `script` on `schedule` (five cron fields, or six with seconds
+    /// first) in `timezone` (IANA, e.g. `UTC`), catching up as `catch_up`
+    /// says (see [`crate::cron`]).
+    pub fn cron(script: &str, schedule: &str, timezone: &str, catch_up: CatchUp) -> Self {
+        TriggerOptions {
+            script: script.to_owned(),
+            spec: TriggerSpec::Cron {
+                schedule: schedule.to_owned(),
+                timezone: timezone.to_owned(),
+                catch_up,
+            },
+            name: None,
+            retry: RetryPolicy::default(),
+            max_depth: None,
+        }
+    }
+
+    /// Consume the app's queue `queue` with `script`, up to `batch`
+    /// messages per invocation (1: one `queue`/`message` event each).
+    pub fn queue(script: &str, queue: &str, batch: u32) -> Self {
+        TriggerOptions {
+            script: script.to_owned(),
+            spec: TriggerSpec::Queue {
+                queue: queue.to_owned(),
+                batch,
+            },
+            name: None,
+            retry: RetryPolicy::default(),
+            max_depth: None,
+        }
+    }
+
+    /// Run `script` on messages published to topics matching `topic`
+    /// (exact, `prefix*` or `*`).
+    pub fn pubsub(script: &str, topic: &str) -> Self {
+        TriggerOptions {
+            script: script.to_owned(),
+            spec: TriggerSpec::Pubsub {
+                topic: topic.to_owned(),
+            },
+            name: None,
+            retry: RetryPolicy::default(),
+            max_depth: None,
         }
     }
 
     /// The same, with its own name.
     pub fn named(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The same, with its own retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same, with its own depth limit (below the host's).
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.max_depth = Some(depth);
         self
     }
 }
@@ -325,13 +393,31 @@ impl Admin {
         options: TriggerOptions,
         principal: &str,
     ) -> Result<Trigger> {
-        let TriggerOptions { script, spec, name } = options;
+        let TriggerOptions {
+            script,
+            spec,
+            name,
+            retry,
+            max_depth,
+        } = options;
         let suffix = match &spec {
             TriggerSpec::Kv { collection, .. } => format!("on-{collection}"),
             TriggerSpec::DeadLetter { .. } => "on-dead-letters".to_owned(),
+            TriggerSpec::Cron { .. } => "cron".to_owned(),
+            TriggerSpec::Queue { queue, .. } => format!("on-queue-{queue}"),
+            TriggerSpec::Pubsub { topic, .. } => format!("on-topic-{topic}"),
         };
-        self.register(app, &script, spec, principal, name.as_deref(), &suffix)
-            .await
+        let policy = (retry, max_depth);
+        self.register(
+            app,
+            &script,
+            spec,
+            policy,
+            principal,
+            name.as_deref(),
+            &suffix,
+        )
+        .await
     }
 
     /// Validate the pattern, check the principal, resolve the script, store.
@@ -340,6 +426,7 @@ impl Admin {
         app: AppId,
         script: &str,
         spec: TriggerSpec,
+        (retry, max_depth): (RetryPolicy, Option<u32>),
         principal: &str,
         name: Option<&str>,
         default_suffix: &str,
@@ -352,10 +439,11 @@ impl Admin {
                 .unwrap_or_else(|| format!("{script_name}-{default_suffix}")),
             registered_by_principal: principal.to_owned(),
             spec: spec.clone(),
+            retry,
+            max_depth,
         };
         // Refuse a bad pattern before anything else (nothing is looked up).
-        store::validate_trigger(&trigger_for(ScriptId(uuid::Uuid::nil()), ""))
-            .map_err(store::Error::from)?;
+        store::validate_trigger(&trigger_for(ScriptId(uuid::Uuid::nil()), ""))?;
         require(
             &*self.authorizer,
             principal,
@@ -595,6 +683,38 @@ impl Admin {
         store::validate_kv_names(collection, key)?;
         require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
         Ok(self.store.kv_set(app, collection, key, &value, 0).await?)
+    }
+
+    /// Send `body` to the app's queue `queue` as `principal` (needs
+    /// KvWrite), due after `delay_ms`. From the manager's own transaction,
+    /// build it with [`crate::messages::queue_message`] and enqueue it on
+    /// that transaction ([`store::Conn::enqueue`]).
+    pub async fn send_to_queue(
+        &self,
+        app: AppId,
+        queue: &str,
+        body: Value,
+        delay_ms: u64,
+        principal: &str,
+    ) -> Result<EventId> {
+        let message = crate::messages::queue_message(app, queue, body, delay_ms)?;
+        require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
+        Ok(self.store.enqueue(&message).await?)
+    }
+
+    /// Publish `body` on the app's topic `topic` as `principal` (needs
+    /// KvWrite): every matching `pubsub` trigger gets it. From the
+    /// manager's own transaction, see [`crate::messages::publication`].
+    pub async fn publish(
+        &self,
+        app: AppId,
+        topic: &str,
+        body: Value,
+        principal: &str,
+    ) -> Result<EventId> {
+        let message = crate::messages::publication(app, topic, body)?;
+        require(&*self.authorizer, principal, Capability::KvWrite(app)).await?;
+        Ok(self.store.enqueue(&message).await?)
     }
 
     /// Delete a KV entry as `principal` (needs KvWrite); enqueues its event.

@@ -140,6 +140,7 @@ fn noop_invocation(script: &Script) -> Invocation {
         trigger_id: None,
         script_id: script.id,
         principal: BENCH_PRINCIPAL.into(),
+        chain: Vec::new(),
     }
 }
 
@@ -254,13 +255,61 @@ pub struct DispatchReport {
     pub idle_latency: Percentiles,
 }
 
-/// A host over `store` with one app whose kv trigger on collection `bench`
+/// Where a dispatch benchmark's events come from (`bench dispatch
+/// --source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BenchSource {
+    /// KV writes to collection `bench`, matched by a kv trigger.
+    #[default]
+    Kv,
+    /// Messages to queue `bench`, consumed by a queue trigger taking
+    /// batches of this many.
+    Queue(u32),
+    /// Messages published on topic `bench`, matched by a pubsub trigger.
+    Pubsub,
+}
+
+impl BenchSource {
+    /// The bench trigger's spec.
+    fn spec(self, ordered: bool) -> TriggerSpec {
+        match self {
+            BenchSource::Kv => TriggerSpec::Kv {
+                collection: "bench".into(),
+                ops: KvOps::ALL,
+                ordered,
+            },
+            BenchSource::Queue(batch) => TriggerSpec::Queue {
+                queue: "bench".into(),
+                batch,
+            },
+            BenchSource::Pubsub => TriggerSpec::Pubsub {
+                topic: "bench".into(),
+            },
+        }
+    }
+
+    /// The `i`-th event for `app`, of key `key`.
+    fn event(self, app: crate::model::AppId, i: u64, key: u64) -> anyhow::Result<NewEvent> {
+        Ok(match self {
+            BenchSource::Kv => NewEvent::raw(
+                app,
+                source::KV,
+                "set",
+                json!({"collection": "bench", "key": format!("k{key}"), "value": i, "version": 1}),
+            ),
+            BenchSource::Queue(_) => crate::messages::queue_message(app, "bench", json!(i), 0)?,
+            BenchSource::Pubsub => crate::messages::publication(app, "bench", json!(i))?,
+        })
+    }
+}
+
+/// A host over `store` with one app whose trigger (see [`BenchSource`])
 /// runs the component in `wasm`, recording when each run starts.
 async fn bench_host(
     store: &Arc<dyn Store>,
     wasm: &[u8],
     runs: Option<RunsMode>,
-    ordered: bool,
+    spec: TriggerSpec,
 ) -> anyhow::Result<(
     Arc<TriggerHost>,
     Script,
@@ -293,11 +342,9 @@ async fn bench_host(
             script_id: script.id,
             name: "bench".into(),
             registered_by_principal: BENCH_PRINCIPAL.into(),
-            spec: TriggerSpec::Kv {
-                collection: "bench".into(),
-                ops: KvOps::ALL,
-                ordered,
-            },
+            spec,
+            retry: Default::default(),
+            max_depth: None,
         })
         .await?;
     Ok((host, script, latencies))
@@ -321,6 +368,8 @@ pub struct DispatchBench {
     /// its retry: a tenant's long backlog on one key, which must not slow
     /// the bench app.
     pub backlog: u64,
+    /// Where the events come from.
+    pub source: BenchSource,
 }
 
 impl DispatchBench {
@@ -333,6 +382,7 @@ impl DispatchBench {
             ordered: false,
             keys: None,
             backlog: 0,
+            source: BenchSource::Kv,
         }
     }
 }
@@ -352,24 +402,18 @@ pub async fn dispatch(
         ordered,
         keys,
         backlog,
+        source: from,
     } = shape.clone();
     // Every pass starts from an outbox without dead rows, as autovacuum
     // leaves it: passes in one database are then comparable even on a
     // server that runs with autovacuum off (this project's CI machines).
     store.vacuum_outbox().await?;
-    let (host, script, latencies) = bench_host(&store, wasm, runs, ordered).await?;
+    let (host, script, latencies) = bench_host(&store, wasm, runs, from.spec(ordered)).await?;
     if backlog > 0 {
         waiting_backlog(&store, host.runtime(), wasm, backlog).await?;
     }
     let key = |i: u64| keys.map_or(i, |k| i % k.max(1));
-    let event = |i: u64| {
-        NewEvent::raw(
-            script.app_id,
-            source::KV,
-            "set",
-            json!({"collection": "bench", "key": format!("k{}", key(i)), "value": i, "version": 1}),
-        )
-    };
+    let event = |i: u64| from.event(script.app_id, i, key(i));
 
     let fill = Progress::new("fill", events);
     let fill_started = Instant::now();
@@ -377,7 +421,9 @@ pub async fn dispatch(
     let mut written = 0u64;
     while written < events {
         let n = chunk.min(events - written);
-        let batch: Vec<NewEvent> = (written..written + n).map(event).collect();
+        let batch = (written..written + n)
+            .map(event)
+            .collect::<anyhow::Result<Vec<NewEvent>>>()?;
         store.enqueue_many(&batch).await?;
         written += n;
         fill.update(written);
@@ -409,7 +455,7 @@ pub async fn dispatch(
     let idle = Progress::new("idle", idle_samples as u64);
     for i in 0..idle_samples {
         let target = host.metrics().succeeded + 1;
-        store.enqueue(&event(events + i as u64)).await?;
+        store.enqueue(&event(events + i as u64)?).await?;
         while host.metrics().succeeded < target {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
@@ -451,6 +497,8 @@ async fn waiting_backlog(
                 ops: KvOps::ALL,
                 ordered: true,
             },
+            retry: Default::default(),
+            max_depth: None,
         })
         .await?;
     let key = crate::model::order_key("backlog", "hot");
@@ -510,7 +558,8 @@ pub async fn wake(
     wasm: &[u8],
     samples: usize,
 ) -> anyhow::Result<WakeReport> {
-    let (host, script, latencies) = bench_host(&store, wasm, None, false).await?;
+    let (host, script, latencies) =
+        bench_host(&store, wasm, None, BenchSource::Kv.spec(false)).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = {
         let (host, cancel) = (host.clone(), cancel.clone());

@@ -194,7 +194,7 @@ impl TriggerConfig {
     /// `min(max, base * 2^(n-1))`, then jittered by up to ±10%.
     pub fn backoff(&self, failed_attempts: i32) -> Duration {
         let exact = self.backoff_exact(failed_attempts);
-        let jitter = 0.9 + 0.2 * fastrand_unit();
+        let jitter = 0.9 + 0.2 * random_unit();
         exact.mul_f64(jitter)
     }
 
@@ -205,7 +205,7 @@ impl TriggerConfig {
     /// Over an outage the attempts thin out geometrically.
     pub fn infrastructure_backoff(&self, age: Duration) -> Duration {
         let exact = (age / 2).clamp(self.retry_base, self.retry_max);
-        exact.mul_f64(0.9 + 0.2 * fastrand_unit())
+        exact.mul_f64(0.9 + 0.2 * random_unit())
     }
 
     /// The delay without jitter.
@@ -218,7 +218,7 @@ impl TriggerConfig {
 }
 
 /// A uniform number in [0, 1), good enough for jitter.
-fn fastrand_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 

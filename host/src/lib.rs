@@ -5,6 +5,9 @@
 //! - [`admin`]: operations done for a principal (triggers, KV, bulk dead-letter work);
 //! - [`model`]: ids, timestamps and the rows everything else passes around;
 //! - [`pattern`]: collection/source patterns for triggers;
+//! - [`retry`]: retry policy per trigger (attempts, backoff, age);
+//! - [`cron`]: cron schedules, and the ticks they become exactly once;
+//! - [`messages`]: queues and topics, messages that travel through the outbox;
 //! - [`config`]: [`config::TriggerConfig`] and [`config::SandboxCeiling`] from the environment;
 //! - [`auth`]: scopes, roles, capabilities and the [`auth::Authorizer`];
 //! - [`store`]: the repository traits and their SQLite and PostgreSQL backends;
@@ -28,14 +31,17 @@ pub mod auth;
 #[doc(hidden)]
 pub mod bench; // the binary's `bench` commands: not part of the library's API
 pub mod config;
+pub mod cron;
 pub mod dispatch;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod inbox;
+pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod pattern;
+pub mod retry;
 pub mod runs;
 pub mod runtime;
 pub mod secrets;

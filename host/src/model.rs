@@ -431,6 +431,31 @@ pub enum TriggerSpec {
         /// A validated source pattern (see [`crate::pattern`]).
         source: String,
     },
+    /// Fires on a cron schedule: one `cron`/`tick` event per tick, however
+    /// many dispatchers run (see [`crate::cron`]).
+    Cron {
+        /// A cron expression with seconds (`0 */5 * * * *`), validated.
+        schedule: String,
+        /// An IANA time zone (`Europe/Berlin`); `UTC` by default.
+        timezone: String,
+        /// What to do about ticks missed while no dispatcher ran.
+        #[serde(default)]
+        catch_up: crate::cron::CatchUp,
+    },
+    /// Consumes the app's queue `queue` (see [`crate::messages`]); a queue
+    /// has at most one consumer.
+    Queue {
+        /// The queue's name.
+        queue: String,
+        /// Most messages per invocation: 1 delivers `queue`/`message`
+        /// events, more delivers `queue`/`batch` events of up to this many.
+        batch: u32,
+    },
+    /// Fires on messages published to topics matching `topic`.
+    Pubsub {
+        /// A validated topic pattern (see [`crate::pattern`]).
+        topic: String,
+    },
 }
 
 impl Trigger {
@@ -446,12 +471,15 @@ impl TriggerSpec {
         match self {
             TriggerSpec::Kv { .. } => "kv",
             TriggerSpec::DeadLetter { .. } => "dead_letter",
+            TriggerSpec::Cron { .. } => "cron",
+            TriggerSpec::Queue { .. } => "queue",
+            TriggerSpec::Pubsub { .. } => "pubsub",
         }
     }
 }
 
 /// A registered trigger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Trigger {
     /// Its id.
@@ -468,6 +496,16 @@ pub struct Trigger {
     pub registered_by_principal: String,
     /// Kind and details.
     pub spec: TriggerSpec,
+    /// Its retry policy; unset fields are the host's defaults.
+    #[serde(default)]
+    pub retry: crate::retry::RetryPolicy,
+    /// Its own depth limit, below the host's (`PICLOUD_MAX_TRIGGER_DEPTH`):
+    /// an event deeper than this is dead-lettered for it without running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// When its next cron tick is due (cron triggers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_fire_at: Option<Timestamp>,
     /// Registration time.
     pub created_at: Timestamp,
     /// Last change.
@@ -475,7 +513,7 @@ pub struct Trigger {
 }
 
 /// A trigger to register. The pattern must already be valid.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NewTrigger {
     /// Its app.
     pub app_id: AppId,
@@ -487,6 +525,10 @@ pub struct NewTrigger {
     pub registered_by_principal: String,
     /// Kind and details.
     pub spec: TriggerSpec,
+    /// Its retry policy (`RetryPolicy::default()`: the host's defaults).
+    pub retry: crate::retry::RetryPolicy,
+    /// Its own depth limit, below the host's; `None`: the host's.
+    pub max_depth: Option<u32>,
 }
 
 /// Event sources.
@@ -549,6 +591,48 @@ pub struct NewEvent {
     /// Its place in a per-key order (ordered kv triggers).
     #[serde(skip)]
     pub(crate) order: Order,
+    /// The triggers whose scripts caused it, newest first (see [`Cause`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) chain: Vec<String>,
+}
+
+/// What caused an event a script wrote: how deep it is, and the names of
+/// the triggers whose runs led to it, newest first, at most
+/// [`Cause::MAX_CHAIN`] of them. A depth stop's dead letter names the chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cause {
+    /// The new event's depth.
+    pub depth: i32,
+    /// Trigger names, newest first.
+    pub chain: Vec<String>,
+}
+
+impl Cause {
+    /// Most trigger names a chain keeps.
+    pub const MAX_CHAIN: usize = 16;
+
+    /// An event from outside at `depth`, with no chain.
+    pub fn at(depth: i32) -> Cause {
+        Cause {
+            depth,
+            chain: Vec::new(),
+        }
+    }
+
+    /// What a run of `trigger` (if any) for an event at `depth` with
+    /// `chain` causes: one level deeper, its name first.
+    pub fn of_run(depth: i32, trigger: Option<&str>, chain: &[String]) -> Cause {
+        let chain = trigger
+            .map(str::to_owned)
+            .into_iter()
+            .chain(chain.iter().cloned())
+            .take(Self::MAX_CHAIN)
+            .collect();
+        Cause {
+            depth: depth + 1,
+            chain,
+        }
+    }
 }
 
 /// A new outbox row's place in the order of its key (see
@@ -601,6 +685,7 @@ impl NewEvent {
                 _ => Order::None,
             },
             payload,
+            chain: Vec::new(),
         }
     }
 
@@ -638,7 +723,18 @@ impl NewEvent {
             last_error: attempts.last_error,
             due_at: Some(due_at),
             order: Order::None,
+            chain: of.chain.clone(),
             ..NewEvent::raw(of.app_id, &of.source, &of.op, of.payload.clone()).at_depth(of.depth)
+        }
+    }
+
+    /// A tick of cron `trigger`: a `cron`/`tick` row for that trigger alone
+    /// (see [`crate::cron`]).
+    pub fn tick(trigger: &Trigger, payload: Value) -> Self {
+        NewEvent {
+            trigger_id: Some(trigger.id),
+            script_id: Some(trigger.script_id),
+            ..NewEvent::raw(trigger.app_id, source::CRON, "tick", payload)
         }
     }
 
@@ -692,6 +788,18 @@ impl NewEvent {
     pub fn at_depth(mut self, depth: i32) -> Self {
         self.depth = depth;
         self
+    }
+
+    /// The same event, caused as `cause` says (its depth and chain).
+    pub fn caused_by(mut self, cause: &Cause) -> Self {
+        self.depth = cause.depth;
+        self.chain = cause.chain.clone();
+        self
+    }
+
+    /// The triggers whose runs led to it, newest first.
+    pub fn chain(&self) -> &[String] {
+        &self.chain
     }
 }
 
@@ -766,6 +874,9 @@ pub struct OutboxEvent {
     /// Its number in that order: rows of a key run in rising numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_seq: Option<i64>,
+    /// The triggers whose runs led to it, newest first (see [`Cause`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 /// The closed vocabulary of dead-letter resolutions.

@@ -203,6 +203,7 @@ async fn run_in(
         trigger_id: None,
         script_id: script.id,
         principal: PRINCIPAL.into(),
+        chain: Vec::new(),
     };
     let outcome = runtime.invoke(&script, input).await;
 

@@ -30,11 +30,14 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::inbox::{Delivery, ReplyMsg};
+use crate::messages;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::model::{
-    AppId, Attempts, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, Order, OutboxEvent,
-    Outcome, Script, ScriptId, Timestamp, Trigger, TriggerId, payload_order_key, source,
+    AppId, Attempts, Cause, DeadLetterId, EventId, KvOp, NewDeadLetter, NewEvent, Order,
+    OutboxEvent, Outcome, Script, ScriptId, Timestamp, Trigger, TriggerId, payload_order_key,
+    source,
 };
+use crate::retry::{Resolved, RetryPolicy};
 use crate::runs::{self, NewRun, RunOutcome};
 use crate::runtime::{Failure, Invocation, InvokeError, LoadError, Success};
 use crate::store::{self, NewAbandoned, Retry, StoredReply};
@@ -48,6 +51,13 @@ pub(crate) type Runs = Vec<NewRun>;
 pub(crate) enum Action {
     /// Succeeded (or nothing to do): delete the row.
     Complete(EventId, Runs),
+    /// Succeeded and sent messages (queue, pubsub): delete the row, if
+    /// any, and enqueue them in the same transaction.
+    Send {
+        id: Option<EventId>,
+        events: Vec<NewEvent>,
+        runs: Runs,
+    },
     /// Failed with attempts left: record and reschedule.
     Retry(Retry, Runs),
     /// Failed for the host's reasons (storage unavailable): record and
@@ -60,8 +70,8 @@ pub(crate) enum Action {
         raw: EventId,
         invocations: Vec<NewEvent>,
         exhausted: Vec<usize>,
-        /// How many of the rows (the last ones) are ordered triggers' runs,
-        /// not yet attempted.
+        /// How many of the rows (the last ones) are not retries: ordered
+        /// triggers' runs, not yet attempted, and messages the runs sent.
         deferred: usize,
         /// How many of the rows failed for the host's reasons.
         postponed: usize,
@@ -130,7 +140,7 @@ impl Action {
 #[derive(Default)]
 pub(crate) struct BatchCache {
     kv: Mutex<HashMap<(AppId, String, KvOp), Arc<OnceCell<Vec<Trigger>>>>>,
-    dead: Mutex<HashMap<(AppId, String), Arc<OnceCell<Vec<Trigger>>>>>,
+    named: Mutex<HashMap<(AppId, &'static str, String), Arc<OnceCell<Vec<Trigger>>>>>,
     triggers: Mutex<HashMap<TriggerId, Arc<OnceCell<Option<Trigger>>>>>,
     scripts: Mutex<HashMap<ScriptId, Arc<OnceCell<Option<Script>>>>>,
 }
@@ -169,9 +179,16 @@ impl BatchCache {
             .cloned()
     }
 
-    async fn dead_letter(&self, s: &Shared, app: AppId, src: &str) -> store::Result<Vec<Trigger>> {
-        let c = cell(&self.dead, (app, src.to_owned()));
-        c.get_or_try_init(|| s.store.list_matching_dead_letter(app, src))
+    /// The triggers of `kind` for `name` (see `TriggerRepo::list_matching`).
+    pub(crate) async fn named(
+        &self,
+        s: &Shared,
+        app: AppId,
+        kind: &'static str,
+        name: &str,
+    ) -> store::Result<Vec<Trigger>> {
+        let c = cell(&self.named, (app, kind, name.to_owned()));
+        c.get_or_try_init(|| s.store.list_matching(app, kind, name))
             .await
             .cloned()
     }
@@ -227,7 +244,8 @@ pub(crate) async fn process(
                 // Said once by the circuit breaker, not once per event.
                 tracing::debug!(error = %e, "database error while dispatching; postponed");
                 let error = InvokeError::Infrastructure(e.to_string());
-                vec![after_failure(&s, &ev, Timestamp::now(), &error, Vec::new())]
+                let policy = RetryPolicy::default().resolve(&s.config);
+                vec![after_failure(&s, &ev, Timestamp::now(), &error, &policy, Vec::new())]
             }
         };
         count(&app, &actions);
@@ -241,7 +259,7 @@ pub(crate) async fn process(
 fn count(app: &AppMetrics, actions: &[Action]) {
     for action in actions {
         let counter = match action {
-            Action::Complete(..) => &app.succeeded,
+            Action::Complete(..) | Action::Send { id: Some(_), .. } => &app.succeeded,
             Action::Retry(..) => &app.retried,
             Action::DeadLetter { .. } => &app.dead_lettered,
             Action::StopRecursion { .. } => &app.stopped,
@@ -288,7 +306,11 @@ async fn decide(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Resu
     }
     let max_depth = s.config.max_trigger_depth;
     if ev.depth > max_depth {
-        return Ok(vec![too_deep(s, ev, max_depth)]);
+        return Ok(vec![too_deep(
+            s,
+            ev,
+            depth_error(max_depth, None, &ev.chain),
+        )]);
     }
     if let Some(inbox) = &ev.reply_to {
         return direct(s, batch, ev, inbox).await;
@@ -329,15 +351,49 @@ async fn script_run(
     };
     let ran = run(s, batch, ev, None, script_id, principal).await?;
     let runs = ran.run.into_iter().collect();
+    let policy = RetryPolicy::default().resolve(&s.config);
     match ran.result {
-        Ok(_) => Ok(vec![Action::Complete(ev.id, runs)]),
-        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error, runs)]),
+        Ok(ok) => Ok(vec![succeeded(ev.id, ok.sent, runs)]),
+        Err(failure) => Ok(vec![after_failure(
+            s,
+            ev,
+            started,
+            &failure.error,
+            &policy,
+            runs,
+        )]),
     }
 }
 
-/// SPEC 5.8: an event deeper than the limit is never executed.
-fn too_deep(s: &Shared, ev: &OutboxEvent, max_depth: i32) -> Action {
-    let error = format!("max trigger depth {max_depth} exceeded");
+/// The end of a row whose run succeeded, with what the run sent.
+pub(super) fn succeeded(id: EventId, sent: Vec<NewEvent>, runs: Runs) -> Action {
+    match sent.is_empty() {
+        true => Action::Complete(id, runs),
+        false => Action::Send {
+            id: Some(id),
+            events: sent,
+            runs,
+        },
+    }
+}
+
+/// Why an event was stopped for its depth: the limit, whose it is (the
+/// host's, or the named trigger's), and the triggers that led to it.
+fn depth_error(limit: i32, trigger: Option<&str>, chain: &[String]) -> String {
+    let mut error = match trigger {
+        None => format!("max trigger depth {limit} exceeded"),
+        Some(name) => format!("trigger '{name}': its max depth {limit} exceeded"),
+    };
+    if !chain.is_empty() {
+        error.push_str("; caused by triggers (newest first): ");
+        error.push_str(&chain.join(" <- "));
+    }
+    error
+}
+
+/// SPEC 5.8: an event deeper than the limit (the host's, or its trigger's
+/// own) is never executed.
+fn too_deep(s: &Shared, ev: &OutboxEvent, error: String) -> Action {
     let runs: Runs = not_run(s, ev, RunOutcome::DepthExceeded, Some(error.clone()))
         .into_iter()
         .collect();
@@ -424,22 +480,24 @@ fn not_run(
 
 /// One invocation's result and its run record (if the runs mode keeps it).
 /// The record takes the logs.
-struct Ran {
-    result: Result<Success, Failure>,
-    run: Option<NewRun>,
+pub(super) struct Ran {
+    pub(super) result: Result<Success, Failure>,
+    pub(super) run: Option<NewRun>,
 }
 
-/// Run `script_id` for `ev` as `principal`.
-async fn run(
+/// Run `script_id` for `ev` as `principal`, for `trigger` if a trigger
+/// matched.
+pub(super) async fn run(
     s: &Shared,
     batch: &BatchCache,
     ev: &OutboxEvent,
-    trigger_id: Option<TriggerId>,
+    trigger: Option<&Trigger>,
     script_id: ScriptId,
     principal: &str,
 ) -> store::Result<Ran> {
     let started = Timestamp::now();
-    let result = invoke(s, batch, ev, trigger_id, script_id, principal).await?;
+    let trigger_id = trigger.map(|t| t.id);
+    let result = invoke(s, batch, ev, trigger, script_id, principal).await?;
     Ok(record(
         s, ev, trigger_id, script_id, principal, started, result,
     ))
@@ -496,10 +554,11 @@ async fn invoke(
     s: &Shared,
     batch: &BatchCache,
     ev: &OutboxEvent,
-    trigger_id: Option<TriggerId>,
+    trigger: Option<&Trigger>,
     script_id: ScriptId,
     principal: &str,
 ) -> store::Result<Result<Success, Failure>> {
+    let trigger_id = trigger.map(|t| t.id);
     let Some(script) = batch.script(s, script_id).await? else {
         return Ok(Err(LoadError::Code(format!(
             "script {script_id} was removed"
@@ -517,6 +576,7 @@ async fn invoke(
         trigger_id,
         script_id,
         principal: principal.to_owned(),
+        chain: Cause::of_run(ev.depth, trigger.map(|t| t.name.as_str()), &ev.chain).chain,
     };
     let span = tracing::debug_span!("picloud.runtime.invoke", script.id = %script_id, trigger.id = ?trigger_id);
     Ok(s.runtime.invoke(&script, input).instrument(span).await)
@@ -532,7 +592,11 @@ async fn direct(
     let principal = ev.principal.clone().unwrap_or_default();
     let (result, runs): (_, Runs) = match ev.script_id {
         Some(script_id) => {
-            let ran = run(s, batch, ev, ev.trigger_id, script_id, &principal).await?;
+            let trigger = match ev.trigger_id {
+                Some(id) => batch.trigger(s, id).await?,
+                None => None,
+            };
+            let ran = run(s, batch, ev, trigger.as_ref(), script_id, &principal).await?;
             (ran.result, ran.run.into_iter().collect())
         }
         None => {
@@ -540,8 +604,10 @@ async fn direct(
             (Err(Failure::from(error)), Vec::new())
         }
     };
+    let mut sent = Vec::new();
     let (msg, outcome, body) = match result {
         Ok(ok) => {
+            sent = ok.sent;
             let body = ok.reply.clone().unwrap_or_default();
             (ReplyMsg::Ok(ok.reply), Outcome::Ok, body)
         }
@@ -557,16 +623,16 @@ async fn direct(
     match s.inbox.deliver(inbox, msg) {
         Delivery::Delivered => {
             s.count_reply();
-            Ok(vec![Action::Complete(ev.id, runs)])
+            Ok(vec![succeeded(ev.id, sent, runs)])
         }
         Delivery::Gone => {
             record_abandoned(s, ev, inbox, outcome, &body).await?;
-            Ok(vec![Action::Complete(ev.id, runs)])
+            Ok(vec![succeeded(ev.id, sent, runs)])
         }
         Delivery::NotOurs if s.store.backend() == store::Backend::Sqlite => {
             // One process on SQLite: an inbox that is not ours has no owner left.
             record_abandoned(s, ev, inbox, outcome, &body).await?;
-            Ok(vec![Action::Complete(ev.id, runs)])
+            Ok(vec![succeeded(ev.id, sent, runs)])
         }
         Delivery::NotOurs => {
             let reply = StoredReply {
@@ -579,7 +645,14 @@ async fn direct(
                 created_at: Timestamp::now(),
             };
             s.store.put_reply(&reply, &runs).await?;
-            Ok(vec![Action::Settled])
+            match sent.is_empty() {
+                true => Ok(vec![Action::Settled]),
+                false => Ok(vec![Action::Send {
+                    id: None,
+                    events: sent,
+                    runs: Vec::new(),
+                }]),
+            }
         }
     }
 }
@@ -627,21 +700,35 @@ async fn invocation(
         tracing::debug!("trigger is disabled; holding its pending invocation until it is enabled");
         return Ok(vec![Action::Hold(ev.id)]);
     }
+    if let Some(limit) = trigger.max_depth.map(|d| d as i32)
+        && ev.depth > limit
+    {
+        let error = depth_error(limit, Some(&trigger.name), &ev.chain);
+        return Ok(vec![too_deep(s, ev, error)]);
+    }
     let script_id = ev.script_id.unwrap_or(trigger.script_id);
     let started = Timestamp::now();
     let ran = run(
         s,
         batch,
         ev,
-        Some(trigger_id),
+        Some(&trigger),
         script_id,
         &trigger.registered_by_principal,
     )
     .await?;
     let runs = ran.run.into_iter().collect();
+    let policy = trigger.retry.resolve(&s.config);
     match ran.result {
-        Ok(_) => Ok(vec![Action::Complete(ev.id, runs)]),
-        Err(failure) => Ok(vec![after_failure(s, ev, started, &failure.error, runs)]),
+        Ok(ok) => Ok(vec![succeeded(ev.id, ok.sent, runs)]),
+        Err(failure) => Ok(vec![after_failure(
+            s,
+            ev,
+            started,
+            &failure.error,
+            &policy,
+            runs,
+        )]),
     }
 }
 
@@ -657,19 +744,23 @@ enum Next {
     Exhausted { attempt_count: i32, error: String },
 }
 
-/// How one failed attempt of `ev` counts. The script's own failure spends an
-/// attempt and backs off by attempt; the host's (storage unavailable) spends
-/// none and backs off by the event's age, until the event is older than the
-/// maximum event age.
-fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError) -> Next {
+/// How one failed attempt of `ev` counts under `policy`. The script's own
+/// failure spends an attempt and backs off by the policy (or by the delay
+/// the script asked for); a permanent error or an event older than the
+/// policy's maximum age is not tried again. The host's failure (storage
+/// unavailable) spends none and backs off by the event's age, until the
+/// event is older than the maximum event age.
+fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError, policy: &Resolved) -> Next {
     let spent = ev.attempt_count.max(0);
+    let born = ev
+        .first_attempt_at
+        .unwrap_or(ev.created_at)
+        .min(ev.created_at);
+    let age = (Timestamp::now().0 - born.0).to_std().unwrap_or_default();
     if error.is_infrastructure() {
-        let born = ev
-            .first_attempt_at
-            .unwrap_or(ev.created_at)
-            .min(ev.created_at);
-        let age = (Timestamp::now().0 - born.0).to_std().unwrap_or_default();
-        let max = s.config.max_event_age;
+        let max = policy
+            .max_age
+            .map_or(s.config.max_event_age, |m| m.min(s.config.max_event_age));
         if age > max {
             return Next::Exhausted {
                 attempt_count: spent,
@@ -687,10 +778,25 @@ fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError) -> Next {
         };
     }
     let attempts = spent + 1;
-    if attempts < s.config.retry_max_attempts && error.is_retryable() {
+    if let Some(max) = policy.max_age
+        && age > max
+        && error.is_retryable()
+    {
+        return Next::Exhausted {
+            attempt_count: attempts,
+            error: format!(
+                "{error}; gave up: the event is older than its trigger's maximum age of {} ms",
+                max.as_millis()
+            ),
+        };
+    }
+    if attempts < policy.max_attempts && error.is_retryable() {
+        let delay = error
+            .retry_after()
+            .unwrap_or_else(|| policy.delay(attempts));
         return Next::Retry {
             attempt_count: attempts,
-            due_at: Timestamp::now().plus(s.config.backoff(attempts)),
+            due_at: Timestamp::now().plus(delay),
             postponed: false,
         };
     }
@@ -702,15 +808,16 @@ fn next_after(s: &Shared, ev: &OutboxEvent, error: &InvokeError) -> Next {
 
 /// A failed attempt of an invocation row (its `runs`): retry, postpone,
 /// dead-letter, or stop.
-fn after_failure(
+pub(super) fn after_failure(
     s: &Shared,
     ev: &OutboxEvent,
     started: Timestamp,
     error: &InvokeError,
+    policy: &Resolved,
     runs: Runs,
 ) -> Action {
     let first = ev.first_attempt_at.unwrap_or(started);
-    match next_after(s, ev, error) {
+    match next_after(s, ev, error, policy) {
         Next::Retry {
             attempt_count,
             due_at,
@@ -800,12 +907,25 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             }
         }
         source::DEAD_LETTER => match ev.payload.get("source").and_then(Value::as_str) {
-            Some(src) => batch.dead_letter(s, ev.app_id, src).await?,
+            Some(src) => batch.named(s, ev.app_id, "dead_letter", src).await?,
             None => Vec::new(),
         },
-        // No trigger kinds for the other sources yet: nothing matches.
+        source::PUBSUB => match messages::topic_of(&ev.payload) {
+            Some(topic) => batch.named(s, ev.app_id, "pubsub", topic).await?,
+            None => Vec::new(),
+        },
+        source::QUEUE => match messages::queue_of(&ev.payload) {
+            Some(queue) => batch.named(s, ev.app_id, "queue", queue).await?,
+            None => Vec::new(),
+        },
+        // No trigger kinds for the other sources: nothing matches.
         _ => Vec::new(),
     };
+    if triggers.is_empty() && ev.source == source::QUEUE {
+        // A queue keeps its messages until it has a consumer: registering
+        // one makes them due again.
+        return Ok(vec![Action::Hold(ev.id)]);
+    }
     if triggers.is_empty() {
         return Ok(vec![Action::Complete(ev.id, Vec::new())]);
     }
@@ -819,7 +939,12 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
         Some(_) => triggers.into_iter().partition(Trigger::is_ordered),
         None => (Vec::new(), triggers),
     };
-    let deferred: Vec<NewEvent> = ordered
+    // Triggers whose own depth limit the event is past get a row of their
+    // own, which ends as their depth stop (see `invocation`).
+    let (too_deep, triggers): (Vec<_>, Vec<_>) = triggers
+        .into_iter()
+        .partition(|t| t.max_depth.is_some_and(|d| ev.depth > d as i32));
+    let mut deferred: Vec<NewEvent> = ordered
         .iter()
         .map(|t| {
             let mut row =
@@ -828,13 +953,16 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
             row
         })
         .collect();
+    deferred.extend(too_deep.iter().map(|t| {
+        NewEvent::for_trigger(ev, t.id, t.script_id, Attempts::default(), Timestamp::now())
+    }));
     let started = Timestamp::now();
     let runs = triggers.iter().map(|t| async move {
         let r = run(
             s,
             batch,
             ev,
-            Some(t.id),
+            Some(t),
             t.script_id,
             &t.registered_by_principal,
         )
@@ -847,14 +975,20 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
     let mut postponed = 0;
     let mut storage_error = None;
     let mut runs = Vec::new();
+    let mut sent = Vec::new();
     for (trigger, ran) in results {
         let ran = ran?;
         let mut run = ran.run;
-        let Err(failure) = ran.result else {
-            runs.extend(run);
-            continue;
+        let failure = match ran.result {
+            Ok(ok) => {
+                sent.extend(ok.sent);
+                runs.extend(run);
+                continue;
+            }
+            Err(failure) => failure,
         };
-        let (attempts, due_at, error) = match next_after(s, ev, &failure.error) {
+        let policy = trigger.retry.resolve(&s.config);
+        let (attempts, due_at, error) = match next_after(s, ev, &failure.error, &policy) {
             Next::Retry {
                 attempt_count,
                 due_at,
@@ -893,10 +1027,13 @@ async fn raw(s: &Shared, batch: &BatchCache, ev: &OutboxEvent) -> store::Result<
         ));
     }
     if invocations.is_empty() && deferred.is_empty() {
-        return Ok(vec![Action::Complete(ev.id, runs)]);
+        return Ok(vec![succeeded(ev.id, sent, runs)]);
     }
-    let deferred_count = deferred.len();
+    // Ordered triggers' first runs and the messages the runs sent: rows
+    // that are not retries.
+    let deferred_count = deferred.len() + sent.len();
     invocations.extend(deferred);
+    invocations.extend(sent);
     Ok(vec![Action::FanOut {
         raw: ev.id,
         invocations,
@@ -935,6 +1072,7 @@ pub(crate) fn exhausted_invocation(id: EventId, row: &NewEvent) -> Action {
         created_at: now,
         order_key: None,
         order_seq: None,
+        chain: row.chain.clone(),
     };
     exhausted(
         id,

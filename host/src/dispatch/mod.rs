@@ -32,6 +32,7 @@ use crate::store::{self, Signal, Store, Subscription};
 
 mod breaker;
 mod event;
+mod queue;
 mod running;
 
 use breaker::Breaker;
@@ -257,6 +258,10 @@ const CLAIM_LIMIT: Duration = Duration::from_secs(3);
 /// back any more ([`store::OutboxRepo::release_parked`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the loop looks for due cron ticks (it also wakes at least once
+/// per poll interval).
+const CRON_EVERY: Duration = Duration::from_millis(200);
+
 /// Commit finished rows once this many outcomes have gathered...
 const FLUSH_AT: usize = 128;
 /// ...or once the oldest has waited this long.
@@ -287,6 +292,7 @@ impl Dispatcher {
         let mut subscription = self.subscribe(&mut breaker).await;
         let mut last_flush = Instant::now();
         let mut last_sweep = Instant::now();
+        let mut last_cron = Instant::now() - CRON_EVERY;
         // Whether there may be rows to claim: at start, on a signal, on the
         // poll tick, and when running tasks free half the slots.
         let mut look = true;
@@ -360,10 +366,41 @@ impl Dispatcher {
                         claimed_any = !rows.is_empty();
                         claimed_full = rows.len() as u32 == limit;
                         let batch = Arc::new(BatchCache::default());
+                        if let Some(probe) = &self.options.start_latencies {
+                            rows.iter().for_each(|row| probe.record(row.created_at));
+                        }
+                        let (rows, queues) = group_queues(rows);
+                        for group in queues {
+                            let mut permit = slots
+                                .clone()
+                                .try_acquire_many_owned(group.len() as u32)
+                                .expect("claimed within free slots");
+                            let (s, batch) = (self.shared.clone(), batch.clone());
+                            let (starts, cancel) = (starts.clone(), cancel.clone());
+                            let ids: Vec<EventId> = group.iter().map(|r| r.id).collect();
+                            let release = move || ids.into_iter().map(Action::Release).collect();
+                            // One slot per message: the running count stays by row.
+                            let first = permit.split(1).expect("at least one row");
+                            tasks.spawn(first, async move {
+                                let _rest = permit;
+                                let start = tokio::select! {
+                                    biased;
+                                    _ = cancel.cancelled() => return release(),
+                                    start = starts.acquire_owned() => start,
+                                };
+                                let needed = s.runtime.ceiling().timeout + START_MARGIN;
+                                if group[0]
+                                    .locked_until
+                                    .is_some_and(|l| l < Timestamp::now().plus(needed))
+                                {
+                                    return release();
+                                }
+                                let actions = queue::process(s, batch, group).await;
+                                drop(start);
+                                actions
+                            });
+                        }
                         for row in rows {
-                            if let Some(probe) = &self.options.start_latencies {
-                                probe.record(row.created_at);
-                            }
                             let permit = slots
                                 .clone()
                                 .try_acquire_owned()
@@ -419,6 +456,23 @@ impl Dispatcher {
                     Ok(Err(e)) => tracing::debug!(error = %e, "the sweep task failed"),
                     Err(_) => breaker.trip(
                         &format!("a sweep of parked rows got no answer within {CLAIM_LIMIT:?}"),
+                        &s.metrics,
+                    ),
+                }
+            }
+            // Cron ticks due by now become rows (each tick once, whichever
+            // dispatcher gets there first; see `crate::cron`).
+            if last_cron.elapsed() >= CRON_EVERY && !breaker.is_open() {
+                last_cron = Instant::now();
+                let store = s.store.clone();
+                let schedule = tokio::spawn(async move { store.schedule_cron().await });
+                match tokio::time::timeout(CLAIM_LIMIT, schedule).await {
+                    Ok(Ok(Ok(0))) => {}
+                    Ok(Ok(Ok(_))) => look = true,
+                    Ok(Ok(Err(e))) => tracing::debug!(error = %e, "cannot schedule cron ticks"),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "the cron task failed"),
+                    Err(_) => breaker.trip(
+                        &format!("scheduling cron ticks got no answer within {CLAIM_LIMIT:?}"),
                         &s.metrics,
                     ),
                 }
@@ -841,12 +895,42 @@ impl Dispatcher {
                     },
                 )),
             },
+            Action::Send { id, events, runs } => {
+                match s.store.fan_out(id.as_slice(), &events, &runs).await {
+                    Ok(_) => {
+                        Metrics::add(&m.succeeded, u64::from(id.is_some()));
+                        Ok(())
+                    }
+                    Err(e) => Err((e, Action::Send { id, events, runs })),
+                }
+            }
             other => {
                 debug_assert!(false, "batched action reached apply_one: {other:?}");
                 Ok(())
             }
         }
     }
+}
+
+/// Split claimed rows into those processed one by one and the messages
+/// of each queue claimed together, which a batch consumer takes at once
+/// (see `queue`).
+fn group_queues(
+    rows: Vec<crate::model::OutboxEvent>,
+) -> (
+    Vec<crate::model::OutboxEvent>,
+    Vec<Vec<crate::model::OutboxEvent>>,
+) {
+    let mut singles = Vec::with_capacity(rows.len());
+    let mut groups: std::collections::HashMap<(crate::model::AppId, String), Vec<_>> =
+        std::collections::HashMap::new();
+    for row in rows {
+        match queue::batchable(&row).map(str::to_owned) {
+            Some(q) => groups.entry((row.app_id, q)).or_default().push(row),
+            None => singles.push(row),
+        }
+    }
+    (singles, groups.into_values().collect())
 }
 
 /// Count one committed fan-out of `rows` invocation rows: `exhausted` of

@@ -65,6 +65,8 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(disable_trigger))
         .routes(routes!(kv_keys))
         .routes(routes!(kv_get, kv_set, kv_delete))
+        .routes(routes!(send_to_queue))
+        .routes(routes!(publish))
         .routes(routes!(list_dead_letters))
         .routes(routes!(count_dead_letters))
         .routes(routes!(bulk_replay))
@@ -471,7 +473,7 @@ async fn list_triggers(
 /// `dead_letter` one (`source`).
 #[derive(Deserialize, ToSchema)]
 struct NewTriggerBody {
-    /// `kv` or `dead_letter`.
+    /// `kv`, `dead_letter`, `cron`, `queue` or `pubsub`.
     kind: String,
     /// The script it runs (name or id).
     script: String,
@@ -486,6 +488,24 @@ struct NewTriggerBody {
     ordered: bool,
     /// dead_letter: the original sources it fires on (default `*`).
     source: Option<String>,
+    /// cron: five cron fields, or six with seconds first.
+    schedule: Option<String>,
+    /// cron: the IANA time zone (default `UTC`).
+    timezone: Option<String>,
+    /// cron: `last` (default) or `skip`, for ticks missed while no
+    /// dispatcher ran.
+    catch_up: Option<String>,
+    /// queue: the queue it consumes.
+    queue: Option<String>,
+    /// queue: most messages per invocation (default 1).
+    batch: Option<u32>,
+    /// pubsub: `*`, `prefix*` or a topic.
+    topic: Option<String>,
+    /// Its retry policy (every field optional: the host's defaults).
+    #[serde(default)]
+    retry: crate::retry::RetryPolicy,
+    /// Its own depth limit, below the host's.
+    max_depth: Option<u32>,
 }
 
 /// Register a trigger; its script runs as the caller (app admin).
@@ -516,14 +536,51 @@ async fn add_trigger(
         "dead_letter" => {
             TriggerOptions::dead_letter(&body.script, body.source.as_deref().unwrap_or("*"))
         }
+        "cron" => {
+            let Some(schedule) = &body.schedule else {
+                return Err(Problem::bad_request(
+                    "invalid_trigger",
+                    "a cron trigger needs `schedule`",
+                ));
+            };
+            let catch_up = body.catch_up.as_deref().unwrap_or("last").parse().map_err(
+                |e: crate::model::InvalidValue| {
+                    Problem::bad_request("invalid_trigger", e.to_string())
+                },
+            )?;
+            let tz = body.timezone.as_deref().unwrap_or("UTC");
+            TriggerOptions::cron(&body.script, schedule, tz, catch_up)
+        }
+        "queue" => {
+            let Some(queue) = &body.queue else {
+                return Err(Problem::bad_request(
+                    "invalid_trigger",
+                    "a queue trigger needs `queue`",
+                ));
+            };
+            TriggerOptions::queue(&body.script, queue, body.batch.unwrap_or(1))
+        }
+        "pubsub" => {
+            let Some(topic) = &body.topic else {
+                return Err(Problem::bad_request(
+                    "invalid_trigger",
+                    "a pubsub trigger needs `topic`",
+                ));
+            };
+            TriggerOptions::pubsub(&body.script, topic)
+        }
         other => {
             return Err(Problem::bad_request(
                 "invalid_trigger",
-                format!("unknown trigger kind '{other}': use kv or dead_letter"),
+                format!(
+                    "unknown trigger kind '{other}': use kv, dead_letter, cron, queue or pubsub"
+                ),
             ));
         }
     };
     options.name = body.name;
+    options.retry = body.retry;
+    options.max_depth = body.max_depth;
     let trigger = api.host.admin().add_trigger(app.id, options, &p).await?;
     Ok((StatusCode::CREATED, Json(trigger)))
 }
@@ -681,6 +738,59 @@ async fn kv_set(
             .kv_set(app.id, &collection, &key, &value, &p)
             .await?,
     ))
+}
+
+/// Where a sent or published message went.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Sent {
+    /// The message's event id.
+    id: crate::model::EventId,
+}
+
+/// How long a queue message waits.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+struct SendParams {
+    /// Deliver it no sooner than this many milliseconds from now.
+    delay_ms: Option<u64>,
+}
+
+/// Send the JSON body to the app's queue (its `queue` trigger consumes it).
+#[utoipa::path(post, path = "/api/v1/apps/{app}/queues/{queue}/messages", tag = "messages",
+    params(("app" = String, Path, description = "App name or id"), ("queue" = String, Path), SendParams),
+    request_body = Value,
+    responses((status = 202, body = Sent), (status = 400, body = Problem), (status = 403, body = Problem)))]
+async fn send_to_queue(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path((app, queue)): Path<(String, String)>,
+    Query(params): Query<SendParams>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer<(StatusCode, Json<Sent>)> {
+    let app = app_named(&api, &app).await?;
+    let delay = params.delay_ms.unwrap_or(0);
+    let id = api
+        .host
+        .admin()
+        .send_to_queue(app.id, &queue, body, delay, &p)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(Sent { id })))
+}
+
+/// Publish the JSON body on the app's topic (every matching `pubsub`
+/// trigger gets it).
+#[utoipa::path(post, path = "/api/v1/apps/{app}/topics/{topic}/messages", tag = "messages",
+    params(("app" = String, Path, description = "App name or id"), ("topic" = String, Path)),
+    request_body = Value,
+    responses((status = 202, body = Sent), (status = 400, body = Problem), (status = 403, body = Problem)))]
+async fn publish(
+    State(api): State<Api>,
+    Caller(p): Caller,
+    Path((app, topic)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer<(StatusCode, Json<Sent>)> {
+    let app = app_named(&api, &app).await?;
+    let id = api.host.admin().publish(app.id, &topic, body, &p).await?;
+    Ok((StatusCode::ACCEPTED, Json(Sent { id })))
 }
 
 /// Delete the entry (and enqueue its kv event).

@@ -17,7 +17,8 @@ use tokio::sync::OnceCell;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::host::{State, TriggerPre};
+use super::compat::{Ready, ReadyError};
+use super::host::State;
 
 /// How a script's compiled form was obtained, for the benchmark and tests.
 #[derive(Debug, Default)]
@@ -30,7 +31,7 @@ pub struct CacheStats {
     pub memory_hits: AtomicU64,
 }
 
-type Slot = Arc<OnceCell<TriggerPre<State>>>;
+type Slot = Arc<OnceCell<Ready>>;
 
 /// The cache of ready-to-instantiate scripts.
 pub struct ScriptCache {
@@ -74,7 +75,7 @@ impl ScriptCache {
         linker: &Linker<State>,
         sha256: &str,
         load_code: F,
-    ) -> Result<TriggerPre<State>, LoadError>
+    ) -> Result<Ready, LoadError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, LoadError>>,
@@ -106,7 +107,7 @@ impl ScriptCache {
     pub async fn compiled(&self, sha256: &str) -> Option<Component> {
         if let Some(pre) = self.slot(sha256).get() {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(pre.instance_pre().component().clone());
+            return Some(pre.component().clone());
         }
         self.load_artifact(sha256).await
     }
@@ -191,11 +192,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn prepare(linker: &Linker<State>, component: &Component) -> Result<TriggerPre<State>, LoadError> {
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| LoadError::Link(e.to_string()))?;
-    TriggerPre::new(pre).map_err(|e| LoadError::Export(e.to_string()))
+fn prepare(linker: &Linker<State>, component: &Component) -> Result<Ready, LoadError> {
+    Ready::new(linker, component).map_err(|e| match e {
+        ReadyError::Link(e) => LoadError::Link(e.to_string()),
+        ReadyError::Export(e) => LoadError::Export(e.to_string()),
+    })
 }
 
 /// Why a script could not be made ready to run.

@@ -202,12 +202,11 @@ impl Runtime {
     }
 
     fn check_links(&self, component: &Component) -> Result<(), DeployError> {
-        let pre = self
-            .linker()
-            .instantiate_pre(component)
-            .map_err(|e| import_error(&e))?;
-        super::host::TriggerPre::new(pre).map_err(|e| export_error(&e))?;
-        Ok(())
+        match super::compat::Ready::new(self.linker(), component) {
+            Ok(_) => Ok(()),
+            Err(super::compat::ReadyError::Link(e)) => Err(import_error(&e)),
+            Err(super::compat::ReadyError::Export(e)) => Err(export_error(&e)),
+        }
     }
 
     /// Validate `wasm` and store it as script `name` of `app` (replacing the

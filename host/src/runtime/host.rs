@@ -40,9 +40,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::limits::{Budget, Limiter, LogBuffer, LogLevel};
 use crate::auth::{Authorizer, Capability};
-use crate::model::{AppId, DeadLetter, DeadLetterFilter, DeadLetterId, Resolution};
+use crate::model::{AppId, Cause, DeadLetter, DeadLetterFilter, DeadLetterId, Resolution};
 use crate::secrets::SecretKey;
-use crate::store::{self, Store};
+use crate::store::{self, KvWrite, Store};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -77,8 +77,9 @@ pub struct CallContext {
     /// Who deployed the script's code, when a principal did: every host
     /// call is checked against it too.
     pub deployer: Option<String>,
-    /// The running event's depth; writes enqueue events at depth + 1.
-    pub depth: i32,
+    /// What the events this invocation writes are caused by: one level
+    /// deeper than the running event, and the chain of triggers.
+    pub cause: Cause,
     /// When the invocation's time is up: no host call waits for storage
     /// past it.
     pub deadline: Instant,
@@ -139,6 +140,8 @@ pub struct State {
     pub(super) budget: Budget,
     pub(super) http: WasiHttpCtx,
     pub(super) hooks: super::http::Hooks,
+    /// Queue messages and publications, sent if the invocation succeeds.
+    pub(super) sent: super::messages::Sent,
 }
 
 impl WasiView for State {
@@ -376,7 +379,7 @@ impl State {
     async fn kv_write<P, T, Fut>(
         &mut self,
         prepare: impl FnOnce() -> Result<P, HostError>,
-        write: impl FnOnce(Arc<dyn Store>, AppId, i32, P) -> Fut,
+        write: impl FnOnce(Arc<dyn Store>, AppId, Cause, P) -> Fut,
     ) -> wasmtime::Result<Result<T, HostError>>
     where
         T: Send + 'static,
@@ -388,8 +391,8 @@ impl State {
         Ok(async move {
             let prepared = prepare()?;
             this.check(Capability::KvWrite(this.call.app_id)).await?;
-            let (app, depth) = (this.call.app_id, this.call.depth + 1);
-            this.write(move |store| write(store, app, depth, prepared))
+            let (app, cause) = (this.call.app_id, this.call.cause.clone());
+            this.write(move |store| write(store, app, cause, prepared))
                 .await
         }
         .await)
@@ -450,9 +453,10 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<u64, HostError>> {
         self.kv_write(
             || Ok((kv_value(&collection, &key, &value)?, collection, key)),
-            |store, app, depth, (value, collection, key)| async move {
-                let entry = store.kv_set(app, &collection, &key, &value, depth).await?;
-                Ok(entry.version as u64)
+            |store, app, cause, (value, collection, key)| async move {
+                let set = KvWrite::Set(&value);
+                let entry = store.kv_write(app, &collection, &key, set, &cause).await?;
+                Ok(entry.entry().version as u64)
             },
         )
         .await
@@ -465,8 +469,12 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<bool, HostError>> {
         self.kv_write(
             || kv_names(collection, key),
-            |store, app, depth, (collection, key)| async move {
-                store.kv_delete(app, &collection, &key, depth).await
+            |store, app, cause, (collection, key)| async move {
+                let delete = KvWrite::Delete;
+                let done = store
+                    .kv_write(app, &collection, &key, delete, &cause)
+                    .await?;
+                Ok(done.deleted())
             },
         )
         .await
@@ -481,11 +489,10 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<u64, HostError>> {
         self.kv_write(
             || Ok((kv_value(&collection, &key, &value)?, collection, key)),
-            move |store, app, depth, (value, collection, key)| async move {
-                let entry = store
-                    .kv_set_if_version(app, &collection, &key, &value, expected, depth)
-                    .await?;
-                Ok(entry.version as u64)
+            move |store, app, cause, (value, collection, key)| async move {
+                let set = KvWrite::SetIfVersion(&value, expected);
+                let entry = store.kv_write(app, &collection, &key, set, &cause).await?;
+                Ok(entry.entry().version as u64)
             },
         )
         .await
@@ -499,9 +506,10 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<(), HostError>> {
         self.kv_write(
             || kv_names(collection, key),
-            move |store, app, depth, (collection, key)| async move {
+            move |store, app, cause, (collection, key)| async move {
+                let delete = KvWrite::DeleteIfVersion(expected);
                 store
-                    .kv_delete_if_version(app, &collection, &key, expected, depth)
+                    .kv_write(app, &collection, &key, delete, &cause)
                     .await
                     .map(drop)
             },
@@ -517,10 +525,12 @@ impl wit_kv::Host for State {
     ) -> wasmtime::Result<Result<i64, HostError>> {
         self.kv_write(
             || kv_names(collection, key),
-            move |store, app, depth, (collection, key)| async move {
+            move |store, app, cause, (collection, key)| async move {
+                let add = KvWrite::Increment(delta);
                 let entry = store
-                    .kv_increment(app, &collection, &key, delta, depth)
-                    .await?;
+                    .kv_write(app, &collection, &key, add, &cause)
+                    .await?
+                    .entry();
                 // What the store wrote is an integer.
                 Ok(entry.value.as_i64().unwrap_or_default())
             },
@@ -671,7 +681,7 @@ impl wit_dl::Host for State {
                 return Err(HostError::NotFound(format!("dead letter '{id}'")));
             };
             // A replay is an event this script causes: one level deeper.
-            let depth = this.call.depth;
+            let depth = this.call.cause.depth - 1;
             this.write(move |store| async move {
                 store.resolve_from_script(dl.id, resolution, depth).await
             })

@@ -16,7 +16,7 @@
 //! beyond the host calls is `wasi:config`, the app's variables (`vars`).
 //!
 //! Every released guest contract is linked (`compat`): the current
-//! `picloud:trigger@0.2.0` and the last release of each older minor.
+//! `picloud:trigger@0.3.0` and the last release of each older minor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ pub mod engine;
 mod host;
 mod http;
 pub mod limits;
+mod messages;
 mod stdio;
 mod vars;
 
@@ -78,6 +79,10 @@ pub struct Invocation {
     pub script_id: ScriptId,
     /// The principal to run as.
     pub principal: String,
+    /// The names of the triggers that led to the events this run writes,
+    /// newest first: this run's trigger, then those that led to its event
+    /// (see [`crate::model::Cause`]). Empty for a run outside any trigger.
+    pub chain: Vec<String>,
 }
 
 /// A finished invocation.
@@ -85,6 +90,12 @@ pub struct Invocation {
 pub struct Success {
     /// The reply body, if the handler returned one.
     pub reply: Option<Vec<u8>>,
+    /// The queue messages and publications the script sent: the dispatcher
+    /// writes them with the event's outcome.
+    pub sent: Vec<crate::model::NewEvent>,
+    /// In a batch of queue messages, those the script asked to retry, with
+    /// the delay it asked for.
+    pub retries: Vec<(String, Option<Duration>)>,
     /// What the script logged.
     pub logs: Vec<LogLine>,
     /// Wall time from instantiation to return.
@@ -111,6 +122,17 @@ pub enum InvokeError {
     /// The handler returned an error.
     #[error("{0}")]
     Handler(String),
+    /// The handler returned an error it marked permanent: not retried.
+    #[error("permanent error: {0}")]
+    Permanent(String),
+    /// The handler returned an error and asked to be retried after a delay.
+    #[error("{message} (retry after {after_ms} ms)")]
+    RetryAfter {
+        /// Its error.
+        message: String,
+        /// The delay it asked for.
+        after_ms: u64,
+    },
     /// The deadline passed.
     #[error("timeout after {ms} ms")]
     Timeout {
@@ -152,7 +174,16 @@ impl InvokeError {
         !matches!(
             self,
             InvokeError::Load(LoadError::Link(_) | LoadError::Export(_))
+                | InvokeError::Permanent(_)
         )
+    }
+
+    /// The delay the script asked for before its next attempt, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            InvokeError::RetryAfter { after_ms, .. } => Some(Duration::from_millis(*after_ms)),
+            _ => None,
+        }
     }
 
     /// Whether the host's infrastructure, not the script, caused the failure.
@@ -169,6 +200,7 @@ impl InvokeError {
         match (self, cause) {
             (
                 error @ (InvokeError::Handler(_)
+                | InvokeError::RetryAfter { .. }
                 | InvokeError::Timeout { .. }
                 | InvokeError::Trap(_)),
                 Some(cause),
@@ -236,11 +268,7 @@ impl Runtime {
             |s| s,
         )
         .map_err(setup)?;
-        compat::v0_1::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(setup)?;
+        compat::add_to_linker(&mut linker).map_err(setup)?;
         Ok(Runtime {
             cache: ScriptCache::new(engine.clone(), cache_dir),
             permits: Arc::new(Semaphore::new(ceiling.max_instances as usize)),
@@ -325,7 +353,7 @@ impl Runtime {
         self.load(script).await.map(|_| ())
     }
 
-    async fn load(&self, script: &Script) -> Result<host::TriggerPre<State>, LoadError> {
+    async fn load(&self, script: &Script) -> Result<compat::Ready, LoadError> {
         let store = self.services.store.clone();
         let id = script.id;
         self.cache
@@ -363,8 +391,10 @@ impl Runtime {
         self.record_run_time(elapsed);
         let logs = log.take();
         match result {
-            Ok(reply) => Ok(Success {
+            Ok((reply, sent)) => Ok(Success {
                 reply,
+                sent: sent.events,
+                retries: sent.retries,
                 logs,
                 elapsed,
             }),
@@ -379,12 +409,12 @@ impl Runtime {
 
     async fn run(
         &self,
-        pre: &host::TriggerPre<State>,
+        pre: &compat::Ready,
         input: &Invocation,
         deployer: Option<String>,
         log: LogBuffer,
         watch: Arc<StorageWatch>,
-    ) -> Result<Option<Vec<u8>>, InvokeError> {
+    ) -> Result<(Option<Vec<u8>>, messages::Sent), InvokeError> {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogPipe::new(log.clone(), LogLevel::Stdout))
             .stderr(LogPipe::new(log.clone(), LogLevel::Stderr))
@@ -398,7 +428,10 @@ impl Runtime {
             app_id: input.app_id,
             principal: input.principal.clone(),
             deployer,
-            depth: input.depth,
+            cause: crate::model::Cause {
+                depth: input.depth + 1,
+                chain: input.chain.clone(),
+            },
             deadline: deadline.into(),
         };
         let outbound = Outbound::new(
@@ -421,6 +454,7 @@ impl Runtime {
             ),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks: Hooks(outbound.clone()),
+            sent: messages::Sent::for_event(&input.source, &input.op, &input.payload),
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -457,10 +491,7 @@ impl Runtime {
             script_id: input.script_id.to_string(),
             principal: input.principal.clone(),
         };
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_handle(&mut store, &event).await
-        };
+        let call = pre.handle(&mut store, &event);
         // The epoch deadline stops guest code; this outer bound also covers
         // time spent inside host calls (a stalled database).
         let timeout = self.ceiling.timeout;
@@ -475,13 +506,14 @@ impl Runtime {
         if let Some(limit) = outbound.tripped() {
             return Err(InvokeError::Limit(limit));
         }
-        result.map_err(|e| e.blame_storage(watch.cause()))
+        let reply = result.map_err(|e| e.blame_storage(watch.cause()))?;
+        Ok((reply, std::mem::take(&mut store.data_mut().sent)))
     }
 
     /// The guest's answer, or what its trap means.
     fn result(
         &self,
-        outcome: wasmtime::Result<Result<Option<Vec<u8>>, String>>,
+        outcome: wasmtime::Result<Result<Option<Vec<u8>>, host::HandlerError>>,
         log: &LogBuffer,
     ) -> Result<Option<Vec<u8>>, InvokeError> {
         match outcome {
@@ -496,7 +528,7 @@ impl Runtime {
                 }
                 Ok(reply)
             }
-            Ok(Err(message)) => Err(InvokeError::Handler(truncate(message))),
+            Ok(Err(e)) => Err(handler_error(e)),
             Err(trap) => Err(self.classify(trap, log)),
         }
     }
@@ -532,6 +564,19 @@ impl Runtime {
             }
             None => InvokeError::Trap(truncate(format!("{error:#}"))),
         }
+    }
+}
+
+/// What a handler's error means for its event.
+fn handler_error(e: host::HandlerError) -> InvokeError {
+    let message = truncate(e.message);
+    match (e.permanent, e.retry_after_ms) {
+        (true, _) => InvokeError::Permanent(message),
+        (false, Some(ms)) => InvokeError::RetryAfter {
+            message,
+            after_ms: ms.min(crate::messages::MAX_DELAY_MS),
+        },
+        (false, None) => InvokeError::Handler(message),
     }
 }
 

@@ -47,6 +47,10 @@ pub(crate) const TABLES: &[&str] = &[
     "api_tokens",
     "app_config",
     "app_outbound_hosts",
+    "cron_trigger_details",
+    "cron_ticks",
+    "queue_trigger_details",
+    "pubsub_trigger_details",
 ];
 
 /// The host's PostgreSQL functions (their argument lists are empty).

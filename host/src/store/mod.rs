@@ -27,12 +27,12 @@ use serde_json::{Value, json};
 
 use crate::auth::Role;
 use crate::model::{
-    AbandonedExecution, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId, EventId, KvEntry,
-    KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, RunId, Script,
-    ScriptId, Timestamp, TokenId, Trigger, TriggerId, TriggerSpec, source,
+    AbandonedExecution, App, AppId, Cause, DeadLetter, DeadLetterFilter, DeadLetterId, EventId,
+    KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, OutboxEvent, Outcome, Resolution, RunId,
+    Script, ScriptId, Timestamp, TokenId, Trigger, TriggerId, TriggerSpec, source,
 };
+use crate::pattern;
 pub use crate::pattern::collection_matches;
-use crate::pattern::{self, PatternError};
 use crate::runs::{NewRun, Run, RunFilter};
 use crate::tokens::ApiToken;
 
@@ -142,10 +142,18 @@ pub trait KvRepo: Send + Sync {
         key: &str,
         value: &Value,
         depth: i32,
-    ) -> Result<KvEntry>;
+    ) -> Result<KvEntry> {
+        self.kv_write(app, collection, key, KvWrite::Set(value), &Cause::at(depth))
+            .await
+            .map(KvWritten::entry)
+    }
     /// Delete an entry and, if it existed, enqueue its `kv`/`delete` event at
     /// `depth`, atomically. Whether it existed.
-    async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool>;
+    async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool> {
+        self.kv_write(app, collection, key, KvWrite::Delete, &Cause::at(depth))
+            .await
+            .map(KvWritten::deleted)
+    }
     /// [`KvRepo::kv_set`], only if the entry is at version `expected` (0: only
     /// if it does not exist); otherwise [`Error::VersionConflict`] and nothing
     /// is written.
@@ -157,7 +165,12 @@ pub trait KvRepo: Send + Sync {
         value: &Value,
         expected: u64,
         depth: i32,
-    ) -> Result<KvEntry>;
+    ) -> Result<KvEntry> {
+        let write = KvWrite::SetIfVersion(value, expected);
+        self.kv_write(app, collection, key, write, &Cause::at(depth))
+            .await
+            .map(KvWritten::entry)
+    }
     /// [`KvRepo::kv_delete`], only if the entry is at version `expected` (0:
     /// only if it does not exist, deleting nothing); otherwise
     /// [`Error::VersionConflict`]. Whether an entry went.
@@ -168,7 +181,12 @@ pub trait KvRepo: Send + Sync {
         key: &str,
         expected: u64,
         depth: i32,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let write = KvWrite::DeleteIfVersion(expected);
+        self.kv_write(app, collection, key, write, &Cause::at(depth))
+            .await
+            .map(KvWritten::deleted)
+    }
     /// Add `delta` to an entry holding an integer (an absent entry counts as
     /// 0) and enqueue its `kv`/`set` event, atomically. A value that is not
     /// an integer, or a sum out of the `i64` range, is [`Error::Invalid`].
@@ -179,7 +197,70 @@ pub trait KvRepo: Send + Sync {
         key: &str,
         delta: i64,
         depth: i32,
-    ) -> Result<KvEntry>;
+    ) -> Result<KvEntry> {
+        self.kv_write(
+            app,
+            collection,
+            key,
+            KvWrite::Increment(delta),
+            &Cause::at(depth),
+        )
+        .await
+        .map(KvWritten::entry)
+    }
+    /// Any of the writes above, its event caused as `cause` says (a
+    /// script's write: one level deeper than its event, with the chain of
+    /// triggers that led to it).
+    async fn kv_write(
+        &self,
+        app: AppId,
+        collection: &str,
+        key: &str,
+        write: KvWrite<'_>,
+        cause: &Cause,
+    ) -> Result<KvWritten>;
+}
+
+/// A KV write ([`KvRepo::kv_write`]).
+#[derive(Clone, Copy, Debug)]
+pub enum KvWrite<'a> {
+    /// Set the value.
+    Set(&'a Value),
+    /// Delete the key.
+    Delete,
+    /// Set the value if the key is at this version (0: absent).
+    SetIfVersion(&'a Value, u64),
+    /// Delete the key if it is at this version (0: absent).
+    DeleteIfVersion(u64),
+    /// Add to the integer value.
+    Increment(i64),
+}
+
+/// What a [`KvWrite`] did.
+#[derive(Clone, Debug)]
+pub enum KvWritten {
+    /// The entry as written.
+    Entry(KvEntry),
+    /// Whether a key was deleted.
+    Deleted(bool),
+}
+
+impl KvWritten {
+    /// The entry a set or an increment wrote.
+    pub fn entry(self) -> KvEntry {
+        match self {
+            KvWritten::Entry(e) => e,
+            KvWritten::Deleted(_) => unreachable!("a delete answers whether it deleted"),
+        }
+    }
+
+    /// Whether a delete deleted.
+    pub fn deleted(self) -> bool {
+        match self {
+            KvWritten::Deleted(d) => d,
+            KvWritten::Entry(_) => unreachable!("a set answers its entry"),
+        }
+    }
 }
 
 /// Triggers, and the dispatch-time matching queries.
@@ -205,9 +286,15 @@ pub trait TriggerRepo: Send + Sync {
         collection: &str,
         op: KvOp,
     ) -> Result<Vec<Trigger>>;
-    /// Enabled dead_letter triggers of `app` whose pattern matches the dead
-    /// letter's original `source`.
-    async fn list_matching_dead_letter(&self, app: AppId, source: &str) -> Result<Vec<Trigger>>;
+    /// Enabled triggers of `app` of `kind` for `name`: `dead_letter`
+    /// triggers whose pattern matches a dead letter's original source,
+    /// `pubsub` triggers whose pattern matches a topic, the `queue`
+    /// trigger of a queue.
+    async fn list_matching(&self, app: AppId, kind: &str, name: &str) -> Result<Vec<Trigger>>;
+    /// Turn the due ticks of enabled cron triggers into `cron`/`tick`
+    /// invocation rows, each tick once however many dispatchers call this
+    /// at once (see [`crate::cron`]). Returns how many rows it enqueued.
+    async fn schedule_cron(&self) -> Result<u64>;
 }
 
 /// An attempt that failed and will be tried again.
@@ -608,12 +695,34 @@ impl Conn<'_> {
     }
 }
 
-/// Check a trigger before it is stored: its pattern must be valid.
-pub fn validate_trigger(trigger: &NewTrigger) -> std::result::Result<(), PatternError> {
+/// Check a trigger before it is stored: its pattern, schedule, queue name
+/// and retry policy must be valid.
+pub fn validate_trigger(trigger: &NewTrigger) -> Result<()> {
     match &trigger.spec {
-        TriggerSpec::Kv { collection, .. } => pattern::validate(collection),
-        TriggerSpec::DeadLetter { source } => pattern::validate(source),
+        TriggerSpec::Kv { collection, .. } => pattern::validate(collection)?,
+        TriggerSpec::DeadLetter { source } => pattern::validate(source)?,
+        TriggerSpec::Pubsub { topic } => pattern::validate(topic)?,
+        TriggerSpec::Cron {
+            schedule, timezone, ..
+        } => {
+            crate::cron::Schedule::parse(schedule, timezone).map_err(Error::Invalid)?;
+        }
+        TriggerSpec::Queue { queue, batch } => {
+            crate::messages::validate_name("queue", queue)?;
+            if !(1..=1000).contains(batch) {
+                return Err(Error::Invalid(format!(
+                    "--batch {batch} is out of range: give 1 to 1000"
+                )));
+            }
+        }
     }
+    if trigger.max_depth == Some(0) {
+        return Err(Error::Invalid(
+            "--max-depth 0 would stop every event: give 1 or more (a write from a script is one level deeper)"
+                .into(),
+        ));
+    }
+    trigger.retry.validate().map_err(Error::Invalid)
 }
 
 /// Largest accepted collection or key, in bytes.
@@ -710,7 +819,8 @@ pub fn validate_json_depth(what: &str, value: &Value) -> Result<()> {
 ///   principal it runs as;
 /// - any other event is matched against triggers, so its source must be
 ///   one a trigger kind serves ([`SERVED_SOURCES`]): `kv` with op `set` or
-///   `delete` and a `collection`, or `dead_letter` with a `source`.
+///   `delete` and a `collection`, `dead_letter` with a `source`, `queue`
+///   with a `queue`, `pubsub` with a `topic` (see [`crate::messages`]).
 pub fn validate_event(event: &NewEvent) -> Result<()> {
     validate_printable("source", &event.source)?;
     validate_printable("op", &event.op)?;
@@ -723,7 +833,12 @@ pub fn validate_event(event: &NewEvent) -> Result<()> {
 
 /// The sources a trigger kind serves: what a raw event (one matched
 /// against triggers) may carry.
-pub const SERVED_SOURCES: [&str; 2] = [source::KV, source::DEAD_LETTER];
+pub const SERVED_SOURCES: [&str; 4] = [
+    source::KV,
+    source::DEAD_LETTER,
+    source::QUEUE,
+    source::PUBSUB,
+];
 
 /// See [`validate_event`]: the event reaches a script.
 fn validate_served(event: &NewEvent) -> Result<()> {
@@ -770,6 +885,19 @@ fn validate_served(event: &NewEvent) -> Result<()> {
                      triggers match on it"
                         .into(),
                 ));
+            }
+        }
+        source::QUEUE | source::PUBSUB => {
+            let (name, kind) = match event.source.as_str() {
+                source::QUEUE => ("queue", "queue triggers consume"),
+                _ => ("topic", "pubsub triggers match on"),
+            };
+            if !field(name) {
+                return Err(Error::Invalid(format!(
+                    "a {} event's payload needs a \"{name}\" string: {kind} it; build it with \
+                     picloud_host::messages",
+                    event.source
+                )));
             }
         }
         other => {

@@ -19,6 +19,7 @@ use crate::model::{
     TriggerSpec,
 };
 use crate::pattern::collection_matches;
+use crate::retry::RetryPolicy;
 use crate::runs::Run;
 use crate::runtime::LogLine;
 
@@ -51,6 +52,7 @@ pub(crate) struct OutboxRow {
     created_at: Timestamp,
     order_key: Option<String>,
     order_seq: Option<i64>,
+    chain: Option<String>,
 }
 
 /// Most of an undecodable payload's text kept in its dead letter.
@@ -95,6 +97,12 @@ impl From<OutboxRow> for OutboxEvent {
             created_at: r.created_at,
             order_key: r.order_key,
             order_seq: r.order_seq,
+            // A chain is the host's own bookkeeping: one it cannot read is
+            // left out rather than failing the row.
+            chain: r
+                .chain
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -116,7 +124,7 @@ macro_rules! outbox_columns {
         "id, coalesce(event_id, id) as event_id, app_id, source, op, trigger_id, script_id, \
          principal, payload, depth, \
          attempt_count, first_attempt_at, last_attempt_at, last_error, due_at, locked_until, \
-         locked_by, reply_to, created_at, order_key, order_seq"
+         locked_by, reply_to, created_at, order_key, order_seq, chain"
     };
 }
 pub(crate) use outbox_columns;
@@ -200,10 +208,15 @@ macro_rules! trigger_select {
     () => {
         "select t.id, t.app_id, t.script_id, t.kind, t.name, t.enabled, \
          t.registered_by_principal, t.created_at, t.updated_at, k.collection_pattern, k.ops, \
-         k.ordered, d.source_pattern \
+         k.ordered, d.source_pattern, t.max_depth, t.retry_max_attempts, t.retry_backoff, t.retry_base_ms, \
+         t.retry_cap_ms, t.retry_jitter_permille, t.retry_max_age_ms, c.schedule, c.timezone, c.catch_up, \
+         c.next_at, q.queue, q.batch_size, p.topic_pattern \
          from triggers t \
          left join kv_trigger_details k on k.trigger_id = t.id \
-         left join dead_letter_trigger_details d on d.trigger_id = t.id "
+         left join dead_letter_trigger_details d on d.trigger_id = t.id \
+         left join cron_trigger_details c on c.trigger_id = t.id \
+         left join queue_trigger_details q on q.trigger_id = t.id \
+         left join pubsub_trigger_details p on p.trigger_id = t.id "
     };
 }
 pub(crate) use trigger_select;
@@ -230,29 +243,73 @@ pub(crate) struct TriggerRow {
     ops: Option<String>,
     ordered: Option<bool>,
     source_pattern: Option<String>,
+    max_depth: Option<i64>,
+    retry_max_attempts: Option<i64>,
+    retry_backoff: Option<String>,
+    retry_base_ms: Option<i64>,
+    retry_cap_ms: Option<i64>,
+    retry_jitter_permille: Option<i64>,
+    retry_max_age_ms: Option<i64>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    catch_up: Option<String>,
+    next_at: Option<Timestamp>,
+    queue: Option<String>,
+    batch_size: Option<i64>,
+    topic_pattern: Option<String>,
 }
 
 impl TryFrom<TriggerRow> for Trigger {
     type Error = Error;
     fn try_from(r: TriggerRow) -> Result<Trigger> {
-        let spec = match (
-            r.kind.as_str(),
-            r.collection_pattern,
-            r.ops,
-            r.source_pattern,
-        ) {
-            ("kv", Some(collection), Some(ops), _) => TriggerSpec::Kv {
-                collection,
-                ops: KvOps::parse(&ops).map_err(|e| corrupt("trigger ops", e))?,
-                ordered: r.ordered.unwrap_or(false),
+        let spec = match r.kind.as_str() {
+            "kv" => match (r.collection_pattern, r.ops) {
+                (Some(collection), Some(ops)) => Some(TriggerSpec::Kv {
+                    collection,
+                    ops: KvOps::parse(&ops).map_err(|e| corrupt("trigger ops", e))?,
+                    ordered: r.ordered.unwrap_or(false),
+                }),
+                _ => None,
             },
-            ("dead_letter", _, _, Some(source)) => TriggerSpec::DeadLetter { source },
-            (kind, ..) => {
-                return Err(corrupt(
-                    "trigger",
-                    format!("{} of kind '{kind}' has no details", r.id),
-                ));
-            }
+            "dead_letter" => r
+                .source_pattern
+                .map(|source| TriggerSpec::DeadLetter { source }),
+            "cron" => match (r.schedule, r.timezone, r.catch_up) {
+                (Some(schedule), Some(timezone), Some(catch_up)) => Some(TriggerSpec::Cron {
+                    schedule,
+                    timezone,
+                    catch_up: catch_up
+                        .parse()
+                        .map_err(|e| corrupt("trigger catch-up", e))?,
+                }),
+                _ => None,
+            },
+            "queue" => match (r.queue, r.batch_size) {
+                (Some(queue), Some(batch)) => Some(TriggerSpec::Queue {
+                    queue,
+                    batch: batch.max(1) as u32,
+                }),
+                _ => None,
+            },
+            "pubsub" => r.topic_pattern.map(|topic| TriggerSpec::Pubsub { topic }),
+            _ => None,
+        };
+        let Some(spec) = spec else {
+            return Err(corrupt(
+                "trigger",
+                format!("{} of kind '{}' has no details", r.id, r.kind),
+            ));
+        };
+        let retry = RetryPolicy {
+            max_attempts: r.retry_max_attempts.map(|n| n.max(1) as u32),
+            backoff: r
+                .retry_backoff
+                .map(|b| b.parse().map_err(|e| corrupt("trigger backoff", e)))
+                .transpose()?,
+            base_ms: r.retry_base_ms.map(|v| v.max(0) as u64),
+            cap_ms: r.retry_cap_ms.map(|v| v.max(0) as u64),
+            jitter: r.retry_jitter_permille.map(|p| p as f64 / 1000.0),
+            max_age_ms: r.retry_max_age_ms.map(|v| v.max(0) as u64),
         };
         Ok(Trigger {
             id: r.id,
@@ -262,6 +319,9 @@ impl TryFrom<TriggerRow> for Trigger {
             enabled: r.enabled,
             registered_by_principal: r.registered_by_principal,
             spec,
+            retry,
+            max_depth: r.max_depth.map(|d| d.clamp(1, i64::from(u32::MAX)) as u32),
+            next_fire_at: r.next_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -283,26 +343,29 @@ pub(crate) fn matching_kv(candidates: Vec<Trigger>, collection: &str, op: KvOp) 
                 ops,
                 ..
             } => t.enabled && ops.contains(op) && collection_matches(pattern, collection),
-            TriggerSpec::DeadLetter { .. } => false,
+            _ => false,
         })
         .collect()
 }
 
-/// Of an app's enabled dead_letter triggers, those matching `source`.
-pub(crate) fn matching_dead_letter(candidates: Vec<Trigger>, source: &str) -> Vec<Trigger> {
+/// Of an app's enabled triggers of one kind, those for `name`: a dead
+/// letter's original source or a topic (by pattern), a queue (exactly).
+pub(crate) fn matching_named(candidates: Vec<Trigger>, name: &str) -> Vec<Trigger> {
     candidates
         .into_iter()
-        .filter(|t| match &t.spec {
-            TriggerSpec::DeadLetter { source: pattern } => {
-                t.enabled && collection_matches(pattern, source)
-            }
-            TriggerSpec::Kv { .. } => false,
+        .filter(|t| {
+            t.enabled
+                && match &t.spec {
+                    TriggerSpec::DeadLetter { source: pattern }
+                    | TriggerSpec::Pubsub { topic: pattern } => collection_matches(pattern, name),
+                    TriggerSpec::Queue { queue, .. } => queue == name,
+                    _ => false,
+                }
         })
         .collect()
 }
 
-/// The pattern column values of a trigger spec: `(collection_pattern, ops)`
-/// for kv, `source_pattern` for dead_letter.
+/// The detail table row of a trigger spec.
 pub(crate) enum Details<'a> {
     /// `kv_trigger_details`.
     Kv {
@@ -312,6 +375,16 @@ pub(crate) enum Details<'a> {
     },
     /// `dead_letter_trigger_details`.
     DeadLetter { pattern: &'a str },
+    /// `cron_trigger_details`.
+    Cron {
+        schedule: &'a str,
+        timezone: &'a str,
+        catch_up: &'static str,
+    },
+    /// `queue_trigger_details`.
+    Queue { queue: &'a str, batch: i64 },
+    /// `pubsub_trigger_details`.
+    Pubsub { pattern: &'a str },
 }
 
 impl<'a> Details<'a> {
@@ -327,6 +400,20 @@ impl<'a> Details<'a> {
                 ordered: *ordered,
             },
             TriggerSpec::DeadLetter { source } => Details::DeadLetter { pattern: source },
+            TriggerSpec::Cron {
+                schedule,
+                timezone,
+                catch_up,
+            } => Details::Cron {
+                schedule,
+                timezone,
+                catch_up: catch_up.as_str(),
+            },
+            TriggerSpec::Queue { queue, batch } => Details::Queue {
+                queue,
+                batch: i64::from((*batch).clamp(1, 1000)),
+            },
+            TriggerSpec::Pubsub { topic } => Details::Pubsub { pattern: topic },
         }
     }
 }

@@ -38,15 +38,15 @@ use super::rows::{
 };
 use super::sql::{Built, Compact, Db, Run, Runs, Tuple};
 use super::{
-    AbandonedRepo, AppRepo, Backend, ConfigRepo, DeadLetterRepo, Error, KvRepo, Member,
-    NewAbandoned, OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store,
+    AbandonedRepo, AppRepo, Backend, ConfigRepo, DeadLetterRepo, Error, KvRepo, KvWrite, KvWritten,
+    Member, NewAbandoned, OutboxRepo, ReplyRepo, Result, Retry, RunRepo, ScriptRepo, Signal, Store,
     StoredReply, StoredVar, Subscription, TokenRepo, TriggerRepo,
 };
 use crate::auth::Role;
 use crate::model::{
-    AbandonedExecution, AbandonedId, App, AppId, DeadLetter, DeadLetterFilter, DeadLetterId,
+    AbandonedExecution, AbandonedId, App, AppId, Cause, DeadLetter, DeadLetterFilter, DeadLetterId,
     EventId, KvEntry, KvOp, NewDeadLetter, NewEvent, NewTrigger, Order, OutboxEvent, Resolution,
-    RunId, Script, ScriptId, Timestamp, TokenId, Trigger, TriggerId,
+    RunId, Script, ScriptId, Timestamp, TokenId, Trigger, TriggerId, TriggerSpec,
 };
 use crate::runs::{self, NewRun, RunFilter};
 use crate::tokens::ApiToken;
@@ -238,11 +238,15 @@ pub(crate) async fn insert_events<S: Dialect>(
     let now = Timestamp::now();
     let ordered = ordered_apps::<S>(conn, events).await?;
     let heads = batch_heads(events);
+    let chains: Vec<Option<String>> = events
+        .iter()
+        .map(|e| (!e.chain.is_empty()).then(|| Value::from(e.chain.clone()).to_string()))
+        .collect();
     for (n, (chunk, chunk_ids)) in events.chunks(CHUNK).zip(ids.chunks(CHUNK)).enumerate() {
         let mut q = Built::<S::DB>::new(
             "insert into outbox (id, event_id, app_id, source, op, trigger_id, script_id, principal, \
              payload, depth, attempt_count, first_attempt_at, last_attempt_at, last_error, \
-             due_at, reply_to, created_at, order_key, order_seq) ",
+             due_at, reply_to, created_at, order_key, order_seq, chain) ",
         );
         q.push_values(
             chunk.iter().zip(chunk_ids).enumerate(),
@@ -271,6 +275,7 @@ pub(crate) async fn insert_events<S: Dialect>(
                 }
                 row.bind(e.reply_to.as_deref()).now(S::CLOCK, now);
                 order_values(row, e, &ordered);
+                row.bind(chains[n * CHUNK + i].as_deref());
             },
         );
         let (sql, arguments) = q.finish()?;
@@ -475,7 +480,7 @@ pub(crate) async fn kv_set_in<S: Dialect>(
     key: &str,
     value: &Value,
     expect: KvExpect,
-    depth: i32,
+    cause: &Cause,
 ) -> Result<KvEntry> {
     super::validate_kv_names(collection, key)?;
     // Embedders call this directly: the limits hold here too. Depth first:
@@ -522,8 +527,9 @@ pub(crate) async fn kv_set_in<S: Dialect>(
         key,
         Some(value),
         entry.version,
-        depth,
-    );
+        cause.depth,
+    )
+    .caused_by(cause);
     enqueue_in::<S>(conn, &event).await?;
     Ok(entry)
 }
@@ -581,7 +587,7 @@ pub(crate) async fn kv_delete_in<S: Dialect>(
     collection: &str,
     key: &str,
     expect: KvExpect,
-    depth: i32,
+    cause: &Cause,
 ) -> Result<bool> {
     super::validate_kv_names(collection, key)?;
     let version: Option<(i64,)> = match expect {
@@ -625,7 +631,16 @@ pub(crate) async fn kv_delete_in<S: Dialect>(
             }
         };
     };
-    let event = super::kv_event(app, KvOp::Delete, collection, key, None, version + 1, depth);
+    let event = super::kv_event(
+        app,
+        KvOp::Delete,
+        collection,
+        key,
+        None,
+        version + 1,
+        cause.depth,
+    )
+    .caused_by(cause);
     enqueue_in::<S>(conn, &event).await?;
     Ok(true)
 }
@@ -641,7 +656,7 @@ pub(crate) async fn kv_increment_in<S: Dialect>(
     collection: &str,
     key: &str,
     delta: i64,
-    depth: i32,
+    cause: &Cause,
 ) -> Result<KvEntry> {
     super::validate_kv_names(collection, key)?;
     for _ in 0..INCREMENT_TRIES {
@@ -677,7 +692,7 @@ pub(crate) async fn kv_increment_in<S: Dialect>(
             key,
             &value,
             KvExpect::Version(expected),
-            depth,
+            cause,
         )
         .await
         {
@@ -737,7 +752,7 @@ macro_rules! connection_functions {
                 key,
                 value,
                 super::shared::KvExpect::Any,
-                depth,
+                &crate::model::Cause::at(depth),
             )
             .await
         }
@@ -759,7 +774,7 @@ macro_rules! connection_functions {
                 collection,
                 key,
                 super::shared::KvExpect::Any,
-                depth,
+                &crate::model::Cause::at(depth),
             )
             .await
         }
@@ -1299,58 +1314,35 @@ impl<S: Dialect> KvRepo for S {
         Ok(keys.into_iter().map(|(key,)| key).collect())
     }
 
-    async fn kv_set(
+    async fn kv_write(
         &self,
         app: AppId,
         collection: &str,
         key: &str,
-        value: &Value,
-        depth: i32,
-    ) -> Result<KvEntry> {
-        kv_set_as(self, app, collection, key, value, KvExpect::Any, depth).await
-    }
-
-    async fn kv_delete(&self, app: AppId, collection: &str, key: &str, depth: i32) -> Result<bool> {
-        kv_delete_as(self, app, collection, key, KvExpect::Any, depth).await
-    }
-
-    async fn kv_set_if_version(
-        &self,
-        app: AppId,
-        collection: &str,
-        key: &str,
-        value: &Value,
-        expected: u64,
-        depth: i32,
-    ) -> Result<KvEntry> {
-        let expect = KvExpect::Version(expected);
-        kv_set_as(self, app, collection, key, value, expect, depth).await
-    }
-
-    async fn kv_delete_if_version(
-        &self,
-        app: AppId,
-        collection: &str,
-        key: &str,
-        expected: u64,
-        depth: i32,
-    ) -> Result<bool> {
-        let expect = KvExpect::Version(expected);
-        kv_delete_as(self, app, collection, key, expect, depth).await
-    }
-
-    async fn kv_increment(
-        &self,
-        app: AppId,
-        collection: &str,
-        key: &str,
-        delta: i64,
-        depth: i32,
-    ) -> Result<KvEntry> {
-        let mut tx = self.begin_write().await?;
-        let entry = kv_increment_in::<S>(&mut tx, app, collection, key, delta, depth).await?;
-        commit_kv(self, tx, true).await?;
-        Ok(entry)
+        write: KvWrite<'_>,
+        cause: &Cause,
+    ) -> Result<KvWritten> {
+        let (c, k) = (collection, key);
+        Ok(match write {
+            KvWrite::Set(v) => {
+                KvWritten::Entry(kv_set_as(self, app, c, k, v, KvExpect::Any, cause).await?)
+            }
+            KvWrite::SetIfVersion(v, n) => {
+                KvWritten::Entry(kv_set_as(self, app, c, k, v, KvExpect::Version(n), cause).await?)
+            }
+            KvWrite::Delete => {
+                KvWritten::Deleted(kv_delete_as(self, app, c, k, KvExpect::Any, cause).await?)
+            }
+            KvWrite::DeleteIfVersion(n) => KvWritten::Deleted(
+                kv_delete_as(self, app, c, k, KvExpect::Version(n), cause).await?,
+            ),
+            KvWrite::Increment(delta) => {
+                let mut tx = self.begin_write().await?;
+                let entry = kv_increment_in::<S>(&mut tx, app, c, k, delta, cause).await?;
+                commit_kv(self, tx, true).await?;
+                KvWritten::Entry(entry)
+            }
+        })
     }
 }
 
@@ -1362,10 +1354,10 @@ async fn kv_set_as<S: Dialect>(
     key: &str,
     value: &Value,
     expect: KvExpect,
-    depth: i32,
+    cause: &Cause,
 ) -> Result<KvEntry> {
     let mut tx = store.begin_write().await?;
-    let entry = kv_set_in::<S>(&mut tx, app, collection, key, value, expect, depth).await?;
+    let entry = kv_set_in::<S>(&mut tx, app, collection, key, value, expect, cause).await?;
     commit_kv(store, tx, true).await?;
     Ok(entry)
 }
@@ -1377,10 +1369,10 @@ async fn kv_delete_as<S: Dialect>(
     collection: &str,
     key: &str,
     expect: KvExpect,
-    depth: i32,
+    cause: &Cause,
 ) -> Result<bool> {
     let mut tx = store.begin_write().await?;
-    let deleted = kv_delete_in::<S>(&mut tx, app, collection, key, expect, depth).await?;
+    let deleted = kv_delete_in::<S>(&mut tx, app, collection, key, expect, cause).await?;
     commit_kv(store, tx, deleted).await?;
     Ok(deleted)
 }
@@ -1397,6 +1389,81 @@ async fn commit_kv<S: Dialect>(
         store.announce(Signal::Outbox);
     }
     Ok(())
+}
+
+/// What a queue message waiting for a consumer says (see `hold`).
+const NO_CONSUMER: &str = "waiting for a consumer: the queue has no enabled queue trigger";
+/// How long such a message waits before it looks for a consumer again.
+const NO_CONSUMER_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Make the app's queue messages that wait for a consumer due now.
+async fn release_waiting_messages<S: Dialect>(conn: &mut Conn<S>, app: AppId) -> Result<u64> {
+    Ok(S::query(
+        "update outbox set due_at = $1, last_error = null where app_id = $2 and source = 'queue' \
+         and trigger_id is null and last_error = $3",
+    )
+    .arg(Timestamp::now())
+    .arg(app)
+    .arg(NO_CONSUMER)
+    .run(conn)
+    .await?)
+}
+
+/// Enqueue the due ticks of one cron `trigger` and move its next fire
+/// time on, in one transaction. Each tick's `cron_ticks` row is the
+/// exactly-once guard: a dispatcher whose insert finds the row already
+/// there enqueues nothing for that tick. The next fire time only moves
+/// forward.
+async fn schedule_one<S: Dialect>(store: &S, trigger: &Trigger, now: Timestamp) -> Result<u64> {
+    let (
+        TriggerSpec::Cron {
+            schedule,
+            timezone,
+            catch_up,
+        },
+        Some(from),
+    ) = (&trigger.spec, trigger.next_fire_at)
+    else {
+        return Ok(0);
+    };
+    let parsed = match crate::cron::Schedule::parse(schedule, timezone) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(trigger.id = %trigger.id, error = %e, "a stored cron schedule no longer parses; skipping it");
+            return Ok(0);
+        }
+    };
+    let due = parsed.due(from.0, now.0, *catch_up);
+    let mut tx = store.begin_write().await?;
+    let mut enqueued = 0;
+    let mut rows = Vec::new();
+    for tick in &due.ticks {
+        let fresh = S::query(
+            "insert into cron_ticks (trigger_id, scheduled_at) values ($1, $2) on conflict do nothing",
+        )
+        .arg(trigger.id)
+        .arg(tick.scheduled_at)
+        .run(&mut tx)
+        .await?;
+        if fresh == 1 {
+            rows.push(NewEvent::tick(trigger, tick.payload(schedule, timezone)));
+        }
+    }
+    if !rows.is_empty() {
+        enqueued = enqueue_many_in::<S>(&mut tx, &rows).await?.len() as u64;
+    }
+    S::query("update cron_trigger_details set next_at = $2 where trigger_id = $1 and next_at < $2")
+        .arg(trigger.id)
+        .arg(due.next.unwrap_or(Timestamp::held()))
+        .run(&mut tx)
+        .await?;
+    S::query("delete from cron_ticks where trigger_id = $1 and scheduled_at < $2")
+        .arg(trigger.id)
+        .arg(now.minus(std::time::Duration::from_secs(86_400)))
+        .run(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok(enqueued)
 }
 
 #[async_trait]
@@ -1447,9 +1514,83 @@ impl<S: Dialect> TriggerRepo for S {
                     .run(&mut tx)
                     .await?;
             }
+            Details::Cron {
+                schedule,
+                timezone,
+                catch_up,
+            } => {
+                let next = crate::cron::Schedule::parse(schedule, timezone)
+                    .map_err(Error::Invalid)?
+                    .next_after(Timestamp::now().0)
+                    .map(Timestamp::from_datetime);
+                S::query("insert into cron_trigger_details (trigger_id, schedule, timezone, catch_up, next_at) values ($1, $2, $3, $4, $5)")
+                    .arg(id)
+                    .arg(schedule)
+                    .arg(timezone)
+                    .arg(catch_up)
+                    .arg(next)
+                    .run(&mut tx)
+                    .await?;
+            }
+            Details::Queue { queue, batch } => {
+                let taken: Option<(String,)> = S::query(
+                    "select t.name from queue_trigger_details q join triggers t on t.id = q.trigger_id \
+                     where q.app_id = $1 and q.queue = $2",
+                )
+                .arg(t.app_id)
+                .arg(queue)
+                .optional(&mut tx)
+                .await?;
+                if let Some((name,)) = taken {
+                    return Err(Error::Conflict(format!(
+                        "queue '{queue}' already has a consumer, trigger '{name}': a queue has one; remove that trigger first"
+                    )));
+                }
+                S::query("insert into queue_trigger_details (trigger_id, app_id, queue, batch_size) values ($1, $2, $3, $4)")
+                    .arg(id)
+                    .arg(t.app_id)
+                    .arg(queue)
+                    .arg(batch)
+                    .run(&mut tx)
+                    .await?;
+                release_waiting_messages::<S>(&mut tx, t.app_id).await?;
+            }
+            Details::Pubsub { pattern } => {
+                S::query("insert into pubsub_trigger_details (trigger_id, topic_pattern) values ($1, $2)")
+                    .arg(id)
+                    .arg(pattern)
+                    .run(&mut tx)
+                    .await?;
+            }
+        }
+        if let Some(depth) = t.max_depth {
+            S::query("update triggers set max_depth = $2 where id = $1")
+                .arg(id)
+                .arg(i64::from(depth))
+                .run(&mut tx)
+                .await?;
+        }
+        if !t.retry.is_default() {
+            let r = &t.retry;
+            S::query(
+                "update triggers set retry_max_attempts = $2, retry_backoff = $3, retry_base_ms = $4, \
+                 retry_cap_ms = $5, retry_jitter_permille = $6, retry_max_age_ms = $7 where id = $1",
+            )
+            .arg(id)
+            .arg(r.max_attempts.map(i64::from))
+            .arg(r.backoff.map(|b| b.as_str()))
+            .arg(r.base_ms.map(|v| v as i64))
+            .arg(r.cap_ms.map(|v| v as i64))
+            .arg(r.jitter.map(|j| (j * 1000.0).round() as i64))
+            .arg(r.max_age_ms.map(|v| v as i64))
+            .run(&mut tx)
+            .await?;
         }
         let trigger = fetch_trigger::<S>(&mut tx, id).await?;
         tx.commit().await?;
+        if matches!(t.spec, TriggerSpec::Queue { .. }) {
+            self.announce(Signal::Outbox);
+        }
         Ok(trigger)
     }
 
@@ -1482,6 +1623,7 @@ impl<S: Dialect> TriggerRepo for S {
             return Err(Error::not_found("trigger", id));
         }
         let mut released = 0;
+        let trigger = fetch_trigger::<S>(&mut tx, id).await?;
         if enabled {
             released =
                 S::query("update outbox set due_at = $1 where trigger_id = $2 and due_at = $3")
@@ -1490,8 +1632,10 @@ impl<S: Dialect> TriggerRepo for S {
                     .arg(Timestamp::held())
                     .run(&mut tx)
                     .await?;
+            if matches!(trigger.spec, TriggerSpec::Queue { .. }) {
+                released += release_waiting_messages::<S>(&mut tx, trigger.app_id).await?;
+            }
         }
-        let trigger = fetch_trigger::<S>(&mut tx, id).await?;
         tx.commit().await?;
         if released > 0 {
             self.announce(Signal::Outbox);
@@ -1518,9 +1662,31 @@ impl<S: Dialect> TriggerRepo for S {
         Ok(rows::matching_kv(candidates, collection, op))
     }
 
-    async fn list_matching_dead_letter(&self, app: AppId, source: &str) -> Result<Vec<Trigger>> {
-        let candidates = enabled_triggers(self, app, "dead_letter").await?;
-        Ok(rows::matching_dead_letter(candidates, source))
+    async fn list_matching(&self, app: AppId, kind: &str, name: &str) -> Result<Vec<Trigger>> {
+        let candidates = enabled_triggers(self, app, kind).await?;
+        Ok(rows::matching_named(candidates, name))
+    }
+
+    async fn schedule_cron(&self) -> Result<u64> {
+        let now = Timestamp::now();
+        let due: Vec<TriggerRow> = {
+            let mut conn = self.pool().acquire().await?;
+            S::query(concat!(
+                trigger_select!(),
+                "where t.kind = 'cron' and t.enabled and c.next_at <= $1 order by c.next_at limit 100"
+            ))
+            .arg(now)
+            .all(&mut conn)
+            .await?
+        };
+        let mut enqueued = 0;
+        for trigger in rows::triggers(due)? {
+            enqueued += schedule_one::<S>(self, &trigger, now).await?;
+        }
+        if enqueued > 0 {
+            self.announce(Signal::Outbox);
+        }
+        Ok(enqueued)
     }
 }
 
@@ -1647,15 +1813,43 @@ impl<S: Dialect> OutboxRepo for S {
             .optional(&mut tx)
             .await?;
             let held = disabled.map(|_| Timestamp::held());
-            S::query(
-                "update outbox set due_at = coalesce($1, due_at), locked_until = null,
-                     locked_by = null
-                 where id = $2",
-            )
-            .arg(held)
-            .arg(*id)
-            .run(&mut tx)
-            .await?;
+            // A queue message with no consumer waits for one: registering
+            // (or enabling) a consumer makes it due, and it looks again
+            // after a while in case that raced with this hold.
+            let message = match held {
+                Some(_) => None,
+                None => S::query(
+                    "select app_id from outbox where id = $1 and source = 'queue' and trigger_id is null",
+                )
+                .arg(*id)
+                .optional::<(AppId,)>(&mut tx)
+                .await?,
+            };
+            match message {
+                Some(_) => {
+                    S::query(
+                        "update outbox set due_at = $1, last_error = $2, locked_until = null,
+                             locked_by = null
+                         where id = $3",
+                    )
+                    .arg(Timestamp::now().plus(NO_CONSUMER_RECHECK))
+                    .arg(NO_CONSUMER)
+                    .arg(*id)
+                    .run(&mut tx)
+                    .await?;
+                }
+                None => {
+                    S::query(
+                        "update outbox set due_at = coalesce($1, due_at), locked_until = null,
+                             locked_by = null
+                         where id = $2",
+                    )
+                    .arg(held)
+                    .arg(*id)
+                    .run(&mut tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())

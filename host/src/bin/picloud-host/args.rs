@@ -43,6 +43,12 @@ pub enum Command {
     /// Read and write an app's key-value store (writes enqueue kv events).
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Send a message to an app's queue (its `trigger add-queue` consumer gets it).
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Publish a message on an app's topic (every matching `trigger add-pubsub` gets it).
+    #[command(subcommand)]
+    Pubsub(PubsubCmd),
     /// Invoke a script synchronously and print its reply.
     Invoke(InvokeArgs),
     /// Run a component once on one event, in the real sandbox, against a
@@ -283,6 +289,8 @@ pub enum TriggerCmd {
         /// A name for listings.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// Run a script on new dead letters whose original source matches.
     AddDeadLetter {
@@ -300,6 +308,78 @@ pub enum TriggerCmd {
         /// A name for listings.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
+    },
+    /// Run a script on a cron schedule: one `cron`/`tick` event per tick,
+    /// once however many dispatchers run.
+    AddCron {
+        /// App name or id.
+        app: String,
+        /// Script name or id.
+        #[arg(long)]
+        script: String,
+        /// Five cron fields (minute hour day month weekday), or six with
+        /// seconds first: "0 */5 * * * *" is every five minutes.
+        #[arg(long)]
+        schedule: String,
+        /// The IANA time zone the schedule is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Ticks missed while no dispatcher ran: `last` runs the newest of
+        /// them once, `skip` runs none.
+        #[arg(long, default_value = "last")]
+        catch_up: String,
+        /// The principal the script runs as (needs app admin).
+        #[arg(long = "as")]
+        principal: String,
+        /// A name for listings.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
+    },
+    /// Consume an app's queue with a script (one consumer per queue).
+    AddQueue {
+        /// App name or id.
+        app: String,
+        /// The queue's name.
+        #[arg(long)]
+        queue: String,
+        /// Script name or id.
+        #[arg(long)]
+        script: String,
+        /// Hand the script up to N messages at once (`queue`/`batch`
+        /// events; it retries single ones with `queue::retry`).
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+        /// The principal the script runs as (needs app admin).
+        #[arg(long = "as")]
+        principal: String,
+        /// A name for listings.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
+    },
+    /// Run a script on messages published to matching topics.
+    AddPubsub {
+        /// App name or id.
+        app: String,
+        /// `*`, `prefix*` or an exact topic.
+        #[arg(long)]
+        topic: String,
+        /// Script name or id.
+        #[arg(long)]
+        script: String,
+        /// The principal the script runs as (needs app admin).
+        #[arg(long = "as")]
+        principal: String,
+        /// A name for listings.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// List an app's triggers.
     List {
@@ -322,6 +402,69 @@ pub enum TriggerCmd {
     Remove {
         /// Trigger id.
         id: String,
+    },
+}
+
+/// A trigger's retry policy and depth limit; each flag left out is the
+/// host's default (`PICLOUD_TRIGGER_RETRY_*`, `PICLOUD_MAX_TRIGGER_DEPTH`).
+#[derive(clap::Args, Debug, Default)]
+pub struct RetryArgs {
+    /// Attempts before the event is dead-lettered (1: never retried).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The shape of the delays: exponential, constant or linear.
+    #[arg(long)]
+    pub backoff: Option<String>,
+    /// The first delay, in milliseconds.
+    #[arg(long)]
+    pub base_ms: Option<u64>,
+    /// The largest delay, in milliseconds.
+    #[arg(long)]
+    pub cap_ms: Option<u64>,
+    /// How far each delay may move at random, as a fraction (0.1: ±10%).
+    #[arg(long)]
+    pub jitter: Option<f64>,
+    /// Dead-letter a failing event older than this many milliseconds
+    /// instead of retrying it.
+    #[arg(long)]
+    pub max_age_ms: Option<u64>,
+    /// This trigger's own depth limit, below PICLOUD_MAX_TRIGGER_DEPTH: an
+    /// event deeper than this is dead-lettered for it without running, the
+    /// dead letter naming the triggers that led to it.
+    #[arg(long)]
+    pub max_depth: Option<u32>,
+}
+
+/// `queue ...`
+#[derive(Subcommand, Debug)]
+pub enum QueueCmd {
+    /// Send a JSON message to a queue.
+    Send {
+        /// App name or id.
+        app: String,
+        /// The queue's name.
+        queue: String,
+        /// The message, as JSON.
+        #[arg(long)]
+        body: String,
+        /// Deliver it no sooner than this many milliseconds from now.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+/// `pubsub ...`
+#[derive(Subcommand, Debug)]
+pub enum PubsubCmd {
+    /// Publish a JSON message on a topic.
+    Publish {
+        /// App name or id.
+        app: String,
+        /// The topic.
+        topic: String,
+        /// The message, as JSON.
+        #[arg(long)]
+        body: String,
     },
 }
 
@@ -626,7 +769,8 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
-    /// Fill the outbox with kv events for one no-op trigger and drain it.
+    /// Fill the outbox with events (kv, queue or pubsub) for one no-op
+    /// trigger and drain it.
     Dispatch {
         /// The no-op component (default: the fixture built from this repository).
         #[arg(long)]
@@ -656,6 +800,14 @@ pub enum BenchCmd {
         /// the others.
         #[arg(long, default_value_t = 0)]
         backlog: u64,
+        /// Where the events come from: `kv` writes, messages to a `queue`,
+        /// or messages published on a `pubsub` topic, each with its one
+        /// no-op trigger.
+        #[arg(long, default_value = "kv")]
+        source: String,
+        /// With `--source queue`: the consumer takes batches of up to N.
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
     },
     /// What the HTTP API costs on an app with many dead letters: p50/p99 of
     /// the badge count and of pages of the dead-letter list, over real HTTP

@@ -109,7 +109,19 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
             ordered,
             keys,
             backlog,
+            source,
+            batch,
         } => {
+            let from = match source.as_str() {
+                "kv" => bench::BenchSource::Kv,
+                "queue" if (1..=1000).contains(&batch) => bench::BenchSource::Queue(batch),
+                "queue" => anyhow::bail!("--batch {batch} is out of range: give 1 to 1000"),
+                "pubsub" => bench::BenchSource::Pubsub,
+                other => anyhow::bail!("unknown --source '{other}': use kv, queue or pubsub"),
+            };
+            if from != bench::BenchSource::Kv && (ordered || keys.is_some()) {
+                anyhow::bail!("--ordered and --keys are for --source kv: leave them out");
+            }
             if keys == Some(0) {
                 anyhow::bail!("--keys 0: give at least 1 key, or leave it out for a key per event");
             }
@@ -136,6 +148,7 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
                     ordered,
                     keys,
                     backlog,
+                    source: from,
                     ..bench::DispatchBench::new(events)
                 };
                 let r = bench::dispatch(store, &code, &shape).await?;
@@ -154,6 +167,14 @@ pub async fn run(url: &str, cmd: BenchCmd) -> Result<()> {
                         ",{} trigger, {k} keys",
                         if o { " ordered" } else { " unordered" }
                     ),
+                };
+                let shape = match from {
+                    bench::BenchSource::Kv => shape,
+                    bench::BenchSource::Queue(1) => format!("{shape}, queue messages"),
+                    bench::BenchSource::Queue(n) => {
+                        format!("{shape}, queue messages in batches of up to {n}")
+                    }
+                    bench::BenchSource::Pubsub => format!("{shape}, pub/sub messages"),
                 };
                 let shape = if backlog > 0 {
                     format!(

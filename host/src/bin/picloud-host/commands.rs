@@ -8,16 +8,19 @@ use picloud_host::TriggerHost;
 use picloud_host::admin::{Admin, TriggerOptions, require};
 use picloud_host::auth::{Authorizer, Capability, MemberAuthorizer, Role};
 use picloud_host::bench::Progress;
+use picloud_host::cron::CatchUp;
+use picloud_host::messages;
 use picloud_host::model::{
     App, DeadLetterFilter, DeadLetterId, KvOps, Resolution, Timestamp, TriggerId, TriggerSpec,
 };
+use picloud_host::retry::RetryPolicy;
 use picloud_host::store::{self, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, ScriptCmd, SecretCmd, TokenCmd,
-    TriggerCmd, VarCmd,
+    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, PubsubCmd, QueueCmd, RetryArgs,
+    ScriptCmd, SecretCmd, TokenCmd, TriggerCmd, VarCmd,
 };
 use crate::table::Table;
 
@@ -290,6 +293,38 @@ pub async fn script(
     Ok(())
 }
 
+impl RetryArgs {
+    /// The policy these flags choose (checked when the trigger is stored).
+    fn policy(&self) -> Result<RetryPolicy> {
+        Ok(RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff.as_deref().map(str::parse).transpose()?,
+            base_ms: self.base_ms,
+            cap_ms: self.cap_ms,
+            jitter: self.jitter,
+            max_age_ms: self.max_age_ms,
+        })
+    }
+}
+
+/// Register `options` for `app` as `principal`, with its name and policy.
+async fn add_trigger(
+    ctx: &Ctx,
+    app: &str,
+    options: TriggerOptions,
+    name: Option<String>,
+    retry: RetryArgs,
+    principal: &str,
+) -> Result<picloud_host::model::Trigger> {
+    let app = ctx.app(app).await?;
+    let mut options = TriggerOptions {
+        name,
+        ..options.retry(retry.policy()?)
+    };
+    options.max_depth = retry.max_depth;
+    Ok(ctx.admin().add_trigger(app.id, options, principal).await?)
+}
+
 pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
     match cmd {
         TriggerCmd::AddKv {
@@ -300,17 +335,14 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             ordered,
             principal,
             name,
+            retry,
         } => {
-            let app = ctx.app(&app).await?;
             let ops = KvOps::parse(&ops)?;
             let mut options = TriggerOptions::kv(&script, &collection, ops);
             if ordered {
                 options = options.ordered();
             }
-            let t = ctx
-                .admin()
-                .add_trigger(app.id, TriggerOptions { name, ..options }, &principal)
-                .await?;
+            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
             println!(
                 "registered kv trigger {} ({}) on '{collection}' [{}{}] as {principal}",
                 t.name,
@@ -325,21 +357,64 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
             source,
             principal,
             name,
+            retry,
         } => {
-            let app = ctx.app(&app).await?;
-            let t = ctx
-                .admin()
-                .add_trigger(
-                    app.id,
-                    TriggerOptions {
-                        name,
-                        ..TriggerOptions::dead_letter(&script, &source)
-                    },
-                    &principal,
-                )
-                .await?;
+            let options = TriggerOptions::dead_letter(&script, &source);
+            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
             println!(
                 "registered dead_letter trigger {} ({}) on source '{source}' as {principal}",
+                t.name, t.id
+            );
+        }
+        TriggerCmd::AddCron {
+            app,
+            script,
+            schedule,
+            timezone,
+            catch_up,
+            principal,
+            name,
+            retry,
+        } => {
+            let catch_up: CatchUp = catch_up.parse()?;
+            let options = TriggerOptions::cron(&script, &schedule, &timezone, catch_up);
+            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+            println!(
+                "registered cron trigger {} ({}) on '{schedule}' ({timezone}, catch-up {catch_up}) as {principal}; next tick {}",
+                t.name,
+                t.id,
+                t.next_fire_at
+                    .map_or_else(|| "never".to_owned(), |at| at.to_string())
+            );
+        }
+        TriggerCmd::AddQueue {
+            app,
+            queue,
+            script,
+            batch,
+            principal,
+            name,
+            retry,
+        } => {
+            let options = TriggerOptions::queue(&script, &queue, batch);
+            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+            println!(
+                "registered queue trigger {} ({}) consuming '{queue}' (batches of up to {batch}) as {principal}",
+                t.name, t.id
+            );
+        }
+        TriggerCmd::AddPubsub {
+            app,
+            topic,
+            script,
+            principal,
+            name,
+            retry,
+        } => {
+            let options = TriggerOptions::pubsub(&script, &topic);
+            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+            println!(
+                "registered pubsub trigger {} ({}) on topic '{topic}' as {principal}",
                 t.name, t.id
             );
         }
@@ -358,7 +433,7 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
                     .unwrap_or_default()
             };
             let mut t = Table::new([
-                "ID", "NAME", "KIND", "PATTERN", "OPS", "SCRIPT", "AS", "ENABLED",
+                "ID", "NAME", "KIND", "PATTERN", "OPS", "SCRIPT", "AS", "ENABLED", "RETRY", "NEXT",
             ]);
             for tr in &triggers {
                 let (pattern, ops) = match &tr.spec {
@@ -375,6 +450,15 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
                         ),
                     ),
                     TriggerSpec::DeadLetter { source } => (source.clone(), String::new()),
+                    TriggerSpec::Cron {
+                        schedule,
+                        timezone,
+                        catch_up,
+                    } => (schedule.clone(), format!("{timezone} catch-up={catch_up}")),
+                    TriggerSpec::Queue { queue, batch } => {
+                        (queue.clone(), format!("batch={batch}"))
+                    }
+                    TriggerSpec::Pubsub { topic } => (topic.clone(), String::new()),
                 };
                 t.row([
                     tr.id.to_string(),
@@ -385,6 +469,11 @@ pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
                     script_name(tr.script_id),
                     tr.registered_by_principal.clone(),
                     tr.enabled.to_string(),
+                    match tr.max_depth {
+                        Some(d) => format!("{} max-depth={d}", tr.retry),
+                        None => tr.retry.to_string(),
+                    },
+                    tr.next_fire_at.map(|at| at.to_string()).unwrap_or_default(),
                 ]);
             }
             t.print();
@@ -412,6 +501,44 @@ async fn set_enabled(ctx: &Ctx, id: &str, enabled: bool) -> Result<()> {
         if enabled { "enabled" } else { "disabled" },
         t.id
     );
+    Ok(())
+}
+
+pub async fn queue(ctx: &Ctx, cmd: QueueCmd) -> Result<()> {
+    match cmd {
+        QueueCmd::Send {
+            app,
+            queue,
+            body,
+            delay_ms,
+        } => {
+            let app = ctx.app(&app).await?;
+            let body = picloud_host::admin::parse_json("body", &body)?;
+            let id = ctx
+                .store
+                .enqueue(&messages::queue_message(app.id, &queue, body, delay_ms)?)
+                .await?;
+            match delay_ms {
+                0 => println!("sent message {id} to queue '{queue}'"),
+                ms => println!("sent message {id} to queue '{queue}', due in {ms} ms"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn pubsub(ctx: &Ctx, cmd: PubsubCmd) -> Result<()> {
+    match cmd {
+        PubsubCmd::Publish { app, topic, body } => {
+            let app = ctx.app(&app).await?;
+            let body = picloud_host::admin::parse_json("body", &body)?;
+            let id = ctx
+                .store
+                .enqueue(&messages::publication(app.id, &topic, body)?)
+                .await?;
+            println!("published message {id} on topic '{topic}'");
+        }
+    }
     Ok(())
 }
 

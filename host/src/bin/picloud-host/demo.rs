@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use picloud_host::admin::{Admin, TriggerOptions};
 use picloud_host::auth::{MemberAuthorizer, Role};
 use picloud_host::config::{SandboxCeiling, TriggerConfig};
+use picloud_host::cron::CatchUp;
 use picloud_host::model::{DeadLetterFilter, KvOps, Resolution};
 use picloud_host::runs::RunFilter;
 use picloud_host::store;
@@ -17,12 +18,14 @@ use serde_json::json;
 
 use crate::args::DemoArgs;
 
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 7] = [
     "order-totals",
     "audit-log",
     "payment-processor",
     "dead-letter-triage",
     "greeter",
+    "scheduled-cleanup",
+    "queue-consumer",
 ];
 
 fn say(step: &mut u32, text: &str) {
@@ -96,7 +99,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     say(
         &mut step,
-        "Deploying five example scripts built from examples/ for wasm32-wasip2:",
+        "Deploying seven example scripts built from examples/ for wasm32-wasip2:",
     );
     for (name, code) in &wasm {
         let s = host.runtime().deploy(app.id, name, code).await?;
@@ -143,9 +146,29 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "alice",
         )
         .await?;
+    let cron = admin
+        .add_trigger(
+            app.id,
+            TriggerOptions::cron("scheduled-cleanup", "* * * * * *", "UTC", CatchUp::Last),
+            "alice",
+        )
+        .await?;
+    let mail = admin
+        .add_trigger(
+            app.id,
+            TriggerOptions::queue("queue-consumer", "mail", 10),
+            "alice",
+        )
+        .await?;
     for t in [&t1, &t2, &t3, &t4] {
         println!("   {}", t.name);
     }
+    println!(
+        "   {} (every second; next tick {})",
+        cron.name,
+        cron.next_fire_at.map(|t| t.to_string()).unwrap_or_default()
+    );
+    println!("   {} (batches of up to 10)", mail.name);
 
     say(
         &mut step,
@@ -199,6 +222,27 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         admin.kv_set(app.id, "payments", key, p, "alice").await?;
         println!("   payments/{key} {fate}");
     }
+    say(
+        &mut step,
+        "Three sessions (two expired) for the cron script, and two mails queued for the consumer:",
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (key, expires) in [("s-1", -3_600_000), ("s-2", -60_000), ("s-3", 3_600_000)] {
+        let session = json!({"user": key, "expires_at": now_ms + expires});
+        admin
+            .kv_set(app.id, "sessions", key, &session, "alice")
+            .await?;
+    }
+    let template = json!({"subject": "Welcome, {name}", "body": "Hello {name}!"});
+    admin
+        .kv_set(app.id, "mail-templates", "welcome", &template, "alice")
+        .await?;
+    for name in ["Ada", "Bo"] {
+        let message = json!({"to": format!("{}@example.com", name.to_lowercase()), "template": "welcome", "vars": {"name": name}});
+        admin
+            .send_to_queue(app.id, "mail", message, 0, "alice")
+            .await?;
+    }
     println!(
         "   outbox now holds {} events",
         store.count_events(Some(app.id)).await?
@@ -219,6 +263,41 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         m.recursion_stopped
     );
 
+    say(
+        &mut step,
+        "The cron trigger runs 'scheduled-cleanup' every second; waiting for a tick to remove the expired sessions...",
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = {
+        let (host, cancel) = (host.clone(), cancel.clone());
+        tokio::spawn(async move { host.run(cancel).await })
+    };
+    let swept = tokio::time::timeout(Duration::from_secs(10), async {
+        while store
+            .kv_list_keys(app.id, "sessions", None, 10)
+            .await?
+            .len()
+            > 1
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    cancel.cancel();
+    runner.await??;
+    swept.context("no cron tick removed the expired sessions within 10 s")??;
+    // The demo stops its clock here: ticks left in the outbox are dropped
+    // with their trigger.
+    store.delete_trigger(cron.id).await?;
+    tokio::time::timeout(Duration::from_secs(60), host.run_until_empty())
+        .await
+        .context("the outbox did not drain within a minute")??;
+    println!(
+        "   sessions left: {:?} (then the cron trigger was removed)",
+        store.kv_list_keys(app.id, "sessions", None, 10).await?
+    );
+
     say(&mut step, "What the scripts wrote:");
     for (key, _) in &orders {
         let total = store
@@ -237,6 +316,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "   audit entries: {}",
         store.kv_list_keys(app.id, "audit", None, 100).await?.len()
+    );
+    println!(
+        "   mails rendered by the queue consumer: {}",
+        store
+            .kv_list_keys(app.id, "outbox-mail", None, 100)
+            .await?
+            .len()
     );
 
     say(&mut step, "Dead letters and how they were resolved:");

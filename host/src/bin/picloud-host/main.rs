@@ -122,6 +122,8 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Script(cmd) => commands::script(&ctx, async || host(&store), cmd).await?,
                 Command::Trigger(cmd) => commands::trigger(&ctx, cmd).await?,
                 Command::Kv(cmd) => commands::kv(&ctx, cmd).await?,
+                Command::Queue(cmd) => commands::queue(&ctx, cmd).await?,
+                Command::Pubsub(cmd) => commands::pubsub(&ctx, cmd).await?,
                 Command::DeadLetters(cmd) => commands::dead_letters(&ctx, cmd).await?,
                 Command::Dispatch {
                     until_idle,

@@ -577,6 +577,9 @@ function triggerPattern(spec) {
     return `${spec.collection} (${names.join(', ') || 'no ops'})${spec.ordered ? ', ordered' : ''}`;
   }
   if (spec.kind === 'dead_letter') return `source ${spec.source}`;
+  if (spec.kind === 'cron') return `${spec.schedule} (${spec.timezone}, catch-up ${spec.catch_up})`;
+  if (spec.kind === 'queue') return `queue ${spec.queue}${spec.batch > 1 ? `, batches of ${spec.batch}` : ''}`;
+  if (spec.kind === 'pubsub') return `topic ${spec.topic}`;
   return JSON.stringify(spec);
 }
 
@@ -588,7 +591,7 @@ function triggerRow(t) {
   return el('tr', { 'data-trigger-row': t.id, class: t.enabled ? null : 'disabled' },
     el('td', { text: t.name }),
     el('td', { text: t.spec ? t.spec.kind : '' }),
-    el('td', { class: 'mono', text: triggerPattern(t.spec) }),
+    el('td', { class: 'mono', text: triggerPattern(t.spec) + (t.next_fire_at ? `, next ${t.next_fire_at}` : '') }),
     el('td', { text: t.script_name || t.script_id }),
     el('td', { text: t.registered_by_principal }),
     el('td', { text: t.enabled ? 'yes' : 'no' }),
