@@ -244,9 +244,9 @@ fn wrong_world() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "a future version of the interface",
             wat(r#"(component
-                (import "picloud:trigger/kv@0.3.0" (instance
+                (import "picloud:trigger/kv@0.4.0" (instance
                     (export "get" (func (param "x" u32))))))"#),
-            "component imports instance `picloud:trigger/kv@0.3.0`, which the host does not provide",
+            "component imports instance `picloud:trigger/kv@0.4.0`, which the host does not provide",
         ),
         (
             "a bare function import",

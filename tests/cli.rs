@@ -704,6 +704,23 @@ async fn demo_summary_matches_its_database() {
             .len(),
         3
     );
+    // The cron script removed the two expired sessions; the queue consumer
+    // rendered both mails.
+    assert_eq!(
+        store
+            .kv_list_keys(app.id, "sessions", None, 100)
+            .await
+            .unwrap(),
+        vec!["s-3".to_owned()]
+    );
+    assert_eq!(
+        store
+            .kv_list_keys(app.id, "outbox-mail", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let seconds: f64 = r
         .stdout
         .lines()

@@ -267,6 +267,8 @@ async fn inventory_keeps_stock_exact(db: &TestDb, method: &str) {
             ops: KvOps::ALL,
             ordered,
         },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .unwrap();
@@ -434,6 +436,8 @@ async fn sequencer_app(db: &TestDb, name: &str) -> AppId {
             ops: KvOps::ALL,
             ordered: true,
         },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .unwrap();

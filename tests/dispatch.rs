@@ -48,6 +48,8 @@ async fn kv_trigger(
             ops: KvOps::ALL,
             ordered: false,
         },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .expect("kv trigger")
@@ -67,6 +69,8 @@ async fn dead_letter_trigger(
         spec: TriggerSpec::DeadLetter {
             source: pattern.into(),
         },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .expect("dead letter trigger")
@@ -247,7 +251,12 @@ async fn depth_limit_stops_a_self_triggering_script(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(dls.len(), 1);
-    assert_eq!(dls[0].last_error, "max trigger depth 3 exceeded");
+    // The dead letter names the triggers that led to it, newest first.
+    assert_eq!(
+        dls[0].last_error,
+        "max trigger depth 3 exceeded; caused by triggers (newest first): \
+         on-loop <- on-loop <- on-loop <- on-loop"
+    );
     assert_eq!(dls[0].trigger_id, None);
     assert!(
         s.kv_list_keys(app.id, "seen", None, 100)

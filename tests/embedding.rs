@@ -91,15 +91,17 @@ async fn settle(host: &TriggerHost) {
 async fn events_nothing_would_run_are_refused_at_enqueue(db: &TestDb) {
     let s = &db.store;
     let app = h::app(s, "shop").await;
-    let unserved = NewEvent::raw(app.id, source::QUEUE, "send", json!({"n": 1}));
+    let unserved = NewEvent::raw(app.id, source::EMAIL, "received", json!({"n": 1}));
+    let no_queue = NewEvent::raw(app.id, source::QUEUE, "message", json!({"body": 1}));
     let bad_op = NewEvent::raw(app.id, source::KV, "frobnicate", json!({"collection": "c"}));
     let no_collection = NewEvent::raw(app.id, source::KV, "set", json!({"key": "k"}));
     let no_dl_source = NewEvent::raw(app.id, source::DEAD_LETTER, "created", json!({}));
     let cases = [
         (
             unserved,
-            "no trigger kind serves source \"queue\" (served: kv, dead_letter)",
+            "no trigger kind serves source \"email\" (served: kv, dead_letter, queue, pubsub)",
         ),
+        (no_queue, "a queue event's payload needs a \"queue\" string"),
         (
             bad_op,
             "a kv event's op must be set or delete, not \"frobnicate\"",

@@ -312,6 +312,8 @@ async fn hostile_events_under_load_are_dead_lettered_and_memory_stays_bounded() 
                 ops: KvOps::ALL,
                 ordered: false,
             },
+            retry: Default::default(),
+            max_depth: None,
         })
         .await
         .unwrap();

@@ -59,6 +59,8 @@ async fn trigger(
         name: "t".into(),
         registered_by_principal: principal.into(),
         spec,
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .expect("registering a trigger")

@@ -51,6 +51,8 @@ async fn trigger(s: &Arc<dyn Store>, app: AppId, script: ScriptId, spec: Trigger
         name: format!("t-{}", uuid::Uuid::new_v4().simple()),
         registered_by_principal: ADMIN.into(),
         spec,
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .expect("creating the trigger");

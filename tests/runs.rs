@@ -57,6 +57,8 @@ async fn kv_trigger_as(
             ops: KvOps::ALL,
             ordered: false,
         },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .expect("kv trigger");
@@ -192,6 +194,8 @@ async fn a_dead_letter_handler_that_gives_up_is_recorded_as_the_recursion_stop(d
         name: "triage".into(),
         registered_by_principal: ADMIN.into(),
         spec: TriggerSpec::DeadLetter { source: "*".into() },
+        retry: Default::default(),
+        max_depth: None,
     })
     .await
     .unwrap();

@@ -93,6 +93,8 @@ fn new_trigger(app: AppId, script: ScriptId, name: &str, spec: TriggerSpec) -> N
         name: name.into(),
         registered_by_principal: "alice".into(),
         spec,
+        retry: Default::default(),
+        max_depth: None,
     }
 }
 
@@ -521,7 +523,7 @@ async fn dead_letter_matching_by_source(db: &TestDb) {
 
     let matching = |app: AppId, src: &'static str| async move {
         ids(
-            &s(db).list_matching_dead_letter(app, src).await.unwrap(),
+            &s(db).list_matching(app, "dead_letter", src).await.unwrap(),
             |t| t.id,
         )
     };

@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Every table the migrations create, on both backends.
-pub const TABLES: [&str; 16] = [
+pub const TABLES: [&str; 20] = [
     "apps",
     "app_members",
     "scripts",
@@ -39,6 +39,10 @@ pub const TABLES: [&str; 16] = [
     "api_tokens",
     "app_config",
     "app_outbound_hosts",
+    "cron_trigger_details",
+    "cron_ticks",
+    "queue_trigger_details",
+    "pubsub_trigger_details",
 ];
 
 /// The prefix of every database these tests create.

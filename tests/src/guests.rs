@@ -24,6 +24,14 @@ pub const INVENTORY: &str = env!("PICLOUD_GUEST_INVENTORY");
 /// tests/fixtures/contract-0-1-0: built against `picloud:trigger@0.1.0`;
 /// writes its payload to `legacy/<event id>` and replies.
 pub const CONTRACT_0_1_0: &str = env!("PICLOUD_GUEST_CONTRACT_0_1_0");
+/// tests/fixtures/contract-0-2-0: built against `picloud:trigger@0.2.0`
+/// (`handle` fails with a bare message); writes its payload to
+/// `legacy/<event id>`, or fails with the payload's `"fail"` text.
+pub const CONTRACT_0_2_0: &str = env!("PICLOUD_GUEST_CONTRACT_0_2_0");
+/// tests/fixtures/flow: counts what it sees in `seen`, `ticks` and
+/// `batches`, sends and publishes what its input asks, and fails as asked
+/// (`fail`, `fail_attempts`, `permanent`, `retry_after_ms`).
+pub const FLOW: &str = env!("PICLOUD_GUEST_FLOW");
 /// tests/fixtures/noop: succeeds at once (benchmarks).
 pub const NOOP: &str = env!("PICLOUD_GUEST_NOOP");
 /// tests/fixtures/hostile: misbehaves as `{"mode": ...}` says.

@@ -120,5 +120,6 @@ pub fn invocation(
         trigger_id: None::<TriggerId>,
         script_id: script,
         principal: principal.into(),
+        chain: Vec::new(),
     }
 }

@@ -71,6 +71,8 @@ pub async fn recorder_with(
                 ops: KvOps::ALL,
                 ordered: false,
             },
+            retry: Default::default(),
+            max_depth: None,
         })
         .await
         .expect("creating the trigger");
