@@ -55,7 +55,7 @@ pub fn validate_body(body: &Value) -> store::Result<()> {
 }
 
 /// A message for `queue` of `app`, due after `delay_ms` (0: now). The
-/// caller's own transaction may enqueue it ([`crate::store::Tx::enqueue`]).
+/// caller's own transaction may enqueue it ([`crate::store::Conn::enqueue`]).
 pub fn queue_message(
     app: AppId,
     queue: &str,

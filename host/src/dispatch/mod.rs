@@ -258,9 +258,35 @@ const CLAIM_LIMIT: Duration = Duration::from_secs(3);
 /// back any more ([`store::OutboxRepo::release_parked`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// How often the loop looks for due cron ticks (it also wakes at least once
-/// per poll interval).
+/// How often a dispatcher looks for due cron ticks.
 const CRON_EVERY: Duration = Duration::from_millis(200);
+
+/// Turn due cron ticks into rows every [`CRON_EVERY`] until `stop` (see
+/// `crate::cron`: each tick once, whichever dispatcher gets there first).
+/// Each look runs on a task of its own, so it always completes (a write
+/// dropped mid-way could hold SQLite's write lock), and a look still
+/// running when the next is due is not doubled.
+async fn schedule_cron(store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(CRON_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if running.as_ref().is_some_and(|job| !job.is_finished()) {
+            continue;
+        }
+        let store = store.clone();
+        running = Some(tokio::spawn(async move {
+            if let Err(e) = store.schedule_cron().await {
+                // The claim loop's breaker says when the store is down.
+                tracing::debug!(error = %e, "cannot schedule cron ticks");
+            }
+        }));
+    }
+}
 
 /// Commit finished rows once this many outcomes have gathered...
 const FLUSH_AT: usize = 128;
@@ -292,7 +318,11 @@ impl Dispatcher {
         let mut subscription = self.subscribe(&mut breaker).await;
         let mut last_flush = Instant::now();
         let mut last_sweep = Instant::now();
-        let mut last_cron = Instant::now() - CRON_EVERY;
+        // Cron ticks become rows on a task of their own, so the loop never
+        // waits for it; the rows it writes wake the loop like any others.
+        let cron = cancel.child_token();
+        let _stop_cron = cron.clone().drop_guard();
+        tokio::spawn(schedule_cron(s.store.clone(), cron));
         // Whether there may be rows to claim: at start, on a signal, on the
         // poll tick, and when running tasks free half the slots.
         let mut look = true;
@@ -456,23 +486,6 @@ impl Dispatcher {
                     Ok(Err(e)) => tracing::debug!(error = %e, "the sweep task failed"),
                     Err(_) => breaker.trip(
                         &format!("a sweep of parked rows got no answer within {CLAIM_LIMIT:?}"),
-                        &s.metrics,
-                    ),
-                }
-            }
-            // Cron ticks due by now become rows (each tick once, whichever
-            // dispatcher gets there first; see `crate::cron`).
-            if last_cron.elapsed() >= CRON_EVERY && !breaker.is_open() {
-                last_cron = Instant::now();
-                let store = s.store.clone();
-                let schedule = tokio::spawn(async move { store.schedule_cron().await });
-                match tokio::time::timeout(CLAIM_LIMIT, schedule).await {
-                    Ok(Ok(Ok(0))) => {}
-                    Ok(Ok(Ok(_))) => look = true,
-                    Ok(Ok(Err(e))) => tracing::debug!(error = %e, "cannot schedule cron ticks"),
-                    Ok(Err(e)) => tracing::debug!(error = %e, "the cron task failed"),
-                    Err(_) => breaker.trip(
-                        &format!("scheduling cron ticks got no answer within {CLAIM_LIMIT:?}"),
                         &s.metrics,
                     ),
                 }
