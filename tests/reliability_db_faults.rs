@@ -410,13 +410,23 @@ async fn flapping_server_with_scripts_inside_host_calls_dead_letters_nothing() {
     );
 }
 
-/// A SQLite file in a new directory with the slow workload migrated into it.
-async fn slow_sqlite(events: usize) -> (TempDir, String, workload::Workload) {
+/// Events whose work is staggered: 300, 450, 600 or 750 ms, so that
+/// instances that start together write at different times.
+fn staggered_event(i: usize) -> serde_json::Value {
+    json!({ "sleep_ms": 300 + 150 * (i % 4) as u64, "i": i })
+}
+
+/// A SQLite file in a new directory with the recorder workload of
+/// `value`s migrated into it.
+async fn sqlite_with(
+    events: usize,
+    value: fn(usize) -> serde_json::Value,
+) -> (TempDir, String, workload::Workload) {
     let dir = TempDir::new();
     let url = format!("sqlite://{}", dir.0.join("picloud.db").display());
     let store = picloud_host::store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let work = workload::recorder_with(&store, events, slow_event).await;
+    let work = workload::recorder_with(&store, events, value).await;
     store.close().await;
     (dir, url, work)
 }
@@ -458,7 +468,7 @@ async fn hold_write_lock(url: &str, hold: Duration, p: &mut HostProcess) -> Dura
 async fn sqlite_locked_by_another_process_dead_letters_nothing() {
     let _serial = serial();
     let events = 200;
-    let (dir, url, work) = slow_sqlite(events).await;
+    let (dir, url, work) = sqlite_with(events, slow_event).await;
     let mut p = spawn_dispatcher(&url, &outage_env(&dir.0), &dir.0, "dispatcher");
     let deadline = Instant::now() + PHASE_LIMIT;
     while sqlite_count(&url, SEEN_SQL).await < 20 {
@@ -512,7 +522,7 @@ async fn sqlite_locked_by_another_process_dead_letters_nothing() {
 async fn an_event_older_than_the_maximum_age_is_dead_lettered_saying_so() {
     let _serial = serial();
     let events = 40;
-    let (dir, url, work) = slow_sqlite(events).await;
+    let (dir, url, work) = sqlite_with(events, staggered_event).await;
     let mut env = outage_env(&dir.0);
     env.push(("PICLOUD_TRIGGER_MAX_EVENT_AGE_SECS", "1".to_owned()));
     env.push(("PICLOUD_SANDBOX_MAX_INSTANCES", "4".to_owned()));
@@ -521,8 +531,11 @@ async fn an_event_older_than_the_maximum_age_is_dead_lettered_saying_so() {
         p.assert_running();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Locked for 4 s with only 4 instances: the events still waiting are
-    // older than 1 s when the store lets them down, so they give up.
+    // Locked for 4 s, from just after the first write: the three events
+    // that started beside it are still working (their work is staggered),
+    // so their writes wait past their deadline, by when they are older than
+    // 1 s, and they give up. (With equal work, all four could write before
+    // the lock and none would ever meet it.)
     hold_write_lock(&url, Duration::from_secs(4), &mut p).await;
     let deadline = Instant::now() + PHASE_LIMIT;
     while sqlite_count(&url, OUTBOX_SQL).await != 0 {
