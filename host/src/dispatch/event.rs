@@ -350,18 +350,26 @@ async fn script_run(
         )]);
     };
     let ran = run(s, batch, ev, None, script_id, principal).await?;
+    Ok(vec![settle(s, ev, started, ran, &RetryPolicy::default())])
+}
+
+/// The end of `ev`'s run, started at `started`: completed with what it
+/// sent, or what its failure leads to under `policy` (resolved against the
+/// host's defaults only then).
+fn settle(
+    s: &Shared,
+    ev: &OutboxEvent,
+    started: Timestamp,
+    ran: Ran,
+    policy: &RetryPolicy,
+) -> Action {
     let runs = ran.run.into_iter().collect();
-    let policy = RetryPolicy::default().resolve(&s.config);
     match ran.result {
-        Ok(ok) => Ok(vec![succeeded(ev.id, ok.sent, runs)]),
-        Err(failure) => Ok(vec![after_failure(
-            s,
-            ev,
-            started,
-            &failure.error,
-            &policy,
-            runs,
-        )]),
+        Ok(ok) => succeeded(ev.id, ok.sent, runs),
+        Err(failure) => {
+            let policy = policy.resolve(&s.config);
+            after_failure(s, ev, started, &failure.error, &policy, runs)
+        }
     }
 }
 
@@ -717,19 +725,7 @@ async fn invocation(
         &trigger.registered_by_principal,
     )
     .await?;
-    let runs = ran.run.into_iter().collect();
-    let policy = trigger.retry.resolve(&s.config);
-    match ran.result {
-        Ok(ok) => Ok(vec![succeeded(ev.id, ok.sent, runs)]),
-        Err(failure) => Ok(vec![after_failure(
-            s,
-            ev,
-            started,
-            &failure.error,
-            &policy,
-            runs,
-        )]),
-    }
+    Ok(vec![settle(s, ev, started, ran, &trigger.retry)])
 }
 
 /// What a failed attempt leads to.

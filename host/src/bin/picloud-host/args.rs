@@ -267,11 +267,6 @@ pub enum ScriptCmd {
 pub enum TriggerCmd {
     /// Run a script on KV writes in matching collections.
     AddKv {
-        /// App name or id.
-        app: String,
-        /// Script name or id.
-        #[arg(long)]
-        script: String,
         /// `*`, `prefix*` or an exact collection name.
         #[arg(long)]
         collection: String,
@@ -283,42 +278,20 @@ pub enum TriggerCmd {
         /// (other keys do not). Default: concurrent and unordered.
         #[arg(long)]
         ordered: bool,
-        /// The principal the script runs as (needs app admin).
-        #[arg(long = "as")]
-        principal: String,
-        /// A name for listings.
-        #[arg(long)]
-        name: Option<String>,
         #[command(flatten)]
-        retry: RetryArgs,
+        new: NewTriggerArgs,
     },
     /// Run a script on new dead letters whose original source matches.
     AddDeadLetter {
-        /// App name or id.
-        app: String,
-        /// Script name or id.
-        #[arg(long)]
-        script: String,
         /// `*`, `prefix*` or an exact source.
         #[arg(long, default_value = "*")]
         source: String,
-        /// The principal the script runs as (needs app admin).
-        #[arg(long = "as")]
-        principal: String,
-        /// A name for listings.
-        #[arg(long)]
-        name: Option<String>,
         #[command(flatten)]
-        retry: RetryArgs,
+        new: NewTriggerArgs,
     },
     /// Run a script on a cron schedule: one `cron`/`tick` event per tick,
     /// once however many dispatchers run.
     AddCron {
-        /// App name or id.
-        app: String,
-        /// Script name or id.
-        #[arg(long)]
-        script: String,
         /// Five cron fields (minute hour day month weekday), or six with
         /// seconds first: "0 */5 * * * *" is every five minutes.
         #[arg(long)]
@@ -330,56 +303,28 @@ pub enum TriggerCmd {
         /// them once, `skip` runs none.
         #[arg(long, default_value = "last")]
         catch_up: String,
-        /// The principal the script runs as (needs app admin).
-        #[arg(long = "as")]
-        principal: String,
-        /// A name for listings.
-        #[arg(long)]
-        name: Option<String>,
         #[command(flatten)]
-        retry: RetryArgs,
+        new: NewTriggerArgs,
     },
     /// Consume an app's queue with a script (one consumer per queue).
     AddQueue {
-        /// App name or id.
-        app: String,
         /// The queue's name.
         #[arg(long)]
         queue: String,
-        /// Script name or id.
-        #[arg(long)]
-        script: String,
         /// Hand the script up to N messages at once (`queue`/`batch`
         /// events; it retries single ones with `queue::retry`).
         #[arg(long, default_value_t = 1)]
         batch: u32,
-        /// The principal the script runs as (needs app admin).
-        #[arg(long = "as")]
-        principal: String,
-        /// A name for listings.
-        #[arg(long)]
-        name: Option<String>,
         #[command(flatten)]
-        retry: RetryArgs,
+        new: NewTriggerArgs,
     },
     /// Run a script on messages published to matching topics.
     AddPubsub {
-        /// App name or id.
-        app: String,
         /// `*`, `prefix*` or an exact topic.
         #[arg(long)]
         topic: String,
-        /// Script name or id.
-        #[arg(long)]
-        script: String,
-        /// The principal the script runs as (needs app admin).
-        #[arg(long = "as")]
-        principal: String,
-        /// A name for listings.
-        #[arg(long)]
-        name: Option<String>,
         #[command(flatten)]
-        retry: RetryArgs,
+        new: NewTriggerArgs,
     },
     /// List an app's triggers.
     List {
@@ -403,6 +348,25 @@ pub enum TriggerCmd {
         /// Trigger id.
         id: String,
     },
+}
+
+/// What every `trigger add-*` takes: the app, the script, whom it runs as,
+/// a name, and the retry policy.
+#[derive(clap::Args, Debug)]
+pub struct NewTriggerArgs {
+    /// App name or id.
+    pub app: String,
+    /// Script name or id.
+    #[arg(long)]
+    pub script: String,
+    /// The principal the script runs as (needs app admin).
+    #[arg(long = "as")]
+    pub principal: String,
+    /// A name for listings.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// A trigger's retry policy and depth limit; each flag left out is the

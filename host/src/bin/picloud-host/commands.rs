@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, PubsubCmd, QueueCmd, RetryArgs,
-    ScriptCmd, SecretCmd, TokenCmd, TriggerCmd, VarCmd,
+    AppCmd, DeadLetterCmd, Format, InvokeArgs, KvCmd, MemberCmd, NewTriggerArgs, PubsubCmd,
+    QueueCmd, RetryArgs, ScriptCmd, SecretCmd, TokenCmd, TriggerCmd, VarCmd,
 };
 use crate::table::Table;
 
@@ -307,115 +307,93 @@ impl RetryArgs {
     }
 }
 
-/// Register `options` for `app` as `principal`, with its name and policy.
+/// Register the trigger `options` describe, with what every `add-*`
+/// takes (`new`); the script is `new.script`.
 async fn add_trigger(
     ctx: &Ctx,
-    app: &str,
-    options: TriggerOptions,
-    name: Option<String>,
-    retry: RetryArgs,
-    principal: &str,
+    new: &NewTriggerArgs,
+    options: impl FnOnce(&str) -> TriggerOptions,
 ) -> Result<picloud_host::model::Trigger> {
-    let app = ctx.app(app).await?;
+    let app = ctx.app(&new.app).await?;
     let mut options = TriggerOptions {
-        name,
-        ..options.retry(retry.policy()?)
+        name: new.name.clone(),
+        ..options(&new.script).retry(new.retry.policy()?)
     };
-    options.max_depth = retry.max_depth;
-    Ok(ctx.admin().add_trigger(app.id, options, principal).await?)
+    options.max_depth = new.retry.max_depth;
+    Ok(ctx
+        .admin()
+        .add_trigger(app.id, options, &new.principal)
+        .await?)
 }
 
 pub async fn trigger(ctx: &Ctx, cmd: TriggerCmd) -> Result<()> {
     match cmd {
         TriggerCmd::AddKv {
-            app,
-            script,
             collection,
             ops,
             ordered,
-            principal,
-            name,
-            retry,
+            new,
         } => {
             let ops = KvOps::parse(&ops)?;
-            let mut options = TriggerOptions::kv(&script, &collection, ops);
-            if ordered {
-                options = options.ordered();
-            }
-            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+            let t = add_trigger(ctx, &new, |script| {
+                let options = TriggerOptions::kv(script, &collection, ops);
+                if ordered { options.ordered() } else { options }
+            })
+            .await?;
             println!(
-                "registered kv trigger {} ({}) on '{collection}' [{}{}] as {principal}",
+                "registered kv trigger {} ({}) on '{collection}' [{}{}] as {}",
                 t.name,
                 t.id,
                 ops.as_db_str(),
-                if ordered { ", ordered per key" } else { "" }
+                if ordered { ", ordered per key" } else { "" },
+                t.registered_by_principal
             );
         }
-        TriggerCmd::AddDeadLetter {
-            app,
-            script,
-            source,
-            principal,
-            name,
-            retry,
-        } => {
-            let options = TriggerOptions::dead_letter(&script, &source);
-            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+        TriggerCmd::AddDeadLetter { source, new } => {
+            let t = add_trigger(ctx, &new, |script| {
+                TriggerOptions::dead_letter(script, &source)
+            })
+            .await?;
             println!(
-                "registered dead_letter trigger {} ({}) on source '{source}' as {principal}",
-                t.name, t.id
+                "registered dead_letter trigger {} ({}) on source '{source}' as {}",
+                t.name, t.id, t.registered_by_principal
             );
         }
         TriggerCmd::AddCron {
-            app,
-            script,
             schedule,
             timezone,
             catch_up,
-            principal,
-            name,
-            retry,
+            new,
         } => {
             let catch_up: CatchUp = catch_up.parse()?;
-            let options = TriggerOptions::cron(&script, &schedule, &timezone, catch_up);
-            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+            let t = add_trigger(ctx, &new, |script| {
+                TriggerOptions::cron(script, &schedule, &timezone, catch_up)
+            })
+            .await?;
             println!(
-                "registered cron trigger {} ({}) on '{schedule}' ({timezone}, catch-up {catch_up}) as {principal}; next tick {}",
+                "registered cron trigger {} ({}) on '{schedule}' ({timezone}, catch-up {catch_up}) as {}; next tick {}",
                 t.name,
                 t.id,
+                t.registered_by_principal,
                 t.next_fire_at
                     .map_or_else(|| "never".to_owned(), |at| at.to_string())
             );
         }
-        TriggerCmd::AddQueue {
-            app,
-            queue,
-            script,
-            batch,
-            principal,
-            name,
-            retry,
-        } => {
-            let options = TriggerOptions::queue(&script, &queue, batch);
-            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+        TriggerCmd::AddQueue { queue, batch, new } => {
+            let t = add_trigger(ctx, &new, |script| {
+                TriggerOptions::queue(script, &queue, batch)
+            })
+            .await?;
             println!(
-                "registered queue trigger {} ({}) consuming '{queue}' (batches of up to {batch}) as {principal}",
-                t.name, t.id
+                "registered queue trigger {} ({}) consuming '{queue}' (batches of up to {batch}) as {}",
+                t.name, t.id, t.registered_by_principal
             );
         }
-        TriggerCmd::AddPubsub {
-            app,
-            topic,
-            script,
-            principal,
-            name,
-            retry,
-        } => {
-            let options = TriggerOptions::pubsub(&script, &topic);
-            let t = add_trigger(ctx, &app, options, name, retry, &principal).await?;
+        TriggerCmd::AddPubsub { topic, new } => {
+            let t = add_trigger(ctx, &new, |script| TriggerOptions::pubsub(script, &topic)).await?;
             println!(
-                "registered pubsub trigger {} ({}) on topic '{topic}' as {principal}",
-                t.name, t.id
+                "registered pubsub trigger {} ({}) on topic '{topic}' as {}",
+                t.name, t.id, t.registered_by_principal
             );
         }
         TriggerCmd::List { app, format } => {
