@@ -119,8 +119,7 @@ impl Event {
 
     /// The KV change, if this is a `kv` event.
     pub fn kv(&self) -> Option<KvEvent> {
-        let payload: Value = serde_json::from_str(&self.raw.payload).ok()?;
-        KvEvent::from_parts(&self.raw.source, &self.raw.op, &payload)
+        KvEvent::from_parts(&self.raw.source, &self.raw.op, &self.parsed()?)
     }
 
     /// The dead letter, if this is a `dead_letter` event (a dead-letter
@@ -129,7 +128,7 @@ impl Event {
         if self.raw.source != "dead_letter" {
             return None;
         }
-        let p: Value = serde_json::from_str(&self.raw.payload).ok()?;
+        let p = self.parsed()?;
         let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
         Some(DeadLetterEvent {
             dead_letter_id: text("dead_letter_id")?,
@@ -146,23 +145,13 @@ impl Event {
     /// The tick, if this is a `cron`/`tick` event (a cron trigger's
     /// handler).
     pub fn cron(&self) -> Option<CronTick> {
-        let p = self.payload_of("cron", "tick")?;
-        Some(CronTick {
-            schedule: text(&p, "schedule")?,
-            timezone: text(&p, "timezone").unwrap_or_default(),
-            scheduled_at: text(&p, "scheduled_at")?,
-            missed: p.get("missed").and_then(Value::as_u64).unwrap_or(0),
-        })
+        CronTick::from_parts(&self.raw.source, &self.raw.op, &self.parsed()?)
     }
 
     /// The message, if this is a `queue`/`message` event (a queue
     /// consumer's handler, one message at a time).
     pub fn queue_message(&self) -> Option<QueueMessage> {
-        let mut p = self.payload_of("queue", "message")?;
-        Some(QueueMessage {
-            queue: text(&p, "queue")?,
-            body: p.get_mut("body").map(Value::take).unwrap_or(Value::Null),
-        })
+        QueueMessage::from_parts(&self.raw.source, &self.raw.op, &self.parsed()?)
     }
 
     /// The messages, if this is a `queue`/`batch` event (a queue consumer
@@ -193,11 +182,12 @@ impl Event {
     /// The message, if this is a `pubsub`/`publish` event (a pubsub
     /// trigger's handler).
     pub fn pubsub(&self) -> Option<PubsubMessage> {
-        let mut p = self.payload_of("pubsub", "publish")?;
-        Some(PubsubMessage {
-            topic: text(&p, "topic")?,
-            body: p.get_mut("body").map(Value::take).unwrap_or(Value::Null),
-        })
+        PubsubMessage::from_parts(&self.raw.source, &self.raw.op, &self.parsed()?)
+    }
+
+    /// The payload as JSON, if it is JSON.
+    fn parsed(&self) -> Option<Value> {
+        serde_json::from_str(&self.raw.payload).ok()
     }
 
     /// The payload as JSON, if the event is `source`/`op`.
@@ -205,7 +195,7 @@ impl Event {
         if self.raw.source != source || self.raw.op != op {
             return None;
         }
-        serde_json::from_str(&self.raw.payload).ok()
+        self.parsed()
     }
 }
 
@@ -318,6 +308,21 @@ pub struct CronTick {
     pub missed: u64,
 }
 
+impl CronTick {
+    /// The tick a `cron`/`tick` event with `payload` describes.
+    fn from_parts(source: &str, op: &str, payload: &Value) -> Option<CronTick> {
+        if (source, op) != ("cron", "tick") {
+            return None;
+        }
+        Some(CronTick {
+            schedule: text(payload, "schedule")?,
+            timezone: text(payload, "timezone").unwrap_or_default(),
+            scheduled_at: text(payload, "scheduled_at")?,
+            missed: payload.get("missed").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+}
+
 /// One message of a queue, for a consumer that takes them one at a time
 /// (`queue`/`message`).
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +334,17 @@ pub struct QueueMessage {
 }
 
 impl QueueMessage {
+    /// The message a `queue`/`message` event with `payload` carries.
+    fn from_parts(source: &str, op: &str, payload: &Value) -> Option<QueueMessage> {
+        if (source, op) != ("queue", "message") {
+            return None;
+        }
+        Some(QueueMessage {
+            queue: text(payload, "queue")?,
+            body: payload.get("body").cloned().unwrap_or(Value::Null),
+        })
+    }
+
     /// The body parsed into your type.
     pub fn body_as<T: DeserializeOwned>(&self) -> Result<T> {
         body_as(&self.body, &self.queue)
@@ -379,6 +395,17 @@ pub struct PubsubMessage {
 }
 
 impl PubsubMessage {
+    /// The message a `pubsub`/`publish` event with `payload` carries.
+    fn from_parts(source: &str, op: &str, payload: &Value) -> Option<PubsubMessage> {
+        if (source, op) != ("pubsub", "publish") {
+            return None;
+        }
+        Some(PubsubMessage {
+            topic: text(payload, "topic")?,
+            body: payload.get("body").cloned().unwrap_or(Value::Null),
+        })
+    }
+
     /// The body parsed into your type.
     pub fn body_as<T: DeserializeOwned>(&self) -> Result<T> {
         body_as(&self.body, &self.topic)
@@ -437,6 +464,36 @@ impl DeadLetterEvent {
     /// ```
     pub fn kv(&self) -> Option<KvEvent> {
         KvEvent::from_parts(&self.source, &self.op, &self.payload)
+    }
+
+    /// The tick whose handling failed, when the original event was a
+    /// `cron`/`tick` event.
+    pub fn cron(&self) -> Option<CronTick> {
+        CronTick::from_parts(&self.source, &self.op, &self.payload)
+    }
+
+    /// The queue message whose handling failed, when the original event was
+    /// a `queue` message. A batch consumer's messages are dead-lettered one
+    /// by one, so this is the view for those too.
+    ///
+    /// ```no_run
+    /// # use picloud_sdk::{Event, Result, log};
+    /// # fn triage(event: Event) -> Result<()> {
+    /// if let Some(message) = event.dead_letter().and_then(|d| d.queue_message()) {
+    ///     log::warn!("queue {} gave up on {}", message.queue, message.body);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn queue_message(&self) -> Option<QueueMessage> {
+        QueueMessage::from_parts(&self.source, &self.op, &self.payload)
+    }
+
+    /// The publication whose handling failed, when the original event was
+    /// a `pubsub`/`publish` event (one subscriber's; each subscriber's
+    /// failures are its own).
+    pub fn pubsub(&self) -> Option<PubsubMessage> {
+        PubsubMessage::from_parts(&self.source, &self.op, &self.payload)
     }
 }
 
@@ -542,6 +599,49 @@ mod tests {
         );
         assert_eq!(change.value, Some(serde_json::json!({"qty": 2})));
         assert_eq!(change.version, 3);
+    }
+
+    #[test]
+    fn dead_letters_of_ticks_and_messages() {
+        let dead = |source: &str, op: &str, payload: &str| {
+            event(
+                "dead_letter",
+                "created",
+                &format!(
+                    r#"{{"dead_letter_id":"d","source":"{source}","op":"{op}",
+                        "attempt_count":1,"last_error":"permanent error: no","payload":{payload}}}"#
+                ),
+            )
+            .dead_letter()
+            .expect("a dead-letter event")
+        };
+        let tick = dead(
+            "cron",
+            "tick",
+            r#"{"schedule":"* * * * *","timezone":"UTC","scheduled_at":"2026-01-01T00:00:00Z","missed":0}"#,
+        );
+        assert_eq!(tick.cron().unwrap().scheduled_at, "2026-01-01T00:00:00Z");
+        assert!(tick.kv().is_none() && tick.queue_message().is_none() && tick.pubsub().is_none());
+
+        let message = dead(
+            "queue",
+            "message",
+            r#"{"queue":"mail","body":{"to":"ada"}}"#,
+        );
+        let m = message.queue_message().expect("the original queue message");
+        assert_eq!(
+            (m.queue.as_str(), &m.body),
+            ("mail", &serde_json::json!({"to": "ada"}))
+        );
+        assert!(message.cron().is_none() && message.pubsub().is_none());
+
+        let publication = dead("pubsub", "publish", r#"{"topic":"orders.eu","body":7}"#);
+        let p = publication.pubsub().expect("the original publication");
+        assert_eq!(
+            (p.topic.as_str(), &p.body),
+            ("orders.eu", &serde_json::json!(7))
+        );
+        assert!(publication.queue_message().is_none());
     }
 
     #[test]

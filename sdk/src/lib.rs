@@ -163,7 +163,7 @@
 //! | `queue` / `message` | [`Event::queue_message`] → [`QueueMessage`] | `trigger add-queue` |
 //! | `queue` / `batch` | [`Event::queue_batch`] → [`QueueBatch`] | `trigger add-queue --batch N` |
 //! | `pubsub` / `publish` | [`Event::pubsub`] → [`PubsubMessage`] | `trigger add-pubsub` |
-//! | `dead_letter` / `created` | [`Event::dead_letter`] → [`DeadLetterEvent`] | `trigger add-dead-letter` |
+//! | `dead_letter` / `created` | [`Event::dead_letter`] → [`DeadLetterEvent`], whose [`kv`](DeadLetterEvent::kv), [`cron`](DeadLetterEvent::cron), [`queue_message`](DeadLetterEvent::queue_message) and [`pubsub`](DeadLetterEvent::pubsub) view the failed event | `trigger add-dead-letter` |
 //! | `http` / `invoke` | [`Event::json`] (the caller's JSON) | none: see below |
 //!
 //! ### Scheduled scripts

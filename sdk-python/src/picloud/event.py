@@ -64,6 +64,22 @@ class DeadLetterEvent:
         `kv` event."""
         return KvEvent._from(self.source, self.op, self.payload)
 
+    def cron(self) -> Optional["CronTick"]:
+        """The tick whose handling failed, when the original event was a
+        `cron`/`tick` event."""
+        return CronTick._from(self.source, self.op, self.payload)
+
+    def queue_message(self) -> Optional["QueueMessage"]:
+        """The queue message whose handling failed, when the original event
+        was a queue message (a batch consumer's messages are dead-lettered
+        one by one, so this is their view too)."""
+        return QueueMessage._from(self.source, self.op, self.payload)
+
+    def pubsub(self) -> Optional["PubsubMessage"]:
+        """The publication whose handling failed (this subscriber's), when
+        the original event was a `pubsub`/`publish` event."""
+        return PubsubMessage._from(self.source, self.op, self.payload)
+
 
 @dataclass
 class CronTick:
@@ -80,6 +96,17 @@ class CronTick:
     #: gap the host runs the newest tick once, not one per missed time).
     missed: int
 
+    @staticmethod
+    def _from(source: str, op: str, payload: Any) -> Optional["CronTick"]:
+        if (source, op) != ("cron", "tick") or not _has_text(payload, "schedule", "scheduled_at"):
+            return None
+        return CronTick(
+            schedule=payload["schedule"],
+            timezone=payload.get("timezone", ""),
+            scheduled_at=payload["scheduled_at"],
+            missed=payload.get("missed", 0),
+        )
+
 
 @dataclass
 class QueueMessage:
@@ -88,6 +115,12 @@ class QueueMessage:
     queue: str
     #: The body it was sent with, parsed.
     body: Any
+
+    @staticmethod
+    def _from(source: str, op: str, payload: Any) -> Optional["QueueMessage"]:
+        if (source, op) != ("queue", "message") or not _has_text(payload, "queue"):
+            return None
+        return QueueMessage(queue=payload["queue"], body=payload.get("body"))
 
 
 @dataclass
@@ -120,6 +153,17 @@ class PubsubMessage:
     topic: str
     #: The body it was published with, parsed.
     body: Any
+
+    @staticmethod
+    def _from(source: str, op: str, payload: Any) -> Optional["PubsubMessage"]:
+        if (source, op) != ("pubsub", "publish") or not _has_text(payload, "topic"):
+            return None
+        return PubsubMessage(topic=payload["topic"], body=payload.get("body"))
+
+
+def _has_text(payload: Any, *fields: str) -> bool:
+    """Whether `payload` is an object with text in each of `fields`."""
+    return isinstance(payload, dict) and all(isinstance(payload.get(f), str) for f in fields)
 
 
 class Event:
@@ -217,22 +261,11 @@ class Event:
 
     def cron(self) -> Optional[CronTick]:
         """The tick, for a `cron`/`tick` event; None otherwise."""
-        p = self._payload_of("cron", "tick")
-        if p is None:
-            return None
-        return CronTick(
-            schedule=p["schedule"],
-            timezone=p.get("timezone", ""),
-            scheduled_at=p["scheduled_at"],
-            missed=p.get("missed", 0),
-        )
+        return CronTick._from(self.source, self.op, self._payload_of("cron", "tick"))
 
     def queue_message(self) -> Optional[QueueMessage]:
         """The message, for a `queue`/`message` event; None otherwise."""
-        p = self._payload_of("queue", "message")
-        if p is None:
-            return None
-        return QueueMessage(queue=p["queue"], body=p.get("body"))
+        return QueueMessage._from(self.source, self.op, self._payload_of("queue", "message"))
 
     def queue_batch(self) -> Optional[QueueBatch]:
         """The messages, for a `queue`/`batch` event; None otherwise."""
@@ -247,10 +280,7 @@ class Event:
 
     def pubsub(self) -> Optional[PubsubMessage]:
         """The message, for a `pubsub`/`publish` event; None otherwise."""
-        p = self._payload_of("pubsub", "publish")
-        if p is None:
-            return None
-        return PubsubMessage(topic=p["topic"], body=p.get("body"))
+        return PubsubMessage._from(self.source, self.op, self._payload_of("pubsub", "publish"))
 
     def __repr__(self) -> str:
         return f"Event(id={self.id!r}, source={self.source!r}, op={self.op!r}, attempt={self.attempt})"
