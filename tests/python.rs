@@ -3,7 +3,8 @@
 //! same lifecycle as the Rust examples, on both backends: a KV trigger, a
 //! failure retried then dead-lettered, a Python dead-letter handler
 //! resolving it and one failing into `handler_failed`, a synchronous
-//! invocation, and a hostile Python handler stopped by the named limits.
+//! invocation, and a hostile Python handler stopped by the named limits;
+//! and the SDK's and the examples' native unit tests (`picloud-py test`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,31 @@ picloud_tests::contract!(
     a_failing_python_dead_letter_handler_ends_handler_failed,
     a_hostile_python_handler_is_stopped_by_the_named_limits,
 );
+
+/// The SDK's own unit tests and the Python examples' ones pass, run
+/// natively by `picloud-py test` against `picloud_testing` (the loop a
+/// script author runs before building).
+#[test]
+fn the_sdk_and_the_examples_pass_their_native_unit_tests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let folders = [
+        "sdk-python/tests",
+        "examples/python/greeter",
+        "examples/python/dead-letter-triage",
+    ];
+    let out = std::process::Command::new("python3")
+        .arg("sdk-python/picloud-py")
+        .arg("test")
+        .args(folders)
+        .current_dir(&root)
+        .output()
+        .expect("running python3 sdk-python/picloud-py test (python3 is needed)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "picloud-py test failed:\n{stderr}");
+    // unittest says "Ran N tests ... OK" once per folder.
+    assert_eq!(stderr.matches("\nOK").count(), folders.len(), "{stderr}");
+    assert!(!stderr.contains("Ran 0 tests"), "{stderr}");
+}
 
 /// A host whose compile cache is the tests' shared one (each Python
 /// component compiles once per machine).

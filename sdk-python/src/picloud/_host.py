@@ -9,8 +9,15 @@ generated names.
 
 from typing import Optional
 
-from componentize_py_types import Err
-from wit_world.imports import dead_letters, kv, log, pubsub, queue, store, types
+try:
+    from componentize_py_types import Err
+    from wit_world.imports import dead_letters, kv, log, pubsub, queue, store, types
+except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(
+        f"no module {e.name!r}: picloud runs inside a component built with `picloud-py build`; "
+        "to run a handler natively, import picloud_testing before picloud (see `picloud-py test`)",
+        name=e.name,
+    ) from None
 
 from .errors import Conflict, HostError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
