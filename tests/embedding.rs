@@ -3,12 +3,15 @@
 //! bookkeeping cannot be built: its fields are private); a script run enqueued in the
 //! application's own transaction runs as its principal, is retried,
 //! dead-lettered and replayed as that principal, and vanishes with a
-//! rolled-back transaction; a principal without the capability is refused.
+//! rolled-back transaction; a principal without the capability is refused;
+//! a queue message and a publication from the application's transaction
+//! are delivered only if it commits.
 
 use std::time::Duration;
 
 use picloud_host::admin::{AdminError, TriggerOptions};
 use picloud_host::auth::Role;
+use picloud_host::messages;
 use picloud_host::model::{DeadLetterFilter, KvOps, NewEvent, Resolution, source};
 use picloud_host::runs::{RunFilter, RunOutcome};
 use picloud_host::store::Conn;
@@ -31,6 +34,7 @@ picloud_tests::contract!(
     a_failing_invocation_is_dead_lettered_and_replayed_as_its_principal,
     an_invocation_for_a_principal_without_the_capability_is_refused,
     every_facade_operation_refuses_a_principal_without_the_capability,
+    messages_from_the_applications_transaction_go_only_if_it_commits,
 );
 
 /// Enqueue `event` in a transaction of the test's own pool, then commit.
@@ -48,6 +52,28 @@ async fn enqueue_own(db: &TestDb, event: &NewEvent) -> picloud_host::store::Resu
         }
     }
     Ok(())
+}
+
+/// Enqueue `events` in a transaction of the test's own pool, then commit
+/// it (`commit`) or roll it back.
+async fn enqueue_in_own_tx(db: &TestDb, events: &[NewEvent], commit: bool) {
+    macro_rules! within {
+        ($tx:expr) => {{
+            let mut tx = $tx;
+            for event in events {
+                Conn::from(&mut *tx).enqueue(event).await.unwrap();
+            }
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+        }};
+    }
+    match &db.pool {
+        Pool::Sqlite(pool) => within!(pool.begin_with("BEGIN IMMEDIATE").await.unwrap()),
+        Pool::Postgres(pool) => within!(pool.begin().await.unwrap()),
+    }
 }
 
 /// `host.enqueue_invocation_in` in a transaction of the test's own pool,
@@ -385,6 +411,55 @@ async fn the_embedding_example_runs_on_postgres_in_either_migration_order() {
             pool.close().await;
         }
     }
+}
+
+/// The manager sends a queue message and publishes on a topic from its own
+/// transaction (`messages::queue_message`, `messages::publication`): they
+/// are delivered, once each, only if that transaction commits.
+async fn messages_from_the_applications_transaction_go_only_if_it_commits(db: &TestDb) {
+    let s = &db.store;
+    let host = h::host(s, h::fast_retries(3), h::ceiling());
+    let app = h::app(s, "shop").await;
+    h::deploy(host.runtime(), app.id, "flow", guests::FLOW).await;
+    for options in [
+        TriggerOptions::queue("flow", "mail", 1),
+        TriggerOptions::pubsub("flow", "orders.*"),
+    ] {
+        host.admin()
+            .add_trigger(app.id, options, h::ADMIN)
+            .await
+            .unwrap();
+    }
+    let events = [
+        messages::queue_message(app.id, "mail", json!({"to": "ada"}), 0).unwrap(),
+        messages::publication(app.id, "orders.eu", json!({"order": 1})).unwrap(),
+    ];
+
+    // Rolled back: nothing is enqueued, so nothing will run.
+    enqueue_in_own_tx(db, &events, false).await;
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
+
+    enqueue_in_own_tx(db, &events, true).await;
+    host.notify();
+    settle(&host).await;
+    let runs = s.list_runs(&RunFilter::app(app.id)).await.unwrap();
+    let mut kinds: Vec<_> = runs
+        .iter()
+        .map(|r| (r.source.as_str(), r.op.as_str(), r.outcome))
+        .collect();
+    kinds.sort_by_key(|k| k.0);
+    assert_eq!(
+        kinds,
+        [
+            ("pubsub", "publish", RunOutcome::Succeeded),
+            ("queue", "message", RunOutcome::Succeeded),
+        ],
+        "one delivery each, from the committed transaction: {runs:?}"
+    );
+    // The flow script counts what it saw: once each.
+    let seen = s.kv_list_keys(app.id, "seen", None, 100).await.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(s.count_events(None).await.unwrap(), 0);
 }
 
 fn check(summary: &embed::Summary) {
