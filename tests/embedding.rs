@@ -37,37 +37,30 @@ picloud_tests::contract!(
     messages_from_the_applications_transaction_go_only_if_it_commits,
 );
 
-/// Enqueue `event` in a transaction of the test's own pool, then commit.
-async fn enqueue_own(db: &TestDb, event: &NewEvent) -> picloud_host::store::Result<()> {
-    match &db.pool {
-        Pool::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            Conn::from(&mut *tx).enqueue(event).await?;
-            tx.commit().await.unwrap();
-        }
-        Pool::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            Conn::from(&mut *tx).enqueue(event).await?;
-            tx.commit().await.unwrap();
-        }
-    }
-    Ok(())
-}
-
 /// Enqueue `events` in a transaction of the test's own pool, then commit
-/// it (`commit`) or roll it back.
-async fn enqueue_in_own_tx(db: &TestDb, events: &[NewEvent], commit: bool) {
+/// it (`commit`) or roll it back. The first refusal rolls it back and is
+/// returned.
+async fn enqueue_own(
+    db: &TestDb,
+    events: &[NewEvent],
+    commit: bool,
+) -> picloud_host::store::Result<()> {
     macro_rules! within {
         ($tx:expr) => {{
             let mut tx = $tx;
+            let mut result = Ok(());
             for event in events {
-                Conn::from(&mut *tx).enqueue(event).await.unwrap();
+                result = Conn::from(&mut *tx).enqueue(event).await.map(drop);
+                if result.is_err() {
+                    break;
+                }
             }
-            if commit {
+            if commit && result.is_ok() {
                 tx.commit().await.unwrap();
             } else {
                 tx.rollback().await.unwrap();
             }
+            result
         }};
     }
     match &db.pool {
@@ -145,7 +138,7 @@ async fn events_nothing_would_run_are_refused_at_enqueue(db: &TestDb) {
         for result in [
             s.enqueue(event).await.map(drop),
             s.enqueue_many(std::slice::from_ref(event)).await.map(drop),
-            enqueue_own(db, event).await,
+            enqueue_own(db, std::slice::from_ref(event), true).await,
         ] {
             let err = result.expect_err(expected).to_string();
             assert!(err.contains(expected), "{err:?} should say {expected:?}");
@@ -199,12 +192,8 @@ async fn a_failing_invocation_is_dead_lettered_and_replayed_as_its_principal(db:
     let app = h::app(s, "shop").await;
     s.set_member(app.id, "dev", Role::Developer).await.unwrap();
     let fails = h::deploy(host.runtime(), app.id, "fails", guests::ALWAYS_FAILS).await;
-    enqueue_own(
-        db,
-        &NewEvent::invocation(app.id, fails.id, "dev", json!({"n": 1})),
-    )
-    .await
-    .unwrap();
+    let invocation = NewEvent::invocation(app.id, fails.id, "dev", json!({"n": 1}));
+    enqueue_own(db, &[invocation], true).await.unwrap();
     host.notify();
     settle(&host).await;
     let dead = s
@@ -436,10 +425,10 @@ async fn messages_from_the_applications_transaction_go_only_if_it_commits(db: &T
     ];
 
     // Rolled back: nothing is enqueued, so nothing will run.
-    enqueue_in_own_tx(db, &events, false).await;
+    enqueue_own(db, &events, false).await.unwrap();
     assert_eq!(s.count_events(None).await.unwrap(), 0);
 
-    enqueue_in_own_tx(db, &events, true).await;
+    enqueue_own(db, &events, true).await.unwrap();
     host.notify();
     settle(&host).await;
     let runs = s.list_runs(&RunFilter::app(app.id)).await.unwrap();

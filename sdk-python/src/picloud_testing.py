@@ -32,6 +32,7 @@ in `sys.modules` when it is imported, so the SDK runs unchanged and
 before `picloud`, and never from a script you build.
 """
 
+import dataclasses
 import enum
 import json
 import sys
@@ -200,8 +201,6 @@ _VARIANTS = {
 
 def _install() -> None:
     """Put the look-alikes where `picloud/_host.py` imports them from."""
-    if "picloud._host" in sys.modules and "wit_world" not in sys.modules:
-        raise ImportError("import picloud_testing before picloud (and before your script)")
     py_types = _modules.ModuleType("componentize_py_types")
     py_types.Err = Err
     world = _modules.ModuleType("wit_world")
@@ -654,8 +653,4 @@ def dead_letter(id: str, source: str, op: str, payload: Any, last_error: str) ->
 def at_attempt(event: Event, attempt: int) -> Event:
     """`event` as its `attempt`th delivery (1 is the first), for a handler
     that behaves differently on a retry."""
-    raw = event._raw
-    return Event(
-        _RawEvent(raw.id, raw.app_id, raw.source, raw.op, raw.payload, raw.depth, attempt,
-                  raw.trigger_id, raw.script_id, raw.principal)
-    )
+    return Event(dataclasses.replace(event._raw, attempt=attempt))
